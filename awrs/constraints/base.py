@@ -1,0 +1,102 @@
+"""The constraint interface: an incremental, byte-level check of a text and its prefixes.
+
+A constraint is immutable configuration (a compiled pattern, a schema). Progress through a text
+is held in a *state*: a small immutable value that particles share freely. ``advance`` maps a
+state and some bytes to a new state, or to :data:`DEAD` when no valid completion exists.
+
+The contract every constraint keeps, because AWRS and SMC are exact only under it:
+
+* never reject a prefix of a valid text (``advance`` may return a live state for a prefix that
+  cannot be completed: that only costs pruning, and is caught at ``is_complete``);
+* ``is_complete`` is true exactly when the text so far is valid as a whole.
+
+Not here: tokens. Samplers turn token ids into bytes through :class:`awrs.vocab.Vocabulary`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Final
+
+
+class _Dead:
+    """Marker for a prefix that has no valid completion."""
+
+    _instance: _Dead | None = None
+
+    def __new__(cls) -> _Dead:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEAD"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "DEAD"
+
+
+DEAD: Final = _Dead()
+"""Returned by :meth:`Constraint.advance` when the text can no longer be completed."""
+
+State = Any
+
+
+def as_bytes(text: str | bytes) -> bytes:
+    return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+
+
+class Constraint(ABC):
+    """A prefix-checkable set of valid texts over bytes (UTF-8 for text constraints)."""
+
+    @abstractmethod
+    def start(self) -> State:
+        """The state of the empty text."""
+
+    @abstractmethod
+    def advance(self, state: State, data: bytes) -> State:
+        """The state after appending ``data``, or :data:`DEAD` if no completion is valid."""
+
+    @abstractmethod
+    def is_complete(self, state: State) -> bool:
+        """Whether the text that led to ``state`` is valid as a whole."""
+
+    def can_continue(self, state: State) -> bool:
+        """False only if no non-empty continuation of this text can be valid (EOS may still be).
+
+        An optional hint: samplers then propose EOS alone, which is exact and saves checking
+        tokens that must be rejected. The default, True, is always safe.
+        """
+        return True
+
+    def accepts_prefix(self, text: str | bytes) -> bool:
+        """Whether ``text`` may still be extended to a valid text."""
+        return self.advance(self.start(), as_bytes(text)) is not DEAD
+
+    def accepts(self, text: str | bytes) -> bool:
+        """Whether ``text`` is valid as a whole."""
+        state = self.advance(self.start(), as_bytes(text))
+        return state is not DEAD and self.is_complete(state)
+
+    def describe(self) -> str:
+        """A short human-readable description, for messages."""
+        return type(self).__name__
+
+
+def split_utf8(data: bytes) -> tuple[str, bytes] | None:
+    """Split bytes into their decodable text and an unfinished trailing UTF-8 sequence.
+
+    Returns None when ``data`` holds bytes that no continuation can turn into valid UTF-8.
+    A token may end in the middle of a multi-byte character; the rest arrives with the next
+    token, so the unfinished tail (at most 3 bytes) is kept, not rejected.
+    """
+    try:
+        return data.decode("utf-8"), b""
+    except UnicodeDecodeError as err:
+        if err.reason != "unexpected end of data":
+            return None
+        head, tail = data[: err.start], data[err.start :]
+        return head.decode("utf-8"), tail

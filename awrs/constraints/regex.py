@@ -1,0 +1,125 @@
+"""Regex: texts that fully match a pattern of the `regex` package.
+
+The whole syntax of `regex` is supported (lookarounds, backreferences, conditionals,
+recursion, Unicode properties, set operations) because prefixes are checked with the
+engine's own partial matching: a prefix is alive when ``fullmatch(text, partial=True)``
+finds a match that could still be extended.
+
+Every check has a time limit, so a pattern with catastrophic backtracking cannot hang a run.
+A prefix check that times out is treated as alive (accepting is always safe for exactness; the
+text is checked again later); a completion check that times out is treated as invalid and
+counted in :attr:`Regex.timeouts`.
+
+Not here: DFA-based incremental matching. Each check re-runs the pattern on the whole text,
+which costs microseconds for the short texts constrained generation produces.
+"""
+
+from __future__ import annotations
+
+import regex as _regex
+
+from ..errors import ConfigError
+from .base import DEAD, Constraint, State, split_utf8
+
+# State: (decoded text so far, unfinished trailing UTF-8 bytes). Immutable and shareable.
+RegexState = tuple[str, bytes]
+
+
+class Regex(Constraint):
+    """Texts that fully match ``pattern``.
+
+    Args:
+        pattern: a pattern in the syntax of the `regex` package.
+        flags: `regex` flags (for example ``regex.IGNORECASE``).
+        timeout: seconds allowed for one check before it is abandoned.
+    """
+
+    def __init__(self, pattern: str, flags: int = 0, *, timeout: float = 0.05) -> None:
+        if not isinstance(pattern, str):
+            raise ConfigError(f"a regex pattern must be a string, got {type(pattern).__name__}")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be positive, got {timeout}")
+        try:
+            self._compiled = _regex.compile(pattern, flags)
+        except _regex.error as err:
+            where = f" at position {err.pos}" if getattr(err, "pos", None) is not None else ""
+            raise ConfigError(f"invalid regex {pattern!r}: {err.msg}{where}") from None
+        except (OverflowError, RecursionError, MemoryError) as err:
+            raise ConfigError(f"invalid regex {pattern!r}: {type(err).__name__}") from None
+        self._extendable = _extension_pattern(pattern, flags)
+        self.pattern = pattern
+        self.timeout = timeout
+        self.timeouts = 0  # checks abandoned at the time limit (see module docstring)
+
+    def describe(self) -> str:
+        return f"regex {self.pattern!r}"
+
+    def __repr__(self) -> str:
+        return f"Regex({self.pattern!r})"
+
+    def start(self) -> RegexState:
+        return ("", b"")
+
+    def _match(self, text: str, partial: bool, compiled=None):
+        try:
+            return (compiled or self._compiled).fullmatch(text, partial=partial, timeout=self.timeout)
+        except TimeoutError:
+            self.timeouts += 1
+            raise
+
+    def advance(self, state: State, data: bytes) -> State:
+        text, tail = state
+        split = split_utf8(tail + data)
+        if split is None:
+            return DEAD
+        new_chars, new_tail = split
+        if not new_chars and not (new_tail and not tail):
+            return (text, new_tail)
+        text = text + new_chars
+        # With a character still unfinished, the text must admit at least one more character.
+        pattern = self._extendable if new_tail and self._extendable is not None else self._compiled
+        try:
+            match = self._match(text, partial=True, compiled=pattern)
+        except TimeoutError:
+            return (text, new_tail)
+        return (text, new_tail) if match is not None else DEAD
+
+    def can_continue(self, state: State) -> bool:
+        text, tail = state
+        if tail or self._extendable is None:
+            return True
+        try:
+            return self._match(text, partial=True, compiled=self._extendable) is not None
+        except TimeoutError:
+            return True
+
+    def is_complete(self, state: State) -> bool:
+        text, tail = state
+        if tail:
+            return False
+        try:
+            match = self._match(text, partial=False)
+        except TimeoutError:
+            return False
+        return match is not None
+
+
+# Patterns that recurse into the whole pattern cannot be wrapped without changing their meaning.
+_WHOLE_RECURSION = _regex.compile(r"\(\?(?:R|0)\)")
+
+
+def _extension_pattern(pattern: str, flags: int):
+    """A pattern that partially matches a text only if the text can be extended by a character.
+
+    ``(?:P)(?!)`` can never match in full, so a partial match means some way through P reached
+    the end of the text still wanting input. Used when a token ends inside a multi-byte
+    character: if the text before it is already a complete, final match (a full date, say),
+    no character can follow and the pending bytes are rejected at once instead of leaving the
+    particle to die a step later. None where wrapping would change the pattern's meaning.
+    """
+    if _WHOLE_RECURSION.search(pattern):
+        return None
+    try:
+        return _regex.compile(f"(?:{pattern})(?!)", flags)
+    except _regex.error:
+        return None

@@ -1,0 +1,271 @@
+"""``awrs.generate``: constrained generation by method name, packaged as a :class:`Result`.
+
+======================  ==================================================================
+method                  what it runs
+======================  ==================================================================
+``awrs-smc``            SMC with AWRS proposals and weights (exact as particles grow)
+``masking-smc``         SMC with token masking (same target, checks the whole vocabulary)
+``lcd``                 AWRS without weights: locally constrained decoding, few checks
+``masking``             token masking without weights: what mask engines sample
+``unconstrained``       the model alone; texts are checked afterwards
+``rejection``           whole-sequence rejection sampling (exact; may need many attempts)
+======================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constraints.base import Constraint
+from .errors import ConfigError
+from .models.base import LanguageModel, Message
+from .resampling import log_mean_exp, normalized
+from .result import Result, Sample
+from .sampling.samplers import AWRS, Masking, Rejection, TokenSampler, Unconstrained
+from .smc import Critic, Particles, SMCConfig, run_smc
+from .stats import Stats
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    resamples: bool  # uses ess_threshold; otherwise particles are independent
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("awrs-smc", "SMC with adaptive weighted rejection sampling", True),
+        Method("masking-smc", "SMC with token masking (checks every token)", True),
+        Method("lcd", "locally constrained decoding by adaptive rejection (no weights)", False),
+        Method("masking", "locally constrained decoding by token masking (no weights)", False),
+        Method("unconstrained", "the model alone; texts checked afterwards", False),
+        Method("rejection", "whole-sequence rejection sampling", False),
+    ]
+}
+
+
+def _token_sampler(method: str, estimator: str) -> TokenSampler:
+    if method == "awrs-smc":
+        return AWRS(estimator)
+    if method == "masking-smc":
+        return Masking(weighted=True)
+    if method == "lcd":
+        return AWRS("lcd")
+    if method == "masking":
+        return Masking(weighted=False)
+    if method == "unconstrained":
+        return Unconstrained()
+    return Rejection()
+
+
+def generate(
+    model: LanguageModel | None,
+    prompt: str | Sequence[int] | Sequence[Message],
+    constraint: Constraint,
+    *,
+    particles: int = 10,
+    max_tokens: int = 64,
+    method: str = "awrs-smc",
+    seed: int | None = None,
+    chat: bool = False,
+    system: str | None = None,
+    ess_threshold: float = 0.5,
+    resampling: str = "systematic",
+    estimator: str = "remainder",
+    critic: Critic | None = None,
+    max_attempts: int | None = None,
+    progress: bool = False,
+) -> Result:
+    """Generate texts that satisfy ``constraint``.
+
+    Args:
+        model: a :class:`~awrs.models.LanguageModel` (``None`` loads the embedded default).
+        prompt: text, token ids, or chat messages ``[{"role": ..., "content": ...}]``.
+        constraint: what every generated text must satisfy.
+        particles: number of particles (samples drawn in parallel, one model batch).
+        max_tokens: tokens generated per particle before EOS is forced.
+        method: one of :data:`METHODS` (see the module docstring).
+        seed: makes the run reproducible.
+        chat: wrap a text prompt in the model's chat template (with ``system`` if given).
+        ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
+        resampling: ``"systematic"`` or ``"multinomial"``.
+        estimator: AWRS weight estimator, ``"remainder"`` or ``"two-loop"``.
+        critic: ``(text, finished) -> log weight`` extra score for SMC methods.
+        max_attempts: for ``rejection``, how many sequences to try (default 50 * particles).
+        progress: show a progress bar on stderr.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(constraint, Constraint):
+        raise ConfigError(f"constraint must be an awrs Constraint, got {type(constraint).__name__}")
+    if model is None:
+        from .models import load_model
+
+        model = load_model()
+    spec = METHODS[method]
+    if critic is not None and not spec.resamples:
+        raise ConfigError(f"a critic needs a weighted SMC method (awrs-smc, masking-smc), not {method}")
+    config = SMCConfig(
+        particles=particles,
+        max_tokens=max_tokens,
+        ess_threshold=ess_threshold if spec.resamples else 0.0,
+        resampling=resampling,
+    )
+    prompt_ids = model.prompt_ids(prompt, chat=chat, system=system)
+    rng = np.random.default_rng(seed)
+    sampler = _token_sampler(method, estimator)
+    stats = Stats()
+    timeouts_before = getattr(constraint, "timeouts", 0)
+    bar = _progress_bar(config, method) if progress else None
+    on_step = (lambda _particles: bar.update(1)) if bar is not None else None
+    try:
+        if method == "rejection":
+            result = _rejection(model, prompt_ids, constraint, config, rng, stats, max_attempts, on_step)
+        else:
+            population = run_smc(
+                model, prompt_ids, constraint, sampler, config, rng,
+                stats=stats, critic=critic, on_step=on_step,
+            )
+            result = _package(method, population, model, constraint, sampler, stats)
+    finally:
+        if bar is not None:
+            bar.close()
+    stats.regex_timeouts = getattr(constraint, "timeouts", 0) - timeouts_before
+    result.seed = seed
+    if stats.regex_timeouts and result.message is None:
+        result.message = (
+            f"{stats.regex_timeouts} regex checks hit the time limit; prefixes were kept and "
+            "completions rejected, so samples stay valid but some valid texts may be missing"
+        )
+    return result
+
+
+def _decode(model: LanguageModel, ids: Sequence[int]) -> str:
+    return model.vocab.decode(ids).decode("utf-8", errors="replace")
+
+
+def _package(
+    method: str, population: Particles, model: LanguageModel, constraint: Constraint,
+    sampler: TokenSampler, stats: Stats,
+) -> Result:
+    alive = np.isfinite(population.log_weights)
+    if sampler.weighted:
+        log_weights = population.log_weights
+        log_ml: float | None = log_mean_exp(log_weights)
+    else:  # independent draws of one distribution: equal weights among survivors
+        log_weights = np.where(alive, 0.0, -np.inf)
+        log_ml = None
+    valid = [
+        bool(alive[i]) and (
+            sampler.checks_during_generation or constraint.accepts(model.vocab.decode(population.tokens[i]))
+        )
+        for i in range(len(population))
+    ]
+    probabilities = normalized(log_weights)
+    samples = [
+        Sample(
+            text=_decode(model, population.tokens[i]),
+            probability=float(probabilities[i]),
+            log_weight=float(population.log_weights[i]),
+            token_ids=tuple(population.tokens[i]),
+            valid=valid[i],
+        )
+        for i in np.argsort(-probabilities, kind="stable")
+        if probabilities[i] > 0
+    ]
+    posterior = _posterior(samples)
+    return Result(
+        method=method,
+        samples=samples,
+        posterior=posterior,
+        log_marginal_likelihood=log_ml,
+        stats=stats,
+        eos_token_ids=sorted(model.vocab.eos_ids),
+        message=_explain(samples, posterior, population, constraint, stats),
+    )
+
+
+def _posterior(samples: Sequence[Sample]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for s in samples:
+        if s.valid:
+            totals[s.text] = totals.get(s.text, 0.0) + s.probability
+    norm = sum(totals.values())
+    if norm <= 0:
+        return {}
+    return dict(sorted(((t, p / norm) for t, p in totals.items()), key=lambda kv: -kv[1]))
+
+
+def _explain(
+    samples: Sequence[Sample], posterior: dict, population: Particles, constraint: Constraint,
+    stats: Stats,
+) -> str | None:
+    if posterior:
+        return None
+    n = len(population)
+    if samples:
+        return f"none of the {len(samples)} finished texts satisfies the {constraint.describe()}"
+    parts = []
+    if stats.dead_ends:
+        parts.append(f"{stats.dead_ends} reached a prefix that no token can continue")
+    if stats.truncated:
+        parts.append(f"{stats.truncated} were incomplete at max_tokens (raise max_tokens)")
+    reasons = "; ".join(parts) if parts else "every particle died"
+    return f"no sample satisfies the {constraint.describe()}: of {n} particles, {reasons}"
+
+
+def _rejection(
+    model: LanguageModel, prompt_ids: Sequence[int], constraint: Constraint, config: SMCConfig,
+    rng: np.random.Generator, stats: Stats, max_attempts: int | None, on_step,
+) -> Result:
+    budget = max_attempts if max_attempts is not None else 50 * config.particles
+    if budget < 1:
+        raise ConfigError(f"max_attempts must be at least 1, got {budget}")
+    accepted: list[list[int]] = []
+    attempts = 0
+    while len(accepted) < config.particles and attempts < budget:
+        batch = min(config.particles, budget - attempts)
+        round_config = SMCConfig(particles=batch, max_tokens=config.max_tokens, ess_threshold=0.0)
+        population = run_smc(
+            model, prompt_ids, constraint, Rejection(), round_config, rng, stats=stats, on_step=on_step
+        )
+        attempts += batch
+        accepted.extend(population.tokens[i] for i in np.flatnonzero(np.isfinite(population.log_weights)))
+    kept = accepted[: config.particles]
+    samples = [
+        Sample(_decode(model, ids), 1.0 / len(kept), 0.0, tuple(ids)) for ids in kept
+    ]
+    message = None
+    if not kept:
+        message = (
+            f"rejection sampling found no text satisfying the {constraint.describe()} in "
+            f"{attempts} attempts (raise max_attempts, or use awrs-smc)"
+        )
+    return Result(
+        method="rejection",
+        samples=samples,
+        posterior=_posterior(samples),
+        log_marginal_likelihood=math.log(len(accepted) / attempts) if accepted else -math.inf,
+        stats=stats,
+        eos_token_ids=sorted(model.vocab.eos_ids),
+        message=message,
+        extra={"attempts": attempts, "accepted": len(accepted)},
+    )
+
+
+def _progress_bar(config: SMCConfig, method: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=config.max_tokens + 1, desc=f"{method} ({config.particles} particles)",
+        unit="step", file=sys.stderr, leave=False,
+    )

@@ -1,0 +1,88 @@
+"""The language-model interface every backend implements.
+
+A model has a :class:`~awrs.vocab.Vocabulary` and opens *decoding sessions*. A session holds
+the KV cache of many rows (one per live particle) that all continue one prompt:
+
+* ``model.open(prompt_ids, rows)`` evaluates the prompt once and shares it between the rows;
+* ``session.logprobs()`` is the (rows, V) matrix of next-token log-probabilities;
+* ``session.step(parents, tokens)`` builds the next rows in one batched forward pass: new row
+  ``i`` is old row ``parents[i]`` extended by ``tokens[i]``. Resampling (rows copied or dropped)
+  and finished particles (rows dropped) are a reordering of the cache, never a recomputation.
+
+Not here: sampling and constraints.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..vocab import Vocabulary
+
+Message = dict  # {"role": ..., "content": ...}
+
+
+class DecodingSession(ABC):
+    """Batched, KV-cached decoding of several rows that share one prompt."""
+
+    @property
+    @abstractmethod
+    def rows(self) -> int:
+        """How many rows the session holds now."""
+
+    @abstractmethod
+    def logprobs(self) -> np.ndarray:
+        """(rows, V) next-token log-probabilities (float32 or float64)."""
+
+    @abstractmethod
+    def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
+        """New row i = old row ``parents[i]`` followed by ``tokens[i]``; one forward pass."""
+
+    def close(self) -> None:
+        """Free the session's memory early (optional)."""
+
+
+class LanguageModel(ABC):
+    """A causal language model behind awrs's batched interface."""
+
+    vocab: Vocabulary
+    name: str = "model"
+
+    @abstractmethod
+    def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+        """Start ``rows`` identical rows after ``prompt_ids`` (the prompt is evaluated once)."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a plain-text prompt, with the tokenizer's default special tokens."""
+
+    def apply_chat_template(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of a chat conversation, ready for the assistant's turn."""
+        raise NotImplementedError(f"{self.name} has no chat template")
+
+    def prompt_ids(
+        self, prompt: str | Sequence[int] | Sequence[Message], *, chat: bool = False,
+        system: str | None = None,
+    ) -> list[int]:
+        """Turn a prompt given as text, token ids or chat messages into token ids."""
+        if isinstance(prompt, str):
+            if not chat:
+                return self.encode(prompt)
+            messages: list[Message] = [{"role": "user", "content": prompt}]
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
+            return self.apply_chat_template(messages)
+        items = list(prompt)
+        if all(isinstance(m, dict) for m in items) and items:
+            return self.apply_chat_template(items)
+        ids = [int(i) for i in items]
+        size = len(self.vocab)
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad:
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary (size {size})")
+        return ids
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} V={len(self.vocab)}>"

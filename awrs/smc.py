@@ -1,0 +1,221 @@
+"""Sequential Monte Carlo over token sequences, one batched model call per step.
+
+Target: pi(x) ∝ p_LM(x) 1[x satisfies the constraint] 1[|x| <= max_tokens] (times the critic's
+final score, if one is given). Every step:
+
+1. one batched forward pass gives the next-token distribution of every live particle;
+2. the token sampler proposes a token per particle with a log incremental weight (for AWRS an
+   unbiased estimate of the local normaliser Z); a dead end (-inf) kills the particle;
+3. a particle that has produced ``max_tokens`` tokens is given EOS with weight p(EOS | x), which
+   keeps the target exact under the length limit;
+4. an optional critic twists the weights (its prefix score is added, and taken back the next
+   step; its final score is applied at EOS);
+5. if the effective sample size falls below ``ess_threshold * N``, particles are resampled and
+   every weight is set to the mean weight (keeping the likelihood estimate unbiased); the model
+   cache is reordered to match, not recomputed.
+
+The estimate of log P(constraint) is the log mean of the final weights.
+
+Not here: choosing samplers by method name and packaging results (see :mod:`awrs.generate`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .constraints.base import Constraint, State
+from .errors import ConfigError
+from .models.base import LanguageModel
+from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
+from .sampling.draw import NO_TOKEN
+from .sampling.samplers import TokenChecker, TokenSampler
+from .stats import Stats
+from .vocab import Vocabulary
+
+Critic = Callable[[str, bool], float]
+"""``critic(text, finished) -> log weight``: a soft score of a prefix or of a finished text."""
+
+
+@dataclass
+class Particles:
+    """The population, as parallel lists and arrays indexed by particle."""
+
+    tokens: list[list[int]]
+    states: list[State]
+    log_weights: np.ndarray  # (N,) float64
+    finished: np.ndarray  # (N,) bool: ended by EOS or dead
+    twists: np.ndarray  # (N,) float64: critic score currently included in log_weights
+    ancestry: list[np.ndarray] = field(default_factory=list)  # ancestor indices per resampling
+
+    @classmethod
+    def start(cls, n: int, state: State) -> Particles:
+        return cls(
+            tokens=[[] for _ in range(n)],
+            states=[state] * n,
+            log_weights=np.zeros(n),
+            finished=np.zeros(n, dtype=bool),
+            twists=np.zeros(n),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def select(self, indices: np.ndarray) -> None:
+        self.tokens = [list(self.tokens[i]) for i in indices]
+        self.states = [self.states[i] for i in indices]
+        self.log_weights = self.log_weights[indices]
+        self.finished = self.finished[indices]
+        self.twists = self.twists[indices]
+        self.ancestry.append(np.asarray(indices))
+
+
+@dataclass(frozen=True)
+class SMCConfig:
+    """How SMC runs. ``ess_threshold=0`` is importance sampling (never resample)."""
+
+    particles: int = 10
+    max_tokens: int = 64
+    ess_threshold: float = 0.5
+    resampling: str = "systematic"
+
+    def __post_init__(self) -> None:
+        if self.particles < 1:
+            raise ConfigError(f"particles must be at least 1, got {self.particles}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if not 0.0 <= self.ess_threshold <= 1.0:
+            raise ConfigError(f"ess_threshold must be in [0, 1], got {self.ess_threshold}")
+        get_resampler(self.resampling)
+
+
+def token_masses(logprobs: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute next-token probabilities (special non-EOS tokens set to 0) and their row cumsums.
+
+    (n, V) float64 each. The masses are not renormalised: the mass removed with the special
+    tokens stays out of every weight, which is what targets text without control tokens.
+    """
+    mass = np.exp(logprobs, dtype=np.float64)
+    if len(vocab.blocked_array):
+        mass[:, vocab.blocked_array] = 0.0
+    return mass, np.cumsum(mass, axis=1)
+
+
+def _checked_score(critic: Critic, text: str, finished: bool) -> float:
+    score = float(critic(text, finished))
+    if math.isnan(score) or score == math.inf:
+        raise ConfigError(f"the critic returned {score} for {text[:60]!r}; it must return a log weight < inf")
+    return score
+
+
+def run_smc(
+    model: LanguageModel,
+    prompt_ids: Sequence[int],
+    constraint: Constraint,
+    sampler: TokenSampler,
+    config: SMCConfig,
+    rng: np.random.Generator,
+    *,
+    stats: Stats | None = None,
+    critic: Critic | None = None,
+    on_step: Callable[[Particles], None] | None = None,
+) -> Particles:
+    """Run SMC to the end (every particle finished or dead) and return the population."""
+    stats = stats if stats is not None else Stats()
+    vocab = model.vocab
+    eos = vocab.eos_array
+    n = config.particles
+    resample = get_resampler(config.resampling)
+    twisting = critic is not None and config.ess_threshold > 0
+    started = time.perf_counter()
+    stats.particles += n
+
+    particles = Particles.start(n, constraint.start())
+    clock = time.perf_counter()
+    session = model.open(prompt_ids, n)
+    stats.model_seconds += time.perf_counter() - clock
+    stats.model_calls += 1
+    active = np.arange(n)  # particle behind each session row
+
+    while len(active):
+        clock = time.perf_counter()
+        logprobs = session.logprobs()
+        stats.model_seconds += time.perf_counter() - clock
+        mass, cumsum = token_masses(logprobs, vocab)
+
+        for row, i in enumerate(active):
+            checker = TokenChecker(constraint, particles.states[i], vocab, stats)
+            at_limit = len(particles.tokens[i]) >= config.max_tokens
+            if at_limit:
+                draw = sampler.force_eos(mass[row], checker, eos, rng)
+            else:
+                draw = sampler.propose(mass[row], cumsum[row], checker, rng)
+            stats.rejections += draw.rejections
+            if draw.token == NO_TOKEN or draw.log_weight == -math.inf:
+                particles.log_weights[i] = -math.inf
+                particles.finished[i] = True
+                if at_limit:
+                    stats.truncated += 1
+                else:
+                    stats.dead_ends += 1
+                continue
+            particles.log_weights[i] += draw.log_weight
+            particles.tokens[i].append(draw.token)
+            if draw.token in vocab.eos_ids:
+                particles.finished[i] = True
+            elif sampler.checks_during_generation:
+                particles.states[i] = checker.state_after(draw.token)
+        stats.tokens += len(active)
+        stats.steps += 1
+
+        if critic is not None:
+            _apply_critic(critic, particles, active, vocab, twisting)
+
+        row_of = np.full(n, -1)
+        row_of[active] = np.arange(len(active))
+        ancestors = np.arange(n)
+        if config.ess_threshold > 0 and not particles.finished.all():
+            ess = effective_sample_size(particles.log_weights)
+            if 0 < ess < config.ess_threshold * n:
+                ancestors = resample(normalized(particles.log_weights), rng)
+                mean = log_mean_exp(particles.log_weights)
+                particles.select(ancestors)
+                particles.log_weights[:] = mean  # twists stay: each is taken back next step
+                stats.resamples += 1
+        if on_step is not None:
+            on_step(particles)
+
+        live = np.flatnonzero(~particles.finished)
+        if not len(live):
+            break
+        parents = row_of[ancestors[live]]
+        last_tokens = np.array([particles.tokens[i][-1] for i in live], dtype=np.int64)
+        clock = time.perf_counter()
+        session.step(parents, last_tokens)
+        stats.model_seconds += time.perf_counter() - clock
+        stats.model_calls += 1
+        active = live
+
+    session.close()
+    stats.total_seconds += time.perf_counter() - started
+    return particles
+
+
+def _apply_critic(
+    critic: Critic, particles: Particles, stepped: np.ndarray, vocab: Vocabulary, twisting: bool
+) -> None:
+    """Add the critic's score to particles that moved this step (see the module docstring)."""
+    for i in stepped:
+        if particles.log_weights[i] == -math.inf:
+            continue
+        done = bool(particles.finished[i])
+        if not done and not twisting:
+            continue
+        text = vocab.decode(particles.tokens[i]).decode("utf-8", errors="replace")
+        score = _checked_score(critic, text, done)
+        particles.log_weights[i] += score - particles.twists[i]
+        particles.twists[i] = 0.0 if done else score

@@ -1,0 +1,49 @@
+"""Run statistics: counts and where the seconds went (model, constraint, sampler)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Stats:
+    """Counters for one generation run.
+
+    ``tokens`` counts particle-tokens (one per particle per step, EOS included);
+    ``constraint_checks`` counts calls of ``advance``/``is_complete`` on a candidate;
+    ``sampler_seconds`` is everything that is neither the model nor the constraint
+    (drawing, weights, resampling, bookkeeping).
+    """
+
+    particles: int = 0
+    steps: int = 0
+    tokens: int = 0
+    model_calls: int = 0
+    constraint_checks: int = 0
+    rejections: int = 0
+    resamples: int = 0
+    dead_ends: int = 0  # particles killed because no token could continue the text
+    truncated: int = 0  # particles killed at max_tokens because the text was not complete
+    regex_timeouts: int = 0
+    model_seconds: float = 0.0
+    constraint_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    @property
+    def sampler_seconds(self) -> float:
+        return max(self.total_seconds - self.model_seconds - self.constraint_seconds, 0.0)
+
+    @property
+    def checks_per_token(self) -> float:
+        return self.constraint_checks / self.tokens if self.tokens else 0.0
+
+    @property
+    def particle_tokens_per_second(self) -> float:
+        return self.tokens / self.total_seconds if self.total_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["sampler_seconds"] = self.sampler_seconds
+        out["checks_per_token"] = self.checks_per_token
+        out["particle_tokens_per_second"] = self.particle_tokens_per_second
+        return out

@@ -1,0 +1,189 @@
+"""Vocabulary: token id <-> bytes, end-of-sequence ids and special tokens.
+
+This is the one place where tokens become bytes. Constraints only ever see bytes, so a
+constraint written once works with every tokenizer.
+
+Not here: tokenization of prompts (that belongs to the model backends).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+# Special tokens that end a text in common model families. A token whose content is listed here
+# counts as end-of-sequence even when the tokenizer names a different one as its `eos_token`
+# (SmolLM2-Instruct ends chat turns with <|im_end|> but documents with <|endoftext|>).
+KNOWN_END_TOKENS = frozenset(
+    {
+        "</s>",
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        "<end_of_turn>",
+        "<|end|>",
+        "<eos>",
+    }
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Vocabulary:
+    """The bytes of every token id, which ids end a sequence, and which are special.
+
+    Args:
+        tokens: ``tokens[i]`` is the byte string token ``i`` stands for. Special tokens carry
+            their literal content, but they are never emitted as text.
+        eos_ids: ids that end a sequence (a model may have several).
+        special_ids: ids that are control tokens (EOS ids included). Non-EOS special tokens are
+            never proposed: samplers give them zero probability.
+    """
+
+    tokens: tuple[bytes, ...]
+    eos_ids: frozenset[int]
+    special_ids: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not self.eos_ids:
+            raise ValueError("a vocabulary needs at least one end-of-sequence id")
+        size = len(self.tokens)
+        for i in self.eos_ids | self.special_ids:
+            if not 0 <= i < size:
+                raise ValueError(f"token id {i} is outside the vocabulary of {size} tokens")
+        object.__setattr__(self, "special_ids", frozenset(self.special_ids) | self.eos_ids)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @cached_property
+    def eos_array(self) -> np.ndarray:
+        """Sorted EOS ids as an int64 array, for vectorised indexing."""
+        return np.array(sorted(self.eos_ids), dtype=np.int64)
+
+    @cached_property
+    def blocked_array(self) -> np.ndarray:
+        """Ids of special tokens that are not EOS: they never appear in generated text."""
+        return np.array(sorted(self.special_ids - self.eos_ids), dtype=np.int64)
+
+    def is_eos(self, token_id: int) -> bool:
+        return token_id in self.eos_ids
+
+    def decode(self, token_ids: Iterable[int]) -> bytes:
+        """The bytes of a generated sequence; special tokens (EOS included) contribute nothing."""
+        special = self.special_ids
+        return b"".join(self.tokens[i] for i in token_ids if i not in special)
+
+    def describe(self, token_id: int) -> str:
+        """A readable name for one token, for messages and traces."""
+        text = self.tokens[token_id].decode("utf-8", errors="backslashreplace")
+        return f"{token_id}:{text!r}" + (" (special)" if token_id in self.special_ids else "")
+
+
+# --- Building a Vocabulary from a Hugging Face tokenizer -------------------------------------
+
+
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's byte-to-printable-character table used by byte-level BPE."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _decoder_kinds(tokenizer_json: dict) -> set[str]:
+    """The decoder component types of a `tokenizers` JSON (e.g. {'ByteLevel'} or {'ByteFallback', ...})."""
+    kinds: set[str] = set()
+
+    def walk(node: dict | None) -> None:
+        if not node:
+            return
+        kinds.add(node.get("type", ""))
+        for child in node.get("decoders", []) or []:
+            walk(child)
+
+    walk(tokenizer_json.get("decoder"))
+    walk(tokenizer_json.get("pre_tokenizer"))
+    for child in (tokenizer_json.get("pre_tokenizer") or {}).get("pretokenizers", []) or []:
+        walk(child)
+    return kinds
+
+
+def token_bytes_from_hf(tokenizer) -> tuple[list[bytes], set[int]]:
+    """Reconstruct the exact bytes of every token of a Hugging Face (fast) tokenizer.
+
+    Handles byte-level BPE (GPT-2, Llama-3, SmolLM, Qwen: printable-character alphabet) and
+    SentencePiece-style vocabularies (Llama-2, Mistral, Gemma: '▁' for space, '<0xNN>' byte
+    fallback). Returns the byte strings and the ids of special (added, control) tokens.
+    """
+    import json
+
+    size = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
+    special: set[int] = set()
+    added: dict[int, str] = {}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    kinds: set[str] = set()
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        kinds = _decoder_kinds(spec)
+        for entry in spec.get("added_tokens", []):
+            added[entry["id"]] = entry["content"]
+            if entry.get("special", False):
+                special.add(entry["id"])
+    for i in getattr(tokenizer, "all_special_ids", []) or []:
+        if i is not None and 0 <= i < size:
+            special.add(i)
+
+    byte_level = "ByteLevel" in kinds
+    byte_decoder = _gpt2_byte_decoder() if byte_level else {}
+    out: list[bytes] = []
+    for i, piece in enumerate(pieces):
+        if piece is None:
+            out.append(b"")
+        elif i in added:
+            out.append(added[i].encode("utf-8"))
+        elif byte_level:
+            try:
+                out.append(bytes(byte_decoder[c] for c in piece))
+            except KeyError:
+                out.append(piece.encode("utf-8"))
+        else:
+            match = _BYTE_FALLBACK.match(piece)
+            if match:
+                out.append(bytes([int(match.group(1), 16)]))
+            else:
+                out.append(piece.replace("▁", " ").encode("utf-8"))
+    return out, special
+
+
+def vocabulary_from_hf(tokenizer, eos_ids: Sequence[int] = ()) -> Vocabulary:
+    """Build a :class:`Vocabulary` from a Hugging Face tokenizer.
+
+    EOS ids are the tokenizer's ``eos_token_id``, the ids in ``eos_ids`` (for example a
+    generation config's), and special tokens whose content is a known end marker.
+    """
+    tokens, special = token_bytes_from_hf(tokenizer)
+    eos = {int(i) for i in eos_ids if i is not None}
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    for i in special:
+        if tokens[i].decode("utf-8", errors="replace") in KNOWN_END_TOKENS:
+            eos.add(i)
+    return Vocabulary(tuple(tokens), frozenset(eos), frozenset(special))

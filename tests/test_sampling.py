@@ -1,0 +1,182 @@
+"""The production sampling path (MassDrawer, token samplers) by seeded Monte Carlo.
+
+Tolerances come from standard errors: each check allows 5 standard errors, and the sample
+sizes are chosen so that a 2% relative error in a frequency exceeds that bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from awrs.constraints import Regex
+from awrs.sampling import AWRS, Masking, MassDrawer, Rejection, TokenChecker, Unconstrained
+from awrs.sampling.awrs import remainder, two_loop
+from awrs.sampling.draw import NO_TOKEN
+from awrs.stats import Stats
+from awrs.testing import estimator_moments
+from awrs.vocab import Vocabulary
+
+
+def within(estimate: float, truth: float, standard_error: float, sigmas: float = 5.0) -> bool:
+    return abs(estimate - truth) <= sigmas * standard_error + 1e-12
+
+
+def test_mass_drawer_order_is_sampling_without_replacement():
+    mass = np.array([0.5, 0.3, 0.15, 0.05])
+    rng = np.random.default_rng(0)
+    n = 60_000
+    pairs: dict[tuple[int, int], int] = {}
+    for _ in range(n):
+        d = MassDrawer(mass, rng)
+        a = d.draw()
+        d.remove(a)
+        b = d.draw()
+        pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    for (a, b), count in pairs.items():
+        truth = mass[a] * mass[b] / (1 - mass[a])
+        assert within(count / n, truth, math.sqrt(truth * (1 - truth) / n)), (a, b)
+
+
+def test_mass_drawer_exhausts_and_rebuilds():
+    mass = np.array([0.7, 0.2, 0.0, 0.1])
+    d = MassDrawer(mass, np.random.default_rng(1))
+    seen = []
+    while (t := d.draw()) != NO_TOKEN:
+        seen.append(t)
+        d.remove(t)
+    assert sorted(seen) == [0, 1, 3]  # zero-mass tokens are never drawn
+    assert d.remaining == 0.0
+
+
+def test_mass_drawer_restrict_keeps_only_given_tokens():
+    d = MassDrawer(np.array([0.6, 0.3, 0.1]), np.random.default_rng(2))
+    d.remove(1)
+    d.restrict(np.array([1, 2]))
+    assert d.remaining == pytest.approx(0.1)
+    assert {d.draw() for _ in range(50)} == {2}
+
+
+@pytest.mark.parametrize("estimator", [remainder, two_loop])
+def test_awrs_frequencies_and_weights_by_monte_carlo(estimator):
+    """Would catch a 2% relative error in any token's frequency (5 sigma bound is ~1.3%)."""
+    mass = np.array([0.35, 0.25, 0.2, 0.12, 0.08])
+    accepted = {1, 3, 4}
+    z = sum(mass[a] for a in accepted)
+    rng = np.random.default_rng(3)
+    n = 100_000
+    counts = np.zeros(len(mass))
+    weighted = np.zeros(len(mass))
+    weighted_sq = np.zeros(len(mass))
+    cumsum = np.cumsum(mass)
+    for _ in range(n):
+        draw = estimator(MassDrawer(mass, rng, cumsum), accepted.__contains__)
+        w = math.exp(draw.log_weight)
+        counts[draw.token] += 1
+        weighted[draw.token] += w
+        weighted_sq[draw.token] += w * w
+    for a in range(len(mass)):
+        g = mass[a] / z if a in accepted else 0.0
+        assert within(counts[a] / n, g, math.sqrt(max(g * (1 - g), 1e-12) / n)), a
+        mean = weighted[a] / n
+        se = math.sqrt(max(weighted_sq[a] / n - mean**2, 1e-18) / n)
+        assert within(mean, mass[a] if a in accepted else 0.0, se), a
+    # the exact probabilities these are compared with come from enumeration too
+    exact = estimator_moments(estimator, list(mass), accepted)
+    assert exact.token_probability[1] == pytest.approx(0.25 / z)
+
+
+def test_awrs_is_robust_when_almost_all_mass_is_rejected():
+    """5,000 tokens, 99.95% of the mass invalid: finite weights, no NaN, unbiased mean."""
+    rng = np.random.default_rng(4)
+    mass = rng.dirichlet(np.full(5000, 0.05))
+    order = np.argsort(-mass)
+    accepted = set(order[2500:2600].tolist())  # low-probability tokens only
+    z = mass[list(accepted)].sum()
+    assert z < 5e-4
+    weights = []
+    cumsum = np.cumsum(mass)
+    for _ in range(150):
+        draw = remainder(MassDrawer(mass, rng, cumsum), accepted.__contains__)
+        assert draw.token in accepted and math.isfinite(draw.log_weight)
+        weights.append(math.exp(draw.log_weight))
+    weights = np.array(weights)
+    assert within(weights.mean(), z, weights.std() / math.sqrt(len(weights)))
+
+
+# --- token samplers on a byte vocabulary --------------------------------------------------------
+
+VOCAB = Vocabulary((b"a", b"b", b"ab", b"c", b"<eos>", b"<pad>"), frozenset({4}), frozenset({5}))
+MASS = np.array([0.3, 0.2, 0.1, 0.25, 0.15, 0.0])
+
+
+def _checker(constraint, text=b""):
+    state = constraint.advance(constraint.start(), text)
+    return TokenChecker(constraint, state, VOCAB, Stats())
+
+
+def test_masking_and_awrs_give_the_same_local_distribution():
+    constraint = Regex("a+b?")
+    rng = np.random.default_rng(5)
+    # After "a": 'a', 'b', 'ab' and EOS are valid, 'c' is not.
+    valid = [0, 1, 2, 4]
+    z = MASS[valid].sum()
+    masking = Masking(weighted=True).propose(MASS, np.cumsum(MASS), _checker(constraint, b"a"), rng)
+    assert masking.log_weight == pytest.approx(math.log(z))
+    counts = {"awrs": np.zeros(6), "masking": np.zeros(6)}
+    n = 20_000
+    for _ in range(n):
+        for name, sampler in (("awrs", AWRS()), ("masking", Masking())):
+            draw = sampler.propose(MASS, np.cumsum(MASS), _checker(constraint, b"a"), rng)
+            counts[name][draw.token] += 1
+    for token in range(6):
+        g = MASS[token] / z if token in valid else 0.0
+        se = math.sqrt(max(g * (1 - g), 1e-12) / n)
+        assert within(counts["awrs"][token] / n, g, se)
+        assert within(counts["masking"][token] / n, g, se)
+
+
+def test_masking_checks_every_token_and_awrs_few():
+    constraint = Regex("a+b?")
+    rng = np.random.default_rng(6)
+    for sampler, bound in ((Masking(), len(VOCAB) + 1), (AWRS(), 3)):  # +1: the EOS-pruning hint
+        checker = _checker(constraint, b"a")
+        sampler.propose(MASS, np.cumsum(MASS), checker, rng)
+        stats = checker._stats
+        assert stats.constraint_checks <= bound
+    assert stats.constraint_checks < len(VOCAB)
+
+
+def test_eos_pruning_after_a_final_match():
+    """Once the text is a final match, every non-EOS token is pruned: few checks, exact weight."""
+    constraint = Regex("ab")
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        checker = _checker(constraint, b"ab")
+        draw = AWRS().propose(MASS, np.cumsum(MASS), checker, rng)
+        assert draw.token == 4
+        assert draw.log_weight == pytest.approx(math.log(0.15))
+        assert checker._stats.constraint_checks <= 3
+
+
+def test_forced_eos_weight_and_death():
+    constraint = Regex("a+")
+    rng = np.random.default_rng(8)
+    eos = VOCAB.eos_array
+    done = AWRS().force_eos(MASS, _checker(constraint, b"aa"), eos, rng)
+    assert done.token == 4 and done.log_weight == pytest.approx(math.log(0.15))
+    dead = AWRS().force_eos(MASS, _checker(constraint, b""), eos, rng)
+    assert dead.token == NO_TOKEN and dead.log_weight == -math.inf
+    assert AWRS("lcd").force_eos(MASS, _checker(constraint, b"a"), eos, rng).log_weight == 0.0
+
+
+def test_unconstrained_and_rejection_samplers():
+    constraint = Regex("c")
+    rng = np.random.default_rng(9)
+    tokens = {Unconstrained().propose(MASS, np.cumsum(MASS), _checker(constraint), rng).token for _ in range(200)}
+    assert tokens == {0, 1, 2, 3, 4}  # never the special <pad>, whatever the constraint says
+    outcomes = [Rejection().propose(MASS, np.cumsum(MASS), _checker(constraint), rng) for _ in range(200)]
+    assert {o.token for o in outcomes} == {3, NO_TOKEN}
+    assert all((o.token == 3) == (o.log_weight == 0.0) for o in outcomes)
