@@ -1,0 +1,176 @@
+"""``awrs bench``: throughput, constraint checks and the time split, methods side by side.
+
+Every figure is measured in one run on one machine, and the comparisons are ratios of those
+figures, so they hold on other machines roughly as they are. Each method runs the same
+prompts with the same seeds and particle count:
+
+* ``unconstrained``: batched sampling from the model with its KV cache (the speed ceiling);
+* ``awrs-smc``: SMC with AWRS proposals;
+* ``masking-smc``: the same SMC with token masking, which checks all V tokens per particle
+  and step (run for fewer tokens, since each step costs V checks per particle).
+
+Two constraints: a regex, and a Python predicate over the decoded text.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from .constraints import Predicate, Regex
+from .constraints.base import Constraint
+from .generate import generate
+from .models.base import LanguageModel
+from .stats import Stats
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    prompt: str
+    constraint: Constraint
+
+
+def _plain_sentence(text: str) -> bool:
+    return len(text) <= 160 and "\n" not in text and not any(c.isdigit() for c in text)
+
+
+TASKS = [
+    Task(
+        "regex",
+        "Describe the ocean in one sentence.",
+        Regex(r"[A-Z][a-z ,']{8,150}\."),
+    ),
+    Task(
+        "predicate",
+        "Describe a forest in one sentence.",
+        Predicate(_plain_sentence, lambda t: _plain_sentence(t) and t.endswith(".") and len(t) > 10,
+                  name="one plain sentence"),
+    ),
+]
+
+METHODS = ("unconstrained", "awrs-smc", "masking-smc")
+
+
+def _merge(total: Stats, part: Stats) -> None:
+    for key, value in vars(part).items():
+        setattr(total, key, getattr(total, key) + value)
+
+
+def run_bench(
+    model: LanguageModel,
+    *,
+    particles: int = 10,
+    max_tokens: int = 24,
+    masking_tokens: int = 6,
+    repeats: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Run every task with every method; return the figures as a JSON-ready dict."""
+    tasks: dict[str, dict] = {}
+    for task in TASKS:
+        generate(model, task.prompt, task.constraint, chat=True, particles=particles,
+                 max_tokens=2, seed=seed)  # warm-up: prompt cache, allocator
+        rows: dict[str, dict] = {}
+        for method in METHODS:
+            limit = masking_tokens if method.startswith("masking") else max_tokens
+            stats = Stats()
+            valid = 0
+            started = time.perf_counter()
+            for r in range(repeats):
+                result = generate(
+                    model, task.prompt, task.constraint, chat=True, particles=particles,
+                    max_tokens=limit, method=method, seed=seed + r,
+                )
+                _merge(stats, result.stats)
+                valid += sum(1 for s in result.samples if s.valid)
+            if progress:
+                print(f"bench: {task.name:<9} {method:<13} {time.perf_counter() - started:6.1f} s",
+                      flush=True, file=sys.stderr)
+            rows[method] = _row(stats, valid, repeats)
+        tasks[task.name] = {
+            "constraint": task.constraint.describe(),
+            "prompt": task.prompt,
+            "methods": rows,
+            "ratios": _ratios(rows),
+        }
+    return {
+        "model": model.name,
+        "vocabulary": len(model.vocab),
+        "particles": particles,
+        "max_tokens": max_tokens,
+        "masking_tokens": masking_tokens,
+        "repeats": repeats,
+        "tasks": tasks,
+        "targets": _targets(tasks),
+    }
+
+
+def _row(stats: Stats, valid: int, repeats: int) -> dict:
+    total = stats.total_seconds or 1e-12
+    return {
+        "particle_tokens": stats.tokens,
+        "particle_tokens_per_second": stats.particle_tokens_per_second,
+        "ms_per_particle_token": 1000 * total / max(stats.tokens, 1),
+        "checks_per_token": stats.checks_per_token,
+        "model_calls": stats.model_calls,
+        "model_share": stats.model_seconds / total,
+        "constraint_share": stats.constraint_seconds / total,
+        "sampler_share": stats.sampler_seconds / total,
+        "valid_samples_per_run": valid / repeats,
+        "seconds": stats.total_seconds,
+    }
+
+
+def _ratios(rows: dict[str, dict]) -> dict:
+    awrs, free, mask = rows["awrs-smc"], rows["unconstrained"], rows["masking-smc"]
+    return {
+        "awrs_vs_unconstrained_throughput": awrs["particle_tokens_per_second"]
+        / max(free["particle_tokens_per_second"], 1e-12),
+        "awrs_speedup_vs_masking": mask["ms_per_particle_token"] / max(awrs["ms_per_particle_token"], 1e-12),
+    }
+
+
+def _targets(tasks: dict) -> dict:
+    """The core issue's targets: worst case over tasks, except the masking speedup, which is
+    defined on the regex (a predicate this cheap makes masking's V checks cheap too)."""
+    checks = max(t["methods"]["awrs-smc"]["checks_per_token"] for t in tasks.values())
+    throughput = min(t["ratios"]["awrs_vs_unconstrained_throughput"] for t in tasks.values())
+    speedup = tasks["regex"]["ratios"]["awrs_speedup_vs_masking"]
+    return {
+        "awrs checks per token <= 3 (every task)": {"value": checks, "met": checks <= 3},
+        "awrs-smc throughput >= 0.85 x unconstrained (every task)": {
+            "value": throughput, "met": throughput >= 0.85},
+        "awrs-smc >= 15x faster than masking per particle-token (regex)": {
+            "value": speedup, "met": speedup >= 15},
+    }
+
+
+def format_bench(report: dict) -> str:
+    """The report as aligned text tables."""
+    out = [
+        f"awrs bench · {report['model']} (V={report['vocabulary']}) · {report['particles']} particles · "
+        f"{report['max_tokens']} tokens ({report['masking_tokens']} for masking) · {report['repeats']} runs each"
+    ]
+    header = (f"{'method':<14}{'tok/s':>8}{'ms/tok':>9}{'checks/tok':>12}{'model':>8}"
+              f"{'constr.':>9}{'sampler':>9}{'valid/run':>11}")
+    for name, task in report["tasks"].items():
+        out += ["", f"{name}: {task['constraint']}  (prompt: {task['prompt']!r})", header]
+        for method, row in task["methods"].items():
+            out.append(
+                f"{method:<14}{row['particle_tokens_per_second']:8.1f}{row['ms_per_particle_token']:9.2f}"
+                f"{row['checks_per_token']:12.2f}{100 * row['model_share']:7.0f}%"
+                f"{100 * row['constraint_share']:8.1f}%{100 * row['sampler_share']:8.1f}%"
+                f"{row['valid_samples_per_run']:11.1f}"
+            )
+        r = task["ratios"]
+        out.append(
+            f"awrs-smc throughput = {r['awrs_vs_unconstrained_throughput']:.2f} x unconstrained; "
+            f"{r['awrs_speedup_vs_masking']:.0f}x faster per particle-token than masking"
+        )
+    out += ["", "targets:"]
+    for target, entry in report["targets"].items():
+        out.append(f"  {'met ' if entry['met'] else 'MISSED'} {target}: {entry['value']:.2f}")
+    return "\n".join(out)
