@@ -70,6 +70,24 @@ class Vocabulary:
         """Ids of special tokens that are not EOS: they never appear in generated text."""
         return np.array(sorted(self.special_ids - self.eos_ids), dtype=np.int64)
 
+    @cached_property
+    def first_bytes(self) -> np.ndarray:
+        """(V,) int16: each token's first byte; -1 for special and empty tokens."""
+        out = np.full(len(self.tokens), -1, dtype=np.int16)
+        for i, token in enumerate(self.tokens):
+            if token and i not in self.special_ids:
+                out[i] = token[0]
+        return out
+
+    def tokens_starting_with(self, allowed: frozenset[int]) -> np.ndarray:
+        """Ids of the non-special tokens whose first byte is in ``allowed`` (cached per set)."""
+        cache = self.__dict__.setdefault("_by_first_bytes", {})
+        if allowed not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[allowed] = np.flatnonzero(np.isin(self.first_bytes, np.fromiter(allowed, dtype=np.int16)))
+        return cache[allowed]
+
     def is_eos(self, token_id: int) -> bool:
         return token_id in self.eos_ids
 

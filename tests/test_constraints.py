@@ -58,12 +58,14 @@ def test_pending_bytes_after_a_final_match_are_rejected():
     constraint = Regex(r"\d{2}")
     final = constraint.advance(constraint.start(), b"12")
     assert constraint.advance(final, b"\xf0\x9f") is DEAD
-    assert not constraint.can_continue(final)
+    assert constraint.next_bytes(final) == frozenset()  # only EOS may follow
     open_state = constraint.advance(constraint.start(), b"1")
-    assert constraint.can_continue(open_state)
-    assert Regex(r"\d+").can_continue(final)
+    assert constraint.next_bytes(open_state) is None
+    assert Regex(r"\d+").next_bytes(final) is None
+    pending = Regex(r".+").advance(("", b""), b"\xe2\x82")
+    assert Regex(r".+").next_bytes(pending) == frozenset(range(0x80, 0xC0))
     # recursion through the whole pattern cannot be wrapped: the hint stays conservative
-    assert Regex(r"a(?R)?b").can_continue(Regex(r"a(?R)?b").advance(("", b""), b"ab"))
+    assert Regex(r"a(?R)?b").next_bytes(Regex(r"a(?R)?b").advance(("", b""), b"ab")) is None
 
 
 @pytest.mark.parametrize("pattern", ["a(", "[z-a]", "(?P<1x>a)", "a{2,1}", "\\"])

@@ -102,3 +102,49 @@ def test_cli_json_contract(model):
     assert data["eos_token_ids"] == [0, 2]
     assert data["samples"] and all(awrs.Regex(r" ?\d{1,3}").accepts(s["text"]) for s in data["samples"])
     assert abs(sum(s["probability"] for s in data["samples"]) - 1) < 1e-9
+
+
+def test_local_hugging_face_directory_loads_by_path(tmp_path, model):
+    """A small random Llama saved as an ordinary HF folder, with the embedded tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(model.vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+        bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    model.tokenizer.save_pretrained(tmp_path)
+    tiny = awrs.load_model(tmp_path)
+    assert tiny.name == tmp_path.name and tiny.vocab.tokens == model.vocab.tokens
+    # a random model: any short text without a newline will do
+    result = awrs.generate(tiny, "Hi", awrs.Regex(r"[^\n]{1,40}"), particles=4, max_tokens=3, seed=0)
+    assert result.posterior and all("\n" not in text for text in result.posterior)
+
+
+def test_gguf_conversion_into_a_fresh_cache(tmp_path, monkeypatch, model):
+    """The one-time GGUF conversion, run from scratch; the result matches the cached model."""
+    from awrs.models.embedded import MARKER, converted_path, embedded_gguf_path
+
+    monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path))
+    gguf = embedded_gguf_path()
+    fresh = awrs.load_model(gguf, verbose=False)
+    target = converted_path(gguf)
+    assert str(target).startswith(str(tmp_path)) and (target / MARKER).is_file()
+    assert fresh.vocab.tokens == model.vocab.tokens and fresh.vocab.eos_ids == model.vocab.eos_ids
+    prompt = model.encode("Hello there")
+    a = fresh.open(prompt, 1).logprobs()
+    b = model.open(prompt, 1).logprobs()
+    assert np.max(np.abs(a - b)) < 1e-4
+
+
+def test_missing_or_wrong_model_paths_are_clear_errors(tmp_path):
+    with pytest.raises(awrs.ModelError, match="no model at"):
+        awrs.load_model(tmp_path / "missing")
+    (tmp_path / "weights.bin").write_bytes(b"0")
+    with pytest.raises(awrs.ModelError, match="not a .gguf"):
+        awrs.load_model(tmp_path / "weights.bin")
+    with pytest.raises(awrs.ModelError, match="no config.json"):
+        awrs.load_model(tmp_path)

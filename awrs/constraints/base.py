@@ -64,13 +64,14 @@ class Constraint(ABC):
     def is_complete(self, state: State) -> bool:
         """Whether the text that led to ``state`` is valid as a whole."""
 
-    def can_continue(self, state: State) -> bool:
-        """False only if no non-empty continuation of this text can be valid (EOS may still be).
+    def next_bytes(self, state: State) -> frozenset[int] | None:
+        """The bytes a valid continuation may start with, or None if any byte may.
 
-        An optional hint: samplers then propose EOS alone, which is exact and saves checking
-        tokens that must be rejected. The default, True, is always safe.
+        An optional hint that lets samplers skip tokens that must be rejected (exactly: only
+        tokens that cannot be valid are skipped). An empty set means the text admits no
+        continuation at all, only EOS. The default, None, is always safe.
         """
-        return True
+        return None
 
     def accepts_prefix(self, text: str | bytes) -> bool:
         """Whether ``text`` may still be extended to a valid text."""
@@ -84,6 +85,10 @@ class Constraint(ABC):
     def describe(self) -> str:
         """A short human-readable description, for messages."""
         return type(self).__name__
+
+
+CONTINUATION_BYTES: Final = frozenset(range(0x80, 0xC0))
+"""Bytes that may follow an unfinished UTF-8 character."""
 
 
 def split_utf8(data: bytes) -> tuple[str, bytes] | None:

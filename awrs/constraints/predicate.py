@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ConfigError, ConstraintError
-from .base import DEAD, Constraint, State, split_utf8
+from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
 
 PredicateState = tuple[str, bytes]
 
@@ -66,6 +66,9 @@ class Predicate(Constraint):
             return (text, new_tail)
         text = text + new_chars
         return (text, new_tail) if self._call(self.prefix_ok, text) else DEAD
+
+    def next_bytes(self, state: State) -> frozenset[int] | None:
+        return CONTINUATION_BYTES if state[1] else None
 
     def is_complete(self, state: State) -> bool:
         text, tail = state

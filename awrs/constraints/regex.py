@@ -19,7 +19,7 @@ from __future__ import annotations
 import regex as _regex
 
 from ..errors import ConfigError
-from .base import DEAD, Constraint, State, split_utf8
+from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
 
 # State: (decoded text so far, unfinished trailing UTF-8 bytes). Immutable and shareable.
 RegexState = tuple[str, bytes]
@@ -84,14 +84,17 @@ class Regex(Constraint):
             return (text, new_tail)
         return (text, new_tail) if match is not None else DEAD
 
-    def can_continue(self, state: State) -> bool:
+    def next_bytes(self, state: State) -> frozenset[int] | None:
         text, tail = state
-        if tail or self._extendable is None:
-            return True
+        if tail:
+            return CONTINUATION_BYTES
+        if self._extendable is None:
+            return None
         try:
-            return self._match(text, partial=True, compiled=self._extendable) is not None
+            extendable = self._match(text, partial=True, compiled=self._extendable) is not None
         except TimeoutError:
-            return True
+            return None
+        return None if extendable else frozenset()
 
     def is_complete(self, state: State) -> bool:
         text, tail = state

@@ -49,17 +49,21 @@ class TokenChecker:
         self._after: dict[int, State] = {}
         self._complete: bool | None = None
 
-    @property
-    def eos_array(self) -> np.ndarray:
-        return self._vocab.eos_array
+    def candidates(self) -> np.ndarray | None:
+        """Token ids that may be accepted, from the constraint's hint; None if any may.
 
-    def can_continue(self) -> bool:
-        """The constraint's hint that some non-EOS token may still be accepted."""
+        EOS ids are always included (they are checked with ``is_complete``).
+        """
         started = time.perf_counter()
-        result = bool(self._constraint.can_continue(self._state))
+        allowed = self._constraint.next_bytes(self._state)
         self._stats.constraint_seconds += time.perf_counter() - started
         self._stats.constraint_checks += 1
-        return result
+        if allowed is None:
+            return None
+        eos = self._vocab.eos_array
+        if not allowed:
+            return eos
+        return np.concatenate([self._vocab.tokens_starting_with(allowed), eos])
 
     def is_complete(self) -> bool:
         if self._complete is None:
@@ -90,18 +94,19 @@ class TokenChecker:
         return self._after[token]
 
 
-def _eos_only(mass: np.ndarray, eos: np.ndarray) -> np.ndarray:
+def _only(mass: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     kept = np.zeros_like(mass)
-    kept[eos] = mass[eos]
+    kept[tokens] = mass[tokens]
     return kept
 
 
-def _eos_pruner(accept: TokenChecker):
-    """Prune every non-EOS token when the constraint says none can follow the text."""
+def _hint_pruner(accept: TokenChecker):
+    """Prune the tokens the constraint's hint rules out (see Constraint.next_bytes)."""
 
     def prune(drawer) -> None:
-        if not accept.can_continue():
-            drawer.restrict(accept.eos_array)
+        candidates = accept.candidates()
+        if candidates is not None:
+            drawer.restrict(candidates)
 
     return prune
 
@@ -158,7 +163,7 @@ class AWRS(TokenSampler):
 
     def propose(self, mass, cumsum, accept, rng) -> Draw:
         drawer = MassDrawer(mass, rng, cumsum)
-        prune = _eos_pruner(accept)
+        prune = _hint_pruner(accept)
         if self._estimate is remainder:
             return remainder(drawer, accept, prune, roulette=self.roulette)
         return self._estimate(drawer, accept, prune)
@@ -176,8 +181,9 @@ class Masking(TokenSampler):
         self.name = "masking" + ("-weighted" if weighted else "")
 
     def propose(self, mass, cumsum, accept, rng) -> Draw:
-        if not accept.can_continue():
-            mass = _eos_only(mass, accept.eos_array)
+        candidates = accept.candidates()
+        if candidates is not None:
+            mass = _only(mass, candidates)
         allowed = np.fromiter((accept(t) for t in range(len(mass))), dtype=bool, count=len(mass))
         masked = np.where(allowed, mass, 0.0)
         drawer = MassDrawer(masked, rng)
