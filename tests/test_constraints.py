@@ -158,3 +158,25 @@ def _is_utf8(data: bytes) -> bool:
         return True
     except UnicodeDecodeError:
         return False
+
+
+def test_unfinished_characters_that_cannot_match_are_rejected_early():
+    ascii_only = Regex(r"[ab]+")
+    assert ascii_only.advance(ascii_only.start(), "é".encode()[:1]) is DEAD  # 64 completions probed
+    accented = Regex(r"caf[éè]")
+    state = accented.advance(accented.start(), b"caf\xc3")
+    assert state is not DEAD and accented.is_complete(accented.advance(state, b"\xa9"))
+    assert accented.advance(accented.start(), b"caf\xc4") is DEAD  # Ā..Ŀ cannot be é or è
+    quote = Regex(r"“[a-z]+”")
+    assert quote.advance(quote.start(), "“".encode()[:2]) is not DEAD  # 64 candidates, one fits
+    assert quote.advance(quote.start(), "—".encode()[:2]) is not DEAD  # same 64 as the quote
+    assert quote.advance(quote.start(), "€".encode()[:2]) is DEAD
+
+
+def test_utf8_completion_ranges():
+    from awrs.constraints.regex import utf8_completions
+
+    assert utf8_completions(b"\xc3") == (0xC0, 0xFF)
+    assert utf8_completions(b"\xe2\x80") == (0x2000, 0x203F)
+    assert utf8_completions(b"\xe0") == (0x800, 0xFFF)
+    assert utf8_completions(b"\xf4\x8f") == (0x10F000, 0x10FFFF)

@@ -21,6 +21,9 @@ import regex as _regex
 from ..errors import ConfigError
 from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
 
+PROBE_LIMIT = 64  # unfinished characters with at most this many completions are probed one by one
+PROBE_CACHE_SIZE = 4096
+
 # State: (decoded text so far, unfinished trailing UTF-8 bytes). Immutable and shareable.
 RegexState = tuple[str, bytes]
 
@@ -47,6 +50,7 @@ class Regex(Constraint):
         except (OverflowError, RecursionError, MemoryError) as err:
             raise ConfigError(f"invalid regex {pattern!r}: {type(err).__name__}") from None
         self._extendable = _extension_pattern(pattern, flags)
+        self._probe_cache: dict[tuple[str, int, int], bool] = {}
         self.pattern = pattern
         self.timeout = timeout
         self.timeouts = 0  # checks abandoned at the time limit (see module docstring)
@@ -73,16 +77,40 @@ class Regex(Constraint):
         if split is None:
             return DEAD
         new_chars, new_tail = split
-        if not new_chars and not (new_tail and not tail):
-            return (text, new_tail)
+        if not new_chars and not new_tail:
+            return state
         text = text + new_chars
-        # With a character still unfinished, the text must admit at least one more character.
-        pattern = self._extendable if new_tail and self._extendable is not None else self._compiled
         try:
-            match = self._match(text, partial=True, compiled=pattern)
+            if new_tail:
+                alive = self._may_continue_with(text, new_tail)
+            else:
+                alive = self._match(text, partial=True) is not None
         except TimeoutError:
             return (text, new_tail)
-        return (text, new_tail) if match is not None else DEAD
+        return (text, new_tail) if alive else DEAD
+
+    def _may_continue_with(self, text: str, tail: bytes) -> bool:
+        """Whether ``text`` followed by some character that starts with ``tail`` can be valid.
+
+        When the unfinished character has at most 64 possible values, each is tried (cached
+        per text and range); otherwise it is enough that some character may follow the text.
+        """
+        low, high = utf8_completions(tail)
+        if high - low >= PROBE_LIMIT:
+            extendable = self._extendable or self._compiled
+            return self._match(text, partial=True, compiled=extendable) is not None
+        key = (text, low, high)
+        known = self._probe_cache.get(key)
+        if known is None:
+            known = any(
+                self._match(text + chr(c), partial=True) is not None
+                for c in range(low, high + 1)
+                if not 0xD800 <= c <= 0xDFFF
+            )
+            if len(self._probe_cache) >= PROBE_CACHE_SIZE:
+                self._probe_cache.clear()
+            self._probe_cache[key] = known
+        return known
 
     def next_bytes(self, state: State) -> frozenset[int] | None:
         text, tail = state
@@ -126,3 +154,20 @@ def _extension_pattern(pattern: str, flags: int):
         return _regex.compile(f"(?:{pattern})(?!)", flags)
     except _regex.error:
         return None
+
+
+def utf8_completions(tail: bytes) -> tuple[int, int]:
+    """The smallest and largest code point a valid unfinished UTF-8 sequence can become."""
+    lead = tail[0]
+    if lead >= 0xF0:
+        length, payload, smallest = 4, lead & 0x07, 0x10000
+    elif lead >= 0xE0:
+        length, payload, smallest = 3, lead & 0x0F, 0x800
+    else:
+        length, payload, smallest = 2, lead & 0x1F, 0x80
+    for byte in tail[1:]:
+        payload = (payload << 6) | (byte & 0x3F)
+    missing = 6 * (length - len(tail))
+    low = payload << missing
+    high = low | ((1 << missing) - 1)
+    return max(low, smallest), min(high, 0x10FFFF)
