@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from awrs.constraints import Regex
+from awrs.constraints import DEAD, Regex
 from awrs.sampling import AWRS, Masking, MassDrawer, Rejection, TokenChecker, Unconstrained
 from awrs.sampling.awrs import remainder, two_loop
 from awrs.sampling.draw import NO_TOKEN
@@ -203,3 +203,33 @@ def test_unconstrained_and_rejection_samplers():
     outcomes = [Rejection().propose(MASS, np.cumsum(MASS), _checker(constraint), rng) for _ in range(200)]
     assert {o.token for o in outcomes} == {3, NO_TOKEN}
     assert all((o.token == 3) == (o.log_weight == 0.0) for o in outcomes)
+
+
+class _ExactMaskRegex(Regex):
+    """A regex that also reports exact masks, computed by brute force (a mask engine stand-in)."""
+
+    exact_masks = True
+
+    def candidate_tokens(self, state, vocab):
+        special = vocab.special_ids
+        return np.array(
+            [t for t in range(len(vocab)) if t not in special and self.advance(state, vocab.tokens[t]) is not DEAD],
+            dtype=np.int64,
+        )
+
+
+def test_exact_masks_give_the_exact_weight_with_one_check():
+    constraint = _ExactMaskRegex("a+b?")
+    rng = np.random.default_rng(10)
+    valid = [0, 1, 2, 4]
+    counts = np.zeros(6)
+    n = 20_000
+    for _ in range(n):
+        checker = _checker(constraint, b"a")
+        draw = AWRS().propose(MASS, np.cumsum(MASS), checker, rng)
+        assert draw.log_weight == pytest.approx(math.log(MASS[valid].sum()))
+        counts[draw.token] += 1
+    z = MASS[valid].sum()
+    for token in range(6):
+        g = MASS[token] / z if token in valid else 0.0
+        assert within(counts[token] / n, g, math.sqrt(max(g * (1 - g), 1e-12) / n))

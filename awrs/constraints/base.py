@@ -16,7 +16,12 @@ Not here: tokens. Samplers turn token ids into bytes through :class:`awrs.vocab.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..vocab import Vocabulary
 
 
 class _Dead:
@@ -72,6 +77,23 @@ class Constraint(ABC):
         continuation at all, only EOS. The default, None, is always safe.
         """
         return None
+
+    #: True if :meth:`candidate_tokens` returns exactly the accepted tokens (a mask engine).
+    #: Samplers then draw from the masked distribution with one check and the exact weight.
+    exact_masks: bool = False
+
+    def candidate_tokens(self, state: State, vocab: Vocabulary) -> np.ndarray | None:
+        """Token ids that may be accepted after ``state`` (EOS ids excluded), or None for all.
+
+        Must include every token that :meth:`advance` would accept; with ``exact_masks`` it
+        must be exactly those. The default derives the set from :meth:`next_bytes`.
+        """
+        allowed = self.next_bytes(state)
+        if allowed is None:
+            return None
+        if not allowed:
+            return np.zeros(0, dtype=np.int64)
+        return vocab.tokens_starting_with(allowed)
 
     def accepts_prefix(self, text: str | bytes) -> bool:
         """Whether ``text`` may still be extended to a valid text."""

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..constraints.base import DEAD, Constraint, State
-from ..errors import ConfigError
+from ..errors import ConfigError, ConstraintError
 from ..stats import Stats
 from ..vocab import Vocabulary
 from .awrs import DEFAULT_ROULETTE, ESTIMATORS, Draw, remainder
@@ -49,21 +49,26 @@ class TokenChecker:
         self._after: dict[int, State] = {}
         self._complete: bool | None = None
 
+    @property
+    def eos_ids(self) -> np.ndarray:
+        return self._vocab.eos_array
+
+    @property
+    def exact_masks(self) -> bool:
+        return self._constraint.exact_masks
+
     def candidates(self) -> np.ndarray | None:
         """Token ids that may be accepted, from the constraint's hint; None if any may.
 
         EOS ids are always included (they are checked with ``is_complete``).
         """
         started = time.perf_counter()
-        allowed = self._constraint.next_bytes(self._state)
+        ids = self._constraint.candidate_tokens(self._state, self._vocab)
         self._stats.constraint_seconds += time.perf_counter() - started
         self._stats.constraint_checks += 1
-        if allowed is None:
+        if ids is None:
             return None
-        eos = self._vocab.eos_array
-        if not allowed:
-            return eos
-        return np.concatenate([self._vocab.tokens_starting_with(allowed), eos])
+        return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
     def is_complete(self) -> bool:
         if self._complete is None:
@@ -109,6 +114,29 @@ def _hint_pruner(accept: TokenChecker):
             drawer.restrict(candidates)
 
     return prune
+
+
+def _masked_draw(mass: np.ndarray, accept: TokenChecker, rng, weighted: bool) -> Draw:
+    """With an exact mask the local normaliser is known: one draw, one check, exact weight.
+
+    Only EOS needs a check to know whether it is in the mask (``is_complete``).
+    """
+    candidates = accept.candidates()
+    if candidates is None:
+        raise ConstraintError("a constraint with exact_masks returned no mask")
+    eos = accept.eos_ids
+    if not accept.is_complete():
+        candidates = candidates[~np.isin(candidates, eos)]
+    masked = _only(mass, candidates)
+    drawer = MassDrawer(masked, rng)
+    token = drawer.draw()
+    if token == NO_TOKEN:
+        return Draw(NO_TOKEN, -math.inf, 0)
+    if not accept(token):
+        raise ConstraintError(
+            f"the constraint's exact mask allowed token {token} that advance() rejects"
+        )
+    return Draw(token, math.log(drawer.remaining) if weighted else 0.0, 0)
 
 
 class TokenSampler(ABC):
@@ -162,6 +190,8 @@ class AWRS(TokenSampler):
         self._estimate = ESTIMATORS[estimator]
 
     def propose(self, mass, cumsum, accept, rng) -> Draw:
+        if accept.exact_masks:
+            return _masked_draw(mass, accept, rng, self.weighted)
         drawer = MassDrawer(mass, rng, cumsum)
         prune = _hint_pruner(accept)
         if self._estimate is remainder:
