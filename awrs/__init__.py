@@ -11,7 +11,7 @@ samples follow the model conditioned on a constraint, checking only a few tokens
 Importing awrs does not import torch; a real model backend loads on first use.
 """
 
-from .constraints import DEAD, Constraint, Predicate, Regex
+from .constraints import DEAD, All, Constraint, Predicate, Regex, Scored
 from .errors import AwrsError, ConfigError, ConstraintError, ModelError
 from .generate import METHODS, generate
 from .models import LanguageModel, TableModel, load_model
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AWRS",
+    "All",
     "DEAD",
     "METHODS",
     "AwrsError",
@@ -40,6 +41,7 @@ __all__ = [
     "Result",
     "SMCConfig",
     "Sample",
+    "Scored",
     "Stats",
     "TableModel",
     "TokenSampler",

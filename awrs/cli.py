@@ -1,7 +1,8 @@
 """The ``awrs`` command line: parse arguments, call the library, print.
 
-    awrs generate --prompt TEXT --regex PATTERN [--chat] [--particles N] [--max-tokens N]
-                  [--method M] [--seed S] [--model PATH] [--json]
+    awrs generate --prompt TEXT (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles)
+                  [--chat] [--particles N] [--max-tokens N] [--method M] [--seed S] [--model PATH] [--json]
+    awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
     awrs bench [--particles N] [--json]
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
@@ -29,6 +30,59 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_constraint_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--regex", metavar="PATTERN", help="texts must fully match this pattern")
+    group.add_argument("--json-schema", metavar="FILE", help="JSON texts valid under this JSON Schema")
+    group.add_argument("--grammar", metavar="FILE.lark", help="sentences of this Lark grammar")
+    group.add_argument("--sql-db", metavar="FILE.sqlite", help="SQL queries valid for this SQLite database")
+    group.add_argument("--smiles", action="store_true", help="valid SMILES molecules")
+
+
+def constraint_from_args(args):
+    """Build the constraint named on the command line (heavy modules load only when used)."""
+    from pathlib import Path
+
+    from .constraints import Regex
+
+    if args.regex is not None:
+        return Regex(args.regex)
+    try:
+        if args.json_schema is not None:
+            text = _read(args.json_schema, "schema")
+            try:
+                schema = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{args.json_schema} is not valid JSON: {err}") from None
+            from .constraints.json_schema import JsonSchema
+
+            return JsonSchema(schema)
+        if args.grammar is not None:
+            text = _read(args.grammar, "grammar")
+            from .constraints.grammar import Grammar
+
+            return Grammar(text)
+        if args.sql_db is not None:
+            from .constraints.sql import Sql
+
+            if not Path(args.sql_db).is_file():
+                raise ConfigError(f"no database file at {args.sql_db}")
+            return Sql(args.sql_db)
+        from .constraints.smiles import Smiles
+
+        return Smiles()
+    except ImportError as err:
+        raise ConfigError(f"this constraint needs an optional dependency: {err}") from None
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        raise ConfigError(f"cannot read the {what} file {path}: {err.strerror}") from None
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, metavar="PATH",
@@ -46,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate texts that satisfy a constraint")
     gen.add_argument("--prompt", required=True, help="the prompt text")
-    gen.add_argument("--regex", required=True, metavar="PATTERN", help="texts must fully match this pattern")
+    _add_constraint_options(gen)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     gen.add_argument("--system", default=None, help="system message (with --chat)")
     gen.add_argument("--particles", type=_positive_int, default=10)
@@ -59,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_options(gen)
+
+    check = commands.add_parser("check", help="check whether a text (or prefix) satisfies a constraint")
+    _add_constraint_options(check)
+    check.add_argument("--text", required=True, help="the text to check")
+    check.add_argument("--prefix", action="store_true", help="check it as a prefix that may still be completed")
 
     bench = commands.add_parser("bench", help="measure throughput and constraint checks on the model")
     bench.add_argument("--particles", type=_positive_int, default=10)
@@ -78,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "check":
+            return _check(args)
         return _bench(args)
     except ConfigError as err:
         print(f"awrs: error: {err}", file=sys.stderr)
@@ -99,11 +160,18 @@ def _load(args):
     return load_model(args.model)
 
 
+def _check(args) -> int:
+    constraint = constraint_from_args(args)
+    ok = constraint.accepts_prefix(args.text) if args.prefix else constraint.accepts(args.text)
+    what = "prefix" if args.prefix else "text"
+    print(f"{'accepted' if ok else 'rejected'}: {what} {args.text!r} under the {constraint.describe()}")
+    return 0 if ok else 1
+
+
 def _generate(args) -> int:
-    from .constraints import Regex
     from .generate import generate
 
-    constraint = Regex(args.regex)  # validate before loading the model
+    constraint = constraint_from_args(args)  # validate before loading the model
     model = _load(args)
     result = generate(
         model, args.prompt, constraint,

@@ -110,8 +110,12 @@ def generate(
 
         model = load_model()
     spec = METHODS[method]
-    if critic is not None and not spec.resamples:
-        raise ConfigError(f"a critic needs a weighted SMC method (awrs-smc, masking-smc), not {method}")
+    soft_score = getattr(constraint, "critic", None)
+    if (critic is not None or soft_score is not None) and not spec.resamples:
+        raise ConfigError(
+            f"a critic or soft score needs a weighted SMC method (awrs-smc, masking-smc), not {method}"
+        )
+    critic = _combine(critic, soft_score)
     config = SMCConfig(
         particles=particles,
         max_tokens=max_tokens,
@@ -145,6 +149,13 @@ def generate(
             "completions rejected, so samples stay valid but some valid texts may be missing"
         )
     return result
+
+
+def _combine(*critics: Critic | None) -> Critic | None:
+    present = [c for c in critics if c is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return lambda text, finished: sum(c(text, finished) for c in present)
 
 
 def _decode(model: LanguageModel, ids: Sequence[int]) -> str:

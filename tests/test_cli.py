@@ -41,3 +41,32 @@ def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
     code = main(["generate", "--prompt", "hi", "--regex", "a", "--model", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert code == 2 and "no model at" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, code, word",
+    [
+        (["--regex", r"\d+", "--text", "123"], 0, "accepted"),
+        (["--regex", r"\d+", "--text", "12a"], 1, "rejected"),
+        (["--regex", r"\d{3}", "--text", "12", "--prefix"], 0, "accepted"),
+        (["--regex", r"\d{3}", "--text", "12"], 1, "rejected"),
+    ],
+)
+def test_check_command(args, code, word, capsys):
+    assert main(["check", *args]) == code
+    assert capsys.readouterr().out.startswith(word)
+
+
+def test_check_needs_exactly_one_constraint(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--text", "a"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["check", "--regex", "a", "--smiles", "--text", "a"])
+
+
+def test_unreadable_schema_file_is_a_one_line_error(tmp_path, capsys):
+    pytest.importorskip("jsonschema")
+    code = main(["check", "--json-schema", str(tmp_path / "none.json"), "--text", "{}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read the schema file" in err

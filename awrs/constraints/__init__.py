@@ -1,7 +1,8 @@
 """Constraints: incremental byte-level checks of texts and their prefixes."""
 
 from .base import DEAD, Constraint, State
+from .combinators import All, Scored
 from .predicate import Predicate
 from .regex import Regex
 
-__all__ = ["DEAD", "Constraint", "Predicate", "Regex", "State"]
+__all__ = ["DEAD", "All", "Constraint", "Predicate", "Regex", "Scored", "State"]

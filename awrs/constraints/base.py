@@ -108,6 +108,18 @@ class Constraint(ABC):
         """A short human-readable description, for messages."""
         return type(self).__name__
 
+    def __and__(self, other: Constraint) -> Constraint:
+        """``a & b``: texts both accept (see :class:`~awrs.constraints.combinators.All`)."""
+        from .combinators import All
+
+        return All(self, other)
+
+    def scored(self, score) -> Constraint:
+        """This constraint with a soft score ``(text, finished) -> log weight`` for SMC."""
+        from .combinators import Scored
+
+        return Scored(self, score)
+
 
 CONTINUATION_BYTES: Final = frozenset(range(0x80, 0xC0))
 """Bytes that may follow an unfinished UTF-8 character."""
