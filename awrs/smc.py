@@ -112,43 +112,44 @@ def _checked_score(critic: Critic, text: str, finished: bool) -> float:
     return score
 
 
-def run_smc(
-    model: LanguageModel,
-    prompt_ids: Sequence[int],
-    constraint: Constraint,
-    sampler: TokenSampler,
-    config: SMCConfig,
-    rng: np.random.Generator,
-    *,
-    stats: Stats | None = None,
-    critic: Critic | None = None,
-    on_step: Callable[[Particles], None] | None = None,
-) -> Particles:
-    """Run SMC to the end (every particle finished or dead) and return the population."""
-    stats = stats if stats is not None else Stats()
-    vocab = model.vocab
-    eos = vocab.eos_array
-    n = config.particles
-    resample = get_resampler(config.resampling)
-    twisting = critic is not None and config.ess_threshold > 0
-    started = time.perf_counter()
-    stats.particles += n
+@dataclass
+class Job:
+    """One SMC problem: a prompt, a constraint, how to sample, and where to count."""
 
-    particles = Particles.start(n, constraint.start())
-    clock = time.perf_counter()
-    session = model.open(prompt_ids, n)
-    stats.model_seconds += time.perf_counter() - clock
-    stats.model_calls += 1
-    active = np.arange(n)  # particle behind each session row
+    prompt_ids: Sequence[int]
+    constraint: Constraint
+    sampler: TokenSampler
+    config: SMCConfig
+    rng: np.random.Generator
+    stats: Stats = field(default_factory=Stats)
+    critic: Critic | None = None
+    on_step: Callable[[Particles], None] | None = None
 
-    while len(active):
-        clock = time.perf_counter()
-        logprobs = session.logprobs()
-        stats.model_seconds += time.perf_counter() - clock
+
+class _Run:
+    """The population of one job and its step logic; the driver assigns its session rows."""
+
+    def __init__(self, job: Job, vocab: Vocabulary) -> None:
+        self.job = job
+        self.vocab = vocab
+        self.particles = Particles.start(job.config.particles, job.constraint.start())
+        self.active = np.arange(job.config.particles)  # particle behind each of this job's rows
+        self.parents = np.zeros(0, dtype=np.int64)  # for the next model call, in local rows
+        self.next_tokens = np.zeros(0, dtype=np.int64)
+        self.resample = get_resampler(job.config.resampling)
+        self.twisting = job.critic is not None and job.config.ess_threshold > 0
+        self.own_seconds = 0.0
+        self.row_steps = 0
+        job.stats.particles += job.config.particles
+
+    def step(self, logprobs: np.ndarray) -> None:
+        """Extend every live particle by one token (rows of ``logprobs`` follow ``active``)."""
+        job, particles, vocab, stats = self.job, self.particles, self.vocab, self.job.stats
+        config, sampler, rng = job.config, job.sampler, job.rng
+        eos = vocab.eos_array
         mass, cumsum = token_masses(logprobs, vocab)
-
-        for row, i in enumerate(active):
-            checker = TokenChecker(constraint, particles.states[i], vocab, stats)
+        for row, i in enumerate(self.active):
+            checker = TokenChecker(job.constraint, particles.states[i], vocab, stats)
             at_limit = len(particles.tokens[i]) >= config.max_tokens
             if at_limit:
                 draw = sampler.force_eos(mass[row], checker, eos, rng)
@@ -169,40 +170,112 @@ def run_smc(
                 particles.finished[i] = True
             elif sampler.checks_during_generation:
                 particles.states[i] = checker.state_after(draw.token)
-        stats.tokens += len(active)
+        stats.tokens += len(self.active)
         stats.steps += 1
 
-        if critic is not None:
-            _apply_critic(critic, particles, active, vocab, twisting)
+        if job.critic is not None:
+            _apply_critic(job.critic, particles, self.active, vocab, self.twisting)
 
+        n = len(particles)
         row_of = np.full(n, -1)
-        row_of[active] = np.arange(len(active))
+        row_of[self.active] = np.arange(len(self.active))
         ancestors = np.arange(n)
         if config.ess_threshold > 0 and not particles.finished.all():
             ess = effective_sample_size(particles.log_weights)
             if 0 < ess < config.ess_threshold * n:
-                ancestors = resample(normalized(particles.log_weights), rng)
+                ancestors = self.resample(normalized(particles.log_weights), rng)
                 mean = log_mean_exp(particles.log_weights)
                 particles.select(ancestors)
                 particles.log_weights[:] = mean  # twists stay: each is taken back next step
                 stats.resamples += 1
-        if on_step is not None:
-            on_step(particles)
+        if job.on_step is not None:
+            job.on_step(particles)
 
         live = np.flatnonzero(~particles.finished)
-        if not len(live):
-            break
-        parents = row_of[ancestors[live]]
-        last_tokens = np.array([particles.tokens[i][-1] for i in live], dtype=np.int64)
+        self.parents = row_of[ancestors[live]]
+        self.next_tokens = np.array([particles.tokens[i][-1] for i in live], dtype=np.int64)
+        self.active = live
+
+
+def run_smc_many(model: LanguageModel, jobs: Sequence[Job]) -> list[Particles]:
+    """Run several SMC jobs together: one batched model call per step for all their particles.
+
+    Jobs may have different prompts, constraints, samplers and particle counts (the model
+    must support :meth:`~awrs.models.base.LanguageModel.open_many` for different prompts).
+    Each job's statistics get its own constraint and sampler time and a share of the model
+    time in proportion to its rows.
+    """
+    vocab = model.vocab
+    runs = [_Run(job, vocab) for job in jobs]
+    started = time.perf_counter()
+    model_seconds = 0.0
+    clock = time.perf_counter()
+    session = model.open_many([job.prompt_ids for job in jobs], [job.config.particles for job in jobs])
+    model_seconds += time.perf_counter() - clock
+    for run in runs:
+        run.job.stats.model_calls += 1
+        run.row_steps += len(run.active)
+
+    while True:
         clock = time.perf_counter()
-        session.step(parents, last_tokens)
-        stats.model_seconds += time.perf_counter() - clock
-        stats.model_calls += 1
-        active = live
+        logprobs = session.logprobs()
+        model_seconds += time.perf_counter() - clock
+        offset = 0
+        parents, tokens, owners = [], [], []
+        new_offset = 0
+        for run in runs:
+            rows = len(run.active)
+            if not rows:
+                continue
+            clock = time.perf_counter()
+            run.step(logprobs[offset : offset + rows])
+            run.own_seconds += time.perf_counter() - clock
+            if len(run.active):
+                parents.append(run.parents + offset)
+                tokens.append(run.next_tokens)
+                owners.append(run)
+                new_offset += len(run.active)
+            offset += rows
+        if not owners:
+            break
+        clock = time.perf_counter()
+        session.step(np.concatenate(parents), np.concatenate(tokens))
+        model_seconds += time.perf_counter() - clock
+        for run in owners:
+            run.job.stats.model_calls += 1
+            run.row_steps += len(run.active)
 
     session.close()
-    stats.total_seconds += time.perf_counter() - started
-    return particles
+    wall = time.perf_counter() - started
+    _share_time(runs, wall, model_seconds)
+    return [run.particles for run in runs]
+
+
+def _share_time(runs: Sequence[_Run], wall: float, model_seconds: float) -> None:
+    total_rows = sum(run.row_steps for run in runs) or 1
+    shared = max(wall - sum(run.own_seconds for run in runs), 0.0)
+    for run in runs:
+        share = run.row_steps / total_rows
+        run.job.stats.model_seconds += model_seconds * share
+        run.job.stats.total_seconds += run.own_seconds + shared * share
+
+
+def run_smc(
+    model: LanguageModel,
+    prompt_ids: Sequence[int],
+    constraint: Constraint,
+    sampler: TokenSampler,
+    config: SMCConfig,
+    rng: np.random.Generator,
+    *,
+    stats: Stats | None = None,
+    critic: Critic | None = None,
+    on_step: Callable[[Particles], None] | None = None,
+) -> Particles:
+    """Run SMC to the end (every particle finished or dead) and return the population."""
+    job = Job(prompt_ids, constraint, sampler, config, rng, stats if stats is not None else Stats(),
+              critic, on_step)
+    return run_smc_many(model, [job])[0]
 
 
 def _apply_critic(

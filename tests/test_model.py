@@ -148,3 +148,40 @@ def test_missing_or_wrong_model_paths_are_clear_errors(tmp_path):
         awrs.load_model(tmp_path / "weights.bin")
     with pytest.raises(awrs.ModelError, match="no config.json"):
         awrs.load_model(tmp_path)
+
+
+def test_different_prompts_share_one_batch(model):
+    """Left-padded prompts of different lengths give the same distributions as alone."""
+    prompts = [model.encode("The capital of France is"), model.encode("Hello"), model.encode("1, 2, 3,")]
+    session = model.open_many(prompts, [2, 1, 1])
+    assert session.rows == 4
+    steps = [np.array([11, 12, 13, 14]), np.array([20, 21, 22, 23])]
+    session.step(np.arange(4), steps[0])
+    session.step(np.array([0, 1, 2, 3]), steps[1])
+    session.step(np.array([3, 2, 0]), np.array([30, 31, 32]))  # reorder and drop across prompts
+    got = session.logprobs()
+    histories = [(2, [14, 23, 30]), (1, [13, 22, 31]), (0, [11, 20, 32])]
+    for row, (k, history) in enumerate(histories):
+        alone = model.open(prompts[k], 1)
+        for token in history:
+            alone.step(np.array([0]), np.array([token]))
+        assert np.max(np.abs(alone.logprobs()[0] - got[row])) < 2e-3
+
+
+def test_run_smc_many_mixes_jobs_in_one_batch(model):
+    from awrs.sampling import AWRS
+    from awrs.smc import Job, SMCConfig, run_smc_many
+
+    jobs = [
+        Job(model.prompt_ids("Pick a number.", chat=True), awrs.Regex(r"\d{1,2}"), AWRS(),
+            SMCConfig(particles=3, max_tokens=6), np.random.default_rng(0)),
+        Job(model.prompt_ids("Say yes or no.", chat=True), awrs.Regex(r"(Yes|No)\."), AWRS(),
+            SMCConfig(particles=2, max_tokens=6), np.random.default_rng(1)),
+    ]
+    populations = run_smc_many(model, jobs)
+    for job, population in zip(jobs, populations):
+        texts = [model.vocab.decode(t).decode() for t, w in zip(population.tokens, population.log_weights)
+                 if np.isfinite(w)]
+        assert texts and all(job.constraint.accepts(t) for t in texts)
+        assert job.stats.model_calls == max(job.stats.steps, 1)
+    assert jobs[0].stats.total_seconds > 0 and jobs[1].stats.model_seconds > 0

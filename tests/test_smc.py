@@ -217,3 +217,26 @@ def test_resampling_schemes_draw_in_proportion_to_weights(resample):
     if resample is systematic:  # each count is within one of its expectation, every time
         indices = resample(weights, rng)
         assert np.all(np.abs(np.bincount(indices, minlength=5) - weights * 5) < 1)
+
+
+def test_jobs_batched_together_each_match_their_own_exact_target():
+    """Different prompts, constraints and particle counts in one batch stay independent."""
+    from awrs.smc import Job, run_smc_many
+
+    model = hashed_model(seed=14)
+    specs = [([0], Regex(r"[ab]+c?"), 3000), ([1, 2], Regex(r"(c|ab)+"), 2000)]
+    jobs = [
+        Job(prompt, constraint, AWRS(), SMCConfig(particles=n, max_tokens=3), np.random.default_rng(k))
+        for k, (prompt, constraint, n) in enumerate(specs)
+    ]
+    populations = run_smc_many(model, jobs)
+    assert model.calls == max(job.stats.steps for job in jobs)  # one call per step for both
+    for (prompt, constraint, _), population in zip(specs, populations):
+        exact = normalize(exact_target(model, prompt, constraint, 3))
+        w = np.exp(population.log_weights - population.log_weights.max())
+        posterior: dict[bytes, float] = {}
+        for tokens, weight in zip(population.tokens, w / w.sum()):
+            if weight > 0:
+                text = model.vocab.decode(tokens)
+                posterior[text] = posterior.get(text, 0.0) + weight
+        assert total_variation(posterior, exact) < 0.05

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import ModelError
 from ..vocab import Vocabulary
 
 Message = dict  # {"role": ..., "content": ...}
@@ -53,6 +54,17 @@ class LanguageModel(ABC):
     @abstractmethod
     def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
         """Start ``rows`` identical rows after ``prompt_ids`` (the prompt is evaluated once)."""
+
+    def open_many(self, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> DecodingSession:
+        """Rows for several prompts in one session: ``rows[k]`` rows continue ``prompts[k]``.
+
+        The session's rows are the prompts' rows in order. Backends that can batch different
+        prompts override this; the default handles identical prompts only.
+        """
+        first = [int(i) for i in prompts[0]]
+        if any([int(i) for i in p] != first for p in prompts[1:]):
+            raise ModelError(f"{self.name} cannot batch different prompts in one session")
+        return self.open(first, int(sum(rows)))
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:

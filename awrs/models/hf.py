@@ -102,8 +102,10 @@ class HFModel(LanguageModel):
     # -- decoding ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _forward(self, input_ids: torch.Tensor, cache) -> tuple[object, torch.Tensor]:
-        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+    def _forward(self, input_ids: torch.Tensor, cache, **extra) -> tuple[object, torch.Tensor]:
+        out = self.model(
+            input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache}, **extra
+        )
         logits = out.logits[:, -1, :].float()
         # The DynamicCache passed in is updated in place.
         return cache, torch.log_softmax(logits, dim=-1)
@@ -122,7 +124,7 @@ class HFModel(LanguageModel):
             self._prompt_cache.popitem(last=False)
         return cache, logprobs
 
-    def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+    def _checked_prompt(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
         ids = tuple(int(i) for i in prompt_ids)
         if not ids:
             start = self.tokenizer.bos_token_id
@@ -133,18 +135,56 @@ class HFModel(LanguageModel):
             raise ModelError(
                 f"the prompt has {len(ids)} tokens; {self.name} allows at most {self.max_context}"
             )
+        return ids
+
+    def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+        ids = self._checked_prompt(prompt_ids)
         cache, logprobs = self._prompt_state(ids)
         return HFSession(self, cache, logprobs, rows, len(ids))
 
+    def open_many(self, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> DecodingSession:
+        """Different prompts in one batch: left-padded, with an attention mask and positions."""
+        from transformers import DynamicCache
+
+        checked = [self._checked_prompt(p) for p in prompts]
+        if len(set(checked)) == 1:
+            return self.open(checked[0], int(sum(rows)))
+        width = max(len(p) for p in checked)
+        pad = self.tokenizer.pad_token_id
+        pad = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in checked], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in checked], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache, logprobs = self._forward(ids, DynamicCache(), attention_mask=mask, position_ids=positions)
+        index = torch.repeat_interleave(
+            torch.arange(len(checked), device=self.device), torch.tensor(list(rows), device=self.device)
+        )
+        cache.reorder_cache(index)
+        lengths = torch.tensor([len(p) for p in checked], device=self.device)
+        return HFSession(
+            self, cache, logprobs[index], len(index), width, mask=mask[index], next_position=lengths[index]
+        )
+
 
 class HFSession(DecodingSession):
-    def __init__(self, model: HFModel, cache, prompt_logprobs: torch.Tensor, rows: int, length: int):
+    """Rows of KV cache in lock step. With ``mask`` (rows of different prompts, left-padded),
+    every forward pass carries the attention mask and each row's own positions."""
+
+    def __init__(
+        self, model: HFModel, cache, prompt_logprobs: torch.Tensor, rows: int, length: int,
+        mask: torch.Tensor | None = None, next_position: torch.Tensor | None = None,
+    ):
         self._model = model
         self._cache = cache
         self._length = length
-        if rows > 1:
+        self._mask = mask
+        self._next_position = next_position
+        if mask is None and rows > 1:
             self._cache.batch_repeat_interleave(rows)
-        self._logprobs_t = prompt_logprobs.expand(rows, -1)
+        if prompt_logprobs.shape[0] == rows:
+            self._logprobs_t = prompt_logprobs
+        else:
+            self._logprobs_t = prompt_logprobs.expand(rows, -1)
         self._logprobs: np.ndarray | None = None
 
     @property
@@ -167,9 +207,19 @@ class HFSession(DecodingSession):
             raise ModelError(f"the context reached {model.name}'s limit of {limit} tokens")
         parents = np.asarray(parents, dtype=np.int64)
         if len(parents) != self.rows or not np.array_equal(parents, np.arange(self.rows)):
-            self._cache.reorder_cache(torch.as_tensor(parents, device=model.device))
+            index = torch.as_tensor(parents, device=model.device)
+            self._cache.reorder_cache(index)
+            if self._mask is not None:
+                self._mask = self._mask[index]
+                self._next_position = self._next_position[index]
         input_ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=model.device)[:, None]
-        self._cache, self._logprobs_t = model._forward(input_ids, self._cache)
+        extra = {}
+        if self._mask is not None:
+            ones = torch.ones((len(parents), 1), dtype=self._mask.dtype, device=model.device)
+            self._mask = torch.cat([self._mask, ones], dim=1)
+            extra = {"attention_mask": self._mask, "position_ids": self._next_position[:, None]}
+            self._next_position = self._next_position + 1
+        self._cache, self._logprobs_t = model._forward(input_ids, self._cache, **extra)
         self._length += 1
         self._logprobs = None
 

@@ -98,14 +98,18 @@ class TableModel(LanguageModel):
         return ids
 
     def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+        return self.open_many([prompt_ids], [rows])
+
+    def open_many(self, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> DecodingSession:
         self.calls += 1
-        return _TableSession(self, tuple(prompt_ids), rows)
+        contexts = [tuple(int(i) for i in p) for p, n in zip(prompts, rows) for _ in range(n)]
+        return _TableSession(self, contexts)
 
 
 class _TableSession(DecodingSession):
-    def __init__(self, model: TableModel, prompt: Context, rows: int):
+    def __init__(self, model: TableModel, contexts: list[Context]):
         self._model = model
-        self._contexts = [prompt] * rows
+        self._contexts = contexts
         self._logprobs = self._compute()
 
     def _compute(self) -> np.ndarray:
