@@ -13,7 +13,7 @@ Importing awrs does not import torch; a real model backend loads on first use.
 
 from .constraints import DEAD, All, Constraint, Predicate, Regex, Scored
 from .errors import AwrsError, ConfigError, ConstraintError, ModelError
-from .generate import METHODS, generate
+from .generate import METHODS, generate, generate_many
 from .models import LanguageModel, TableModel, load_model
 from .result import Result, Sample
 from .sampling import AWRS, Masking, Rejection, TokenSampler, Unconstrained
@@ -48,6 +48,7 @@ __all__ = [
     "Unconstrained",
     "Vocabulary",
     "generate",
+    "generate_many",
     "load_model",
     "run_smc",
 ]

@@ -27,7 +27,7 @@ from .models.base import LanguageModel, Message
 from .resampling import log_mean_exp, normalized
 from .result import Result, Sample
 from .sampling.samplers import AWRS, Masking, Rejection, TokenSampler, Unconstrained
-from .smc import Critic, Particles, SMCConfig, run_smc
+from .smc import Critic, Job, Particles, SMCConfig, run_smc, run_smc_many
 from .stats import Stats
 
 
@@ -63,6 +63,61 @@ def _token_sampler(method: str, estimator: str) -> TokenSampler:
     if method == "unconstrained":
         return Unconstrained()
     return Rejection()
+
+
+@dataclass
+class _Prepared:
+    """A validated request: the SMC job to run and what packaging its result needs."""
+
+    method: str
+    job: Job
+    max_attempts: int | None
+    seed: int | None
+    timeouts_before: int
+
+
+def _prepare(
+    model: LanguageModel,
+    prompt: str | Sequence[int] | Sequence[Message],
+    constraint: Constraint,
+    *,
+    particles: int = 10,
+    max_tokens: int = 64,
+    method: str = "awrs-smc",
+    seed: int | None = None,
+    chat: bool = False,
+    system: str | None = None,
+    ess_threshold: float = 0.5,
+    resampling: str = "systematic",
+    estimator: str = "remainder",
+    critic: Critic | None = None,
+    max_attempts: int | None = None,
+) -> _Prepared:
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(constraint, Constraint):
+        raise ConfigError(f"constraint must be an awrs Constraint, got {type(constraint).__name__}")
+    spec = METHODS[method]
+    soft_score = getattr(constraint, "critic", None)
+    if (critic is not None or soft_score is not None) and not spec.resamples:
+        raise ConfigError(
+            f"a critic or soft score needs a weighted SMC method (awrs-smc, masking-smc), not {method}"
+        )
+    config = SMCConfig(
+        particles=particles,
+        max_tokens=max_tokens,
+        ess_threshold=ess_threshold if spec.resamples else 0.0,
+        resampling=resampling,
+    )
+    job = Job(
+        prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
+        constraint=constraint,
+        sampler=_token_sampler(method, estimator),
+        config=config,
+        rng=np.random.default_rng(seed),
+        critic=_combine(critic, soft_score),
+    )
+    return _Prepared(method, job, max_attempts, seed, getattr(constraint, "timeouts", 0))
 
 
 def generate(
@@ -101,54 +156,73 @@ def generate(
         max_attempts: for ``rejection``, how many sequences to try (default 50 * particles).
         progress: show a progress bar on stderr.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if not isinstance(constraint, Constraint):
-        raise ConfigError(f"constraint must be an awrs Constraint, got {type(constraint).__name__}")
     if model is None:
         from .models import load_model
 
         model = load_model()
-    spec = METHODS[method]
-    soft_score = getattr(constraint, "critic", None)
-    if (critic is not None or soft_score is not None) and not spec.resamples:
-        raise ConfigError(
-            f"a critic or soft score needs a weighted SMC method (awrs-smc, masking-smc), not {method}"
-        )
-    critic = _combine(critic, soft_score)
-    config = SMCConfig(
-        particles=particles,
-        max_tokens=max_tokens,
-        ess_threshold=ess_threshold if spec.resamples else 0.0,
-        resampling=resampling,
+    prepared = _prepare(
+        model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
+        seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
+        estimator=estimator, critic=critic, max_attempts=max_attempts,
     )
-    prompt_ids = model.prompt_ids(prompt, chat=chat, system=system)
-    rng = np.random.default_rng(seed)
-    sampler = _token_sampler(method, estimator)
-    stats = Stats()
-    timeouts_before = getattr(constraint, "timeouts", 0)
-    bar = _progress_bar(config, method) if progress else None
-    on_step = (lambda _particles: bar.update(1)) if bar is not None else None
+    bar = _progress_bar(prepared.job.config, method) if progress else None
+    if bar is not None:
+        prepared.job.on_step = lambda _particles: bar.update(1)
     try:
-        if method == "rejection":
-            result = _rejection(model, prompt_ids, constraint, config, rng, stats, max_attempts, on_step)
-        else:
-            population = run_smc(
-                model, prompt_ids, constraint, sampler, config, rng,
-                stats=stats, critic=critic, on_step=on_step,
-            )
-            result = _package(method, population, model, constraint, sampler, stats)
+        return _run([prepared], model)[0]
     finally:
         if bar is not None:
             bar.close()
-    stats.regex_timeouts = getattr(constraint, "timeouts", 0) - timeouts_before
-    result.seed = seed
-    if stats.regex_timeouts and result.message is None:
-        result.message = (
-            f"{stats.regex_timeouts} regex checks hit the time limit; prefixes were kept and "
-            "completions rejected, so samples stay valid but some valid texts may be missing"
-        )
-    return result
+
+
+def generate_many(model: LanguageModel, requests: Sequence[dict]) -> list[Result]:
+    """Run several generation requests together, sharing one batched model call per step.
+
+    Each request is a dict of :func:`generate`'s arguments (``prompt`` and ``constraint``
+    required; ``progress`` not accepted). Results come back in order. Requests may differ in
+    prompt, constraint, method and particles; ``rejection`` requests run one after another.
+    """
+    prepared = []
+    for k, request in enumerate(requests):
+        request = dict(request)
+        try:
+            prompt, constraint = request.pop("prompt"), request.pop("constraint")
+        except KeyError as err:
+            raise ConfigError(f"request {k} has no {err.args[0]!r}") from None
+        try:
+            prepared.append(_prepare(model, prompt, constraint, **request))
+        except TypeError as err:
+            raise ConfigError(f"request {k}: {err}") from None
+    return _run(prepared, model)
+
+
+def _run(prepared: Sequence[_Prepared], model: LanguageModel) -> list[Result]:
+    results: dict[int, Result] = {}
+    smc = [(k, p) for k, p in enumerate(prepared) if p.method != "rejection"]
+    if smc:
+        populations = run_smc_many(model, [p.job for _, p in smc])
+        for (k, p), population in zip(smc, populations):
+            results[k] = _package(p.method, population, model, p.job.constraint, p.job.sampler, p.job.stats)
+    for k, p in enumerate(prepared):
+        if p.method == "rejection":
+            job = p.job
+            results[k] = _rejection(
+                model, job.prompt_ids, job.constraint, job.config, job.rng, job.stats, p.max_attempts,
+                job.on_step,
+            )
+    out = []
+    for k, p in enumerate(prepared):
+        result = results[k]
+        result.seed = p.seed
+        stats = result.stats
+        stats.regex_timeouts = getattr(p.job.constraint, "timeouts", 0) - p.timeouts_before
+        if stats.regex_timeouts and result.message is None:
+            result.message = (
+                f"{stats.regex_timeouts} regex checks hit the time limit; prefixes were kept and "
+                "completions rejected, so samples stay valid but some valid texts may be missing"
+            )
+        out.append(result)
+    return out
 
 
 def _combine(*critics: Critic | None) -> Critic | None:

@@ -100,3 +100,31 @@ def test_import_does_not_load_torch():
 def test_public_names_exist():
     for name in awrs.__all__:
         assert hasattr(awrs, name), name
+
+
+def test_generate_many_batches_requests_and_keeps_them_separate():
+    model = hashed_model(seed=15)
+    requests = [
+        {"prompt": [0], "constraint": awrs.Regex(r"[ab]+"), "particles": 5, "max_tokens": 3, "seed": 1},
+        {"prompt": [1], "constraint": awrs.Regex(r"c+"), "particles": 3, "max_tokens": 3, "seed": 2,
+         "method": "lcd"},
+        {"prompt": [2], "constraint": awrs.Regex(r"[abc]"), "particles": 2, "max_tokens": 2,
+         "method": "rejection", "seed": 3},
+    ]
+    calls_before = model.calls
+    results = awrs.generate_many(model, requests)
+    assert [r.method for r in results] == ["awrs-smc", "lcd", "rejection"]
+    assert all(set(t) <= {"a", "b"} for t in results[0].posterior)
+    assert all(set(t) == {"c"} for t in results[1].posterior)
+    assert results[0].stats.particles == 5 and results[1].stats.particles == 3
+    smc_steps = max(results[0].stats.steps, results[1].stats.steps)
+    assert model.calls - calls_before >= smc_steps  # shared calls, plus the rejection rounds
+    alone = awrs.generate(model, [0], awrs.Regex(r"[ab]+"), particles=5, max_tokens=3, seed=1)
+    assert alone.posterior == results[0].posterior  # batching does not change the draws
+
+
+def test_generate_many_reports_bad_requests():
+    with pytest.raises(ConfigError, match="request 0 has no 'constraint'"):
+        awrs.generate_many(hashed_model(), [{"prompt": [0]}])
+    with pytest.raises(ConfigError, match="request 0"):
+        awrs.generate_many(hashed_model(), [{"prompt": [0], "constraint": awrs.Regex("a"), "colour": 1}])
