@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,8 @@ def _prepare(
     estimator: str = "remainder",
     critic: Critic | None = None,
     max_attempts: int | None = None,
+    time_limit: float | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> _Prepared:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -116,6 +119,7 @@ def _prepare(
         config=config,
         rng=np.random.default_rng(seed),
         critic=_combine(critic, soft_score),
+        should_stop=_stopper(time_limit, should_stop),
     )
     return _Prepared(method, job, max_attempts, seed, getattr(constraint, "timeouts", 0))
 
@@ -136,6 +140,8 @@ def generate(
     estimator: str = "remainder",
     critic: Critic | None = None,
     max_attempts: int | None = None,
+    time_limit: float | None = None,
+    should_stop: Callable[[], str | None] | None = None,
     progress: bool = False,
 ) -> Result:
     """Generate texts that satisfy ``constraint``.
@@ -154,6 +160,10 @@ def generate(
         estimator: AWRS weight estimator, ``"remainder"`` or ``"two-loop"``.
         critic: ``(text, finished) -> log weight`` extra score for SMC methods.
         max_attempts: for ``rejection``, how many sequences to try (default 50 * particles).
+        time_limit: seconds after which unfinished particles are dropped (finished ones are
+            kept and reported; the result's message says the run was stopped).
+        should_stop: called before every step; a returned reason stops the run the same way
+            (for cancellation, e.g. a client that went away).
         progress: show a progress bar on stderr.
     """
     if model is None:
@@ -163,7 +173,8 @@ def generate(
     prepared = _prepare(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
-        estimator=estimator, critic=critic, max_attempts=max_attempts,
+        estimator=estimator, critic=critic, max_attempts=max_attempts, time_limit=time_limit,
+        should_stop=should_stop,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None
     if bar is not None:
@@ -173,6 +184,23 @@ def generate(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _stopper(
+    time_limit: float | None, should_stop: Callable[[], str | None] | None
+) -> Callable[[], str | None] | None:
+    if time_limit is None:
+        return should_stop
+    if time_limit <= 0:
+        raise ConfigError(f"time_limit must be positive, got {time_limit}")
+    deadline = time.monotonic() + time_limit
+
+    def stop() -> str | None:
+        if time.monotonic() > deadline:
+            return f"time limit of {time_limit:g} s reached"
+        return should_stop() if should_stop is not None else None
+
+    return stop
 
 
 def generate_many(model: LanguageModel, requests: Sequence[dict]) -> list[Result]:
@@ -214,6 +242,9 @@ def _run(prepared: Sequence[_Prepared], model: LanguageModel) -> list[Result]:
     for k, p in enumerate(prepared):
         result = results[k]
         result.seed = p.seed
+        if p.job.stopped is not None:
+            kept = f"; {len(result.samples)} finished samples kept" if result.samples else ""
+            result.message = f"stopped early: {p.job.stopped}{kept}"
         stats = result.stats
         stats.regex_timeouts = getattr(p.job.constraint, "timeouts", 0) - p.timeouts_before
         if stats.regex_timeouts and result.message is None:

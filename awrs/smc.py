@@ -124,6 +124,10 @@ class Job:
     stats: Stats = field(default_factory=Stats)
     critic: Critic | None = None
     on_step: Callable[[Particles], None] | None = None
+    #: called before every step; a returned reason (a time limit, a client gone) stops the job:
+    #: its unfinished particles are dropped and the reason is recorded in ``stopped``.
+    should_stop: Callable[[], str | None] | None = None
+    stopped: str | None = None
 
 
 class _Run:
@@ -141,6 +145,16 @@ class _Run:
         self.own_seconds = 0.0
         self.row_steps = 0
         job.stats.particles += job.config.particles
+
+    def stop(self, reason: str) -> None:
+        """End the job now: unfinished particles get weight zero."""
+        particles = self.particles
+        particles.log_weights[self.active] = -math.inf
+        particles.finished[self.active] = True
+        self.job.stats.stopped_particles += len(self.active)
+        self.job.stopped = reason
+        self.active = np.zeros(0, dtype=np.int64)
+        self.parents = self.next_tokens = np.zeros(0, dtype=np.int64)
 
     def step(self, logprobs: np.ndarray) -> None:
         """Extend every live particle by one token (rows of ``logprobs`` follow ``active``)."""
@@ -228,7 +242,11 @@ def run_smc_many(model: LanguageModel, jobs: Sequence[Job]) -> list[Particles]:
             if not rows:
                 continue
             clock = time.perf_counter()
-            run.step(logprobs[offset : offset + rows])
+            reason = run.job.should_stop() if run.job.should_stop is not None else None
+            if reason is not None:
+                run.stop(reason)
+            else:
+                run.step(logprobs[offset : offset + rows])
             run.own_seconds += time.perf_counter() - clock
             if len(run.active):
                 parents.append(run.parents + offset)

@@ -24,6 +24,7 @@ class Stats:
     resamples: int = 0
     dead_ends: int = 0  # particles killed because no token could continue the text
     truncated: int = 0  # particles killed at max_tokens because the text was not complete
+    stopped_particles: int = 0  # particles dropped unfinished by a time limit or cancellation
     regex_timeouts: int = 0
     model_seconds: float = 0.0
     constraint_seconds: float = 0.0

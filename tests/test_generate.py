@@ -128,3 +128,17 @@ def test_generate_many_reports_bad_requests():
         awrs.generate_many(hashed_model(), [{"prompt": [0]}])
     with pytest.raises(ConfigError, match="request 0"):
         awrs.generate_many(hashed_model(), [{"prompt": [0], "constraint": awrs.Regex("a"), "colour": 1}])
+
+
+def test_should_stop_ends_a_run_cleanly_and_keeps_finished_samples():
+    model = awrs.TableModel(["a", "<eos>"], lambda c: [0.7, 0.3], eos=1)
+    steps = iter(range(100))
+    result = awrs.generate(
+        model, [], awrs.Regex("a*"), particles=50, max_tokens=30, seed=0,
+        should_stop=lambda: "client went away" if next(steps) >= 3 else None,
+    )
+    assert result.message.startswith("stopped early: client went away")
+    assert result.stats.stopped_particles > 0 and result.stats.steps == 3
+    assert result.samples and all(len(s.text) <= 2 for s in result.samples)
+    with pytest.raises(ConfigError, match="time_limit"):
+        awrs.generate(model, [], awrs.Regex("a*"), time_limit=0)
