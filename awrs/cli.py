@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ess-threshold", type=float, default=0.5,
                      help="resample when ESS < this fraction of particles (SMC methods)")
     gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                     help="stop after this long, keeping the samples finished so far")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_options(gen)
 
@@ -177,7 +179,8 @@ def _generate(args) -> int:
         model, args.prompt, constraint,
         particles=args.particles, max_tokens=args.max_tokens, method=args.method,
         seed=args.seed, chat=args.chat, system=args.system, ess_threshold=args.ess_threshold,
-        estimator=args.estimator, progress=sys.stderr.isatty() and not args.json,
+        estimator=args.estimator, time_limit=args.time_limit,
+        progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
