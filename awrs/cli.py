@@ -3,6 +3,7 @@
     awrs generate --prompt TEXT (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles)
                   [--chat] [--particles N] [--max-tokens N] [--method M] [--seed S] [--model PATH] [--json]
     awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
+    awrs coverage json|spider --data DIR [--limit N] [--json]
     awrs bench [--particles N] [--json]
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
@@ -37,6 +38,8 @@ def _add_constraint_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grammar", metavar="FILE.lark", help="sentences of this Lark grammar")
     group.add_argument("--sql-db", metavar="FILE.sqlite", help="SQL queries valid for this SQLite database")
     group.add_argument("--smiles", action="store_true", help="valid SMILES molecules")
+    parser.add_argument("--whitespace", choices=["compact", "free"], default="compact",
+                        help="JSON whitespace policy with --json-schema (default: compact)")
 
 
 def constraint_from_args(args):
@@ -56,7 +59,7 @@ def constraint_from_args(args):
                 raise ConfigError(f"{args.json_schema} is not valid JSON: {err}") from None
             from .constraints.json_schema import JsonSchema
 
-            return JsonSchema(schema)
+            return JsonSchema(schema, whitespace=args.whitespace)
         if args.grammar is not None:
             text = _read(args.grammar, "grammar")
             from .constraints.grammar import Grammar
@@ -121,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--text", required=True, help="the text to check")
     check.add_argument("--prefix", action="store_true", help="check it as a prefix that may still be completed")
 
+    coverage = commands.add_parser("coverage", help="measure a constraint family on real labelled data")
+    coverage.add_argument("family", choices=["json", "spider"])
+    coverage.add_argument("--data", required=True, metavar="DIR",
+                          help="data folder (e.g. ../shared/data, or a folder in the same layout)")
+    coverage.add_argument("--limit", type=_positive_int, default=None, help="read at most N instances")
+    coverage.add_argument("--json", action="store_true", help="print one JSON object")
+
     bench = commands.add_parser("bench", help="measure throughput and constraint checks on the model")
     bench.add_argument("--particles", type=_positive_int, default=10)
     bench.add_argument("--max-tokens", type=_positive_int, default=24)
@@ -141,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "coverage":
+            return _coverage(args)
         return _bench(args)
     except ConfigError as err:
         print(f"awrs: error: {err}", file=sys.stderr)
@@ -168,6 +180,23 @@ def _check(args) -> int:
     what = "prefix" if args.prefix else "text"
     print(f"{'accepted' if ok else 'rejected'}: {what} {args.text!r} under the {constraint.describe()}")
     return 0 if ok else 1
+
+
+def _coverage(args) -> int:
+    from pathlib import Path
+
+    if not Path(args.data).is_dir():
+        raise ConfigError(f"no data folder at {args.data}")
+    if args.family == "json":
+        from .coverage.json import coverage, format_report
+
+        report = coverage(Path(args.data), limit=args.limit)
+    else:
+        from .coverage.spider import coverage, format_report
+
+        report = coverage(Path(args.data), limit=args.limit)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 0
 
 
 def _generate(args) -> int:
