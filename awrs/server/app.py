@@ -1,0 +1,491 @@
+"""The OpenAI-compatible HTTP API: ``create_app(model, limits=...)`` and ``serve(...)``.
+
+Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
+``GET /health``. A request's constraint comes from ``response_format`` (``json_schema`` or
+``json_object``) or from vLLM's extension fields ``guided_regex``, ``guided_json``,
+``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
+``method``, ``seed``, ``ess_threshold`` and ``time_limit``. ``n`` returns the ``n`` most
+probable texts of the posterior as choices; the response's ``awrs`` field carries the
+posterior, the estimate of log P(constraint), the weighted samples, the run statistics and
+which batch the request ran in.
+
+Handlers are async: they validate the request, build its constraint (in a thread), queue a
+:class:`~awrs.server.batcher.Ticket` and await it while watching for the client going away.
+One worker thread (:class:`~awrs.server.batcher.Batcher`) owns the model and runs all queued
+requests together with :func:`awrs.generate_many`.
+
+``stream: true`` sends the finished texts as server-sent events in OpenAI's chunk format: SMC
+only knows which text wins when every particle has finished, so there is no token-by-token
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from ..constraints import Predicate, Regex
+from ..errors import AwrsError
+from ..models.base import LanguageModel
+from .batcher import Batcher, Outcome, Ticket
+from .errors import ApiError, bad_request, error_body
+from .limits import Limits
+from .schemas import ChatCompletionRequest, CompletionRequest, _Common, message_dicts, parse_body
+
+log = logging.getLogger("awrs.server")
+
+#: How often a waiting handler checks whether its client is still connected (seconds).
+DISCONNECT_POLL = 0.1
+#: Bytes read and thrown away from an oversized body before answering 413, so that the client
+#: sees the answer instead of a reset connection.
+DRAIN_LIMIT = 64 * 1024 * 1024
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+# -- constraints ---------------------------------------------------------------------------
+
+
+def _any_text() -> Predicate:
+    return Predicate(lambda text: True, name="any text")
+
+
+def build_constraint(request: _Common):
+    """The constraint a request asks for (``None`` fields ignored); errors are 400s."""
+    given = []
+    if request.guided_regex is not None:
+        given.append("guided_regex")
+    if request.guided_json is not None:
+        given.append("guided_json")
+    if request.guided_grammar is not None:
+        given.append("guided_grammar")
+    if request.guided_choice is not None:
+        given.append("guided_choice")
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        given.append("response_format")
+    if len(given) > 1:
+        raise bad_request(f"give at most one constraint; this request has {', '.join(given)}",
+                          param=given[1], code="conflicting_constraints")
+    if not given:
+        return _any_text()
+    field = given[0]
+    if field == "guided_regex":
+        return _compile(field, "regex", lambda: Regex(request.guided_regex))
+    if field == "guided_choice":
+        choices = request.guided_choice
+        if not choices:
+            raise bad_request("guided_choice must list at least one text", param=field, code="invalid_value")
+        import regex as _regex
+
+        pattern = "(?:" + "|".join(_regex.escape(c) for c in choices) + ")"
+        return _compile(field, "choice", lambda: Regex(pattern))
+    if field == "guided_grammar":
+        def grammar():
+            from ..constraints.grammar import Grammar
+
+            return Grammar(request.guided_grammar)
+
+        return _compile(field, "grammar", grammar)
+    if field == "guided_json":
+        schema = request.guided_json
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except ValueError as err:
+                raise bad_request(f"guided_json is not valid JSON: {err}", param=field, code="invalid_schema") from None
+        return _json_schema(field, schema)
+    # response_format
+    if fmt.type == "json_object":
+        return _json_schema("response_format", {"type": "object"})
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise bad_request("response_format of type json_schema needs json_schema.schema",
+                          param="response_format.json_schema", code="missing_field")
+    return _json_schema("response_format.json_schema.schema", fmt.json_schema.schema_)
+
+
+def _json_schema(param: str, schema):
+    if not isinstance(schema, (dict, bool)):
+        raise bad_request("a JSON schema must be an object or a boolean", param=param, code="invalid_schema")
+
+    def build():
+        from ..constraints.json_schema import JsonSchema
+
+        return JsonSchema(schema, whitespace="compact")
+
+    return _compile(param, "schema", build)
+
+
+def _compile(param: str, what: str, build):
+    try:
+        return build()
+    except ImportError as err:
+        raise bad_request(f"{what} constraints are not available in this installation ({err})",
+                          param=param, code="unsupported_constraint") from None
+    except AwrsError as err:
+        raise bad_request(str(err), param=param, code=f"invalid_{what}") from None
+    except ValueError as err:
+        raise bad_request(f"invalid {what}: {err}", param=param, code=f"invalid_{what}") from None
+    except RecursionError:
+        raise bad_request(f"invalid {what}: nested too deeply", param=param, code=f"invalid_{what}") from None
+    except Exception as err:  # noqa: BLE001 -- a compiler failing on odd input is the input's fault
+        raise bad_request(f"invalid {what}: {type(err).__name__}: {err}", param=param,
+                          code=f"invalid_{what}") from None
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+def request_options(request: _Common, limits: Limits, *, max_tokens: int | None) -> dict:
+    """Validated :func:`awrs.generate` options for a request, within ``limits``."""
+    if max_tokens is None:
+        max_tokens = limits.default_max_tokens
+    _in_range("max_tokens", max_tokens, 1, limits.max_tokens)
+    _in_range("n", request.n, 1, limits.max_n)
+    particles = request.particles
+    if particles is None:
+        particles = min(max(limits.default_particles, request.n), limits.max_particles)
+    _in_range("particles", particles, 1, limits.max_particles)
+    if request.n > particles:
+        raise bad_request(f"n={request.n} needs at least as many particles (got {particles})",
+                          param="n", code="invalid_value")
+    method = request.method or "awrs-smc"
+    if method not in limits.methods:
+        raise bad_request(f"unknown or disabled method {method!r}; choose one of {', '.join(limits.methods)}",
+                          param="method", code="invalid_value")
+    options = {"particles": particles, "max_tokens": max_tokens, "method": method}
+    if request.seed is not None:
+        if not 0 <= request.seed < 2**64:
+            raise bad_request(f"seed must be between 0 and 2**64 - 1, got {request.seed}", param="seed",
+                              code="invalid_value")
+        options["seed"] = request.seed
+    if request.ess_threshold is not None:
+        if not 0.0 <= request.ess_threshold <= 1.0:
+            raise bad_request(f"ess_threshold must be in [0, 1], got {request.ess_threshold}",
+                              param="ess_threshold", code="invalid_value")
+        options["ess_threshold"] = request.ess_threshold
+    time_limit = limits.max_seconds
+    if request.time_limit is not None:
+        if not request.time_limit > 0:
+            raise bad_request(f"time_limit must be positive, got {request.time_limit}", param="time_limit",
+                              code="invalid_value")
+        time_limit = min(time_limit, request.time_limit)
+    options["time_limit"] = time_limit
+    if request.stream_options is not None and not request.stream:
+        raise bad_request("stream_options is only allowed with stream: true", param="stream_options",
+                          code="invalid_value")
+    return options
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    if value < low:
+        raise bad_request(f"{name} must be at least {low}, got {value}", param=name, code="invalid_value")
+    if value > high:
+        raise bad_request(f"{name}={value} exceeds this server's limit of {high}", param=name,
+                          code="limit_exceeded")
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+def _choices(outcome: Outcome, n: int, max_tokens: int, eos_ids: frozenset) -> list[dict]:
+    """The ``n`` most probable texts: ``{"text", "probability", "finish_reason", "tokens"}``."""
+    result = outcome.result
+    out = []
+    for text, probability in list(result.posterior.items())[:n]:
+        sample = next((s for s in result.samples if s.text == text and s.valid), None)
+        ids = sample.token_ids if sample is not None else ()
+        tokens = len(ids) - (1 if ids and ids[-1] in eos_ids else 0)
+        finish = "length" if tokens >= max_tokens else "stop"
+        out.append({"text": text, "probability": probability, "finish_reason": finish, "tokens": tokens})
+    if not out:
+        out.append({"text": "", "probability": None, "finish_reason": "length", "tokens": 0})
+    return out
+
+
+def _extension(outcome: Outcome, options: dict, constraint) -> dict:
+    ext = outcome.result.to_json()
+    ext.pop("eos_token_ids", None)
+    ext["particles"] = options["particles"]
+    ext["max_tokens"] = options["max_tokens"]
+    ext["constraint"] = constraint.describe()
+    ext["batch"] = outcome.batch
+    return ext
+
+
+def _usage(outcome: Outcome, choices: list[dict]) -> dict:
+    completion = sum(c["tokens"] for c in choices)
+    return {
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": outcome.prompt_tokens + completion,
+    }
+
+
+def _sse(obj) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+def create_app(
+    model: LanguageModel | None = None, *, limits: Limits | Mapping | None = None,
+    model_name: str | None = None, api_key: str | None = None,
+):
+    """A FastAPI app serving ``model`` (``None``: the embedded model) within ``limits``.
+
+    The batching worker starts with the app (or at the first request) and stops at shutdown.
+    ``app.state.batcher`` is the :class:`~awrs.server.batcher.Batcher`; ``app.state.limits``
+    the :class:`Limits`. With ``api_key``, every request needs ``Authorization: Bearer KEY``.
+    """
+    limits = Limits.from_options(limits)
+    if model is None:
+        from ..models import load_model
+
+        model = load_model()
+    name = model_name or getattr(model, "name", None) or "awrs"
+    batcher = Batcher(
+        model, max_batch_particles=limits.max_batch_particles, max_pending=limits.max_pending,
+        max_prompt_tokens=limits.max_prompt_tokens, batch_window=limits.batch_window,
+    )
+    created = int(time.time())
+    eos_ids = frozenset(model.vocab.eos_ids)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.stop)
+
+    app = FastAPI(title="awrs", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.batcher = batcher
+    app.state.limits = limits
+    app.state.model_name = name
+
+    # -- errors: always OpenAI's shape -----------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc):
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        err = ApiError(status, message, code={404: "not_found", 405: "method_not_allowed"}.get(status))
+        return JSONResponse(err.body(), status_code=status, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc):
+        return JSONResponse(bad_request(f"invalid request: {exc.errors()[:1]}").body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc):
+        log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return JSONResponse(
+            error_body(f"internal server error: {type(exc).__name__}", "server_error", None, "internal_error"),
+            status_code=500,
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def check_auth(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise ApiError(401, "invalid or missing API key", code="invalid_api_key")
+
+    async def read_body(request: Request) -> bytes:
+        limit = limits.max_body_bytes
+        too_large = ApiError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise bad_request("invalid Content-Length header", code="invalid_header") from None
+            if size > DRAIN_LIMIT:
+                raise too_large
+        body = bytearray()
+        seen = 0
+        try:
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen <= limit:
+                    body += chunk
+                elif seen > DRAIN_LIMIT:
+                    break
+        except ClientDisconnect:
+            raise ApiError(400, "the client disconnected while sending the request", code="client_disconnected") from None
+        if seen > limit:
+            raise too_large
+        return bytes(body)
+
+    def check_model(requested: str | None) -> None:
+        if requested is not None and requested != name:
+            raise ApiError(404, f"the model {requested!r} does not exist; this server has {name!r}",
+                           param="model", code="model_not_found")
+
+    async def run(request: Request, ticket: Ticket) -> Outcome | None:
+        """Queue ``ticket`` and wait for it; ``None`` if the client went away."""
+        future = asyncio.wrap_future(batcher.submit(ticket))
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL)
+                if done:
+                    return future.result()
+                if await request.is_disconnected():
+                    ticket.cancel("the client disconnected")
+                    future.cancel()
+                    return None
+        except asyncio.CancelledError:
+            ticket.cancel("the request was cancelled")
+            future.cancel()
+            raise
+
+    async def prepare(request: Request, cls):
+        check_auth(request)
+        parsed = parse_body(await read_body(request), cls)
+        check_model(parsed.model)
+        return parsed
+
+    async def complete(request: Request, parsed: _Common, prompt, options: dict, *, chat: bool):
+        constraint = await run_in_threadpool(build_constraint, parsed)
+        ticket = Ticket(prompt=prompt, constraint=constraint, options=options)
+        outcome = await run(request, ticket)
+        if outcome is None:
+            return Response(status_code=499)
+        choices = _choices(outcome, parsed.n, options["max_tokens"], eos_ids)
+        ext = _extension(outcome, options, constraint)
+        usage = _usage(outcome, choices)
+        prefix, kind = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
+        head = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
+        if not parsed.stream:
+            body = dict(head, object=kind, choices=[_choice(c, k, chat) for k, c in enumerate(choices)],
+                        usage=usage, awrs=ext)
+            return JSONResponse(body)
+        chunks = _stream_chunks(head, choices, usage, ext, chat=chat,
+                                include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage))
+        return StreamingResponse(_replay(chunks), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        parsed: ChatCompletionRequest = await prepare(request, ChatCompletionRequest)
+        messages = message_dicts(parsed.messages)
+        max_tokens = parsed.max_tokens
+        if parsed.max_completion_tokens is not None:
+            if max_tokens is not None and max_tokens != parsed.max_completion_tokens:
+                raise bad_request("max_tokens and max_completion_tokens disagree", param="max_completion_tokens",
+                                  code="invalid_value")
+            max_tokens = parsed.max_completion_tokens
+        options = request_options(parsed, limits, max_tokens=max_tokens)
+        return await complete(request, parsed, messages, options, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        parsed: CompletionRequest = await prepare(request, CompletionRequest)
+        prompt = parsed.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+            if len(prompt) != 1:
+                raise bad_request(
+                    "send one prompt per request (concurrent requests are batched together anyway)",
+                    param="prompt", code="unsupported_parameter",
+                )
+            prompt = prompt[0]
+        options = request_options(parsed, limits, max_tokens=parsed.max_tokens)
+        return await complete(request, parsed, prompt, options, chat=False)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        check_auth(request)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "awrs"}]}
+
+    @app.get("/health")
+    async def health():
+        snapshot = batcher.snapshot()
+        return dict(status="ok", model=name, **snapshot, limits=limits.as_dict())
+
+    return app
+
+
+def _choice(c: dict, index: int, chat: bool) -> dict:
+    if chat:
+        return {"index": index, "message": {"role": "assistant", "content": c["text"]},
+                "finish_reason": c["finish_reason"], "logprobs": None, "probability": c["probability"]}
+    return {"index": index, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None,
+            "probability": c["probability"]}
+
+
+def _stream_chunks(head: dict, choices: list[dict], usage: dict, ext: dict, *, chat: bool,
+                   include_usage: bool) -> list[bytes]:
+    """The whole answer as OpenAI chunks: per choice, role, text, finish; then usage; [DONE]."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(index: int, delta_or_text, finish, **more) -> bytes:
+        if chat:
+            choice = {"index": index, "delta": delta_or_text, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": index, "text": delta_or_text, "finish_reason": finish, "logprobs": None}
+        return _sse(dict(head, object=kind, choices=[choice], **extra, **more))
+
+    out = []
+    for k, c in enumerate(choices):
+        if chat:
+            out.append(chunk(k, {"role": "assistant", "content": ""}, None))
+            out.append(chunk(k, {"content": c["text"]}, None))
+        else:
+            out.append(chunk(k, c["text"], None))
+        last = k == len(choices) - 1
+        more = {"awrs": ext} if last else {}
+        out.append(chunk(k, {} if chat else "", c["finish_reason"], **more))
+    if include_usage:
+        out.append(_sse(dict(head, object=kind, choices=[], usage=usage)))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def serve(
+    model_path: str | None = None, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "hf",
+    device: str = "cpu", model_name: str | None = None, api_key: str | None = None,
+    log_level: str = "info", **limits,
+) -> None:
+    """Load a model and serve it with uvicorn (loopback only unless ``host`` says otherwise).
+
+    ``limits`` are :class:`Limits` fields (``max_tokens=256``, ``max_batch_particles=128``...).
+    """
+    import uvicorn
+    checked = Limits.from_options(limits)  # bad limits fail before the model loads
+    if host not in LOOPBACK and api_key is None:
+        log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
+    from ..models import load_model
+
+    model = load_model(model_path, device=device, backend=backend)
+    app = create_app(model, limits=checked, model_name=model_name, api_key=api_key)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -1,0 +1,78 @@
+"""Command-line options of ``awrs serve`` (also ``python -m awrs.server``).
+
+``add_serve_arguments(parser)`` adds the options to an argparse parser; ``run_serve(args)``
+starts the server. Limits left out keep the defaults of :class:`~awrs.server.limits.Limits`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+#: Limits settable on the command line: (flag, type, help).
+LIMIT_OPTIONS = [
+    ("max_tokens", int, "largest max_tokens a request may ask for (default 512)"),
+    ("default_max_tokens", int, "max_tokens of a request that gives none (default 64)"),
+    ("max_particles", int, "largest particles of one request (default 64)"),
+    ("default_particles", int, "particles of a request that gives none (default 10)"),
+    ("max_n", int, "largest n (choices returned) (default 16)"),
+    ("max_seconds", float, "run time allowed to one request, in seconds (default 60)"),
+    ("max_batch_particles", int, "total particles of the requests run together (default 256)"),
+    ("max_body_bytes", int, "largest request body in bytes (default 1000000)"),
+    ("max_pending", int, "requests queued at once before 429 (default 1024)"),
+    ("max_prompt_tokens", int, "longest prompt in tokens (default 4096)"),
+    ("batch_window", float, "seconds to gather requests after an idle spell (default 0.005)"),
+]
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if not value > 0 and not (kind is float and value == 0):
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None, metavar="PATH",
+        help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument("--backend", choices=["hf", "llamacpp"], default="hf", help="model backend (default: hf)")
+    parser.add_argument("--device", default="cpu", help="torch device for the hf backend (default: cpu)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' (default: $AWRS_API_KEY, else no key)")
+    parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: the model's name)")
+    parser.add_argument("--methods", default=None, metavar="M1,M2",
+                        help="methods requests may choose (default: all but rejection)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    group = parser.add_argument_group("limits")
+    for name, kind, text in LIMIT_OPTIONS:
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive(kind), default=None, help=text)
+
+
+def limits_from_args(args: argparse.Namespace) -> dict:
+    """The limits given on the command line (others keep their defaults)."""
+    limits = {name: getattr(args, name) for name, _, _ in LIMIT_OPTIONS if getattr(args, name, None) is not None}
+    if getattr(args, "methods", None):
+        limits["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return limits
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    serve(
+        args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
+        model_name=args.served_model_name, api_key=args.api_key or os.environ.get("AWRS_API_KEY") or None,
+        log_level=args.log_level, **limits_from_args(args),
+    )
+    return 0
