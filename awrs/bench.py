@@ -148,6 +148,30 @@ def _targets(tasks: dict) -> dict:
     }
 
 
+def compare_backends(models: dict[str, LanguageModel], **options) -> dict:
+    """``run_bench`` for each backend's model in one process, and the speed ratios."""
+    reports = {name: run_bench(model, **options) for name, model in models.items()}
+    names = list(reports)
+    ratios = {}
+    if len(names) == 2:
+        fast, slow = names
+        for task in reports[fast]["tasks"]:
+            for method in ("unconstrained", "awrs-smc"):
+                a = reports[fast]["tasks"][task]["methods"][method]["particle_tokens_per_second"]
+                b = reports[slow]["tasks"][task]["methods"][method]["particle_tokens_per_second"]
+                ratios[f"{task}/{method}: {fast} / {slow}"] = a / max(b, 1e-12)
+    return {"backends": reports, "ratios": ratios}
+
+
+def format_comparison(report: dict) -> str:
+    out = []
+    for name, single in report["backends"].items():
+        out += [f"=== backend {name}", format_bench(single), ""]
+    out.append("particle-tokens per second, backend ratios:")
+    out += [f"  {key}: {value:.2f}x" for key, value in report["ratios"].items()]
+    return "\n".join(out)
+
+
 def format_bench(report: dict) -> str:
     """The report as aligned text tables."""
     out = [

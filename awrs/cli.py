@@ -87,11 +87,17 @@ def _read(path: str, what: str) -> str:
         raise ConfigError(f"cannot read the {what} file {path}: {err.strerror}") from None
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) -> None:
     parser.add_argument(
         "--model", default=None, metavar="PATH",
         help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
     )
+    backends = ["hf", "llamacpp"] + (["both"] if both else [])
+    parser.add_argument("--backend", choices=backends, default="hf",
+                        help="model backend: transformers (hf, default) or llama.cpp (GGUF files)"
+                        + ("; both: side by side" if both else ""))
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for the llamacpp backend (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=_positive_int, default=2, help="runs per method and task")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_model_options(bench)
+    _add_model_options(bench, both=True)
 
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible HTTP API with constrained outputs")
     from .server.cli import add_serve_arguments
@@ -178,10 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _load(args):
+def _load(args, backend: str | None = None):
     from .models import load_model
 
-    return load_model(args.model)
+    backend = backend or args.backend
+    options = {"n_threads": args.threads} if backend == "llamacpp" and args.threads else {}
+    return load_model(args.model, backend=backend, **options)
 
 
 def _check(args) -> int:
@@ -257,15 +265,22 @@ def format_result(result, model_name: str) -> str:
 
 
 def _bench(args) -> int:
-    from .bench import format_bench, run_bench
+    from .bench import compare_backends, format_bench, format_comparison, run_bench
 
-    model = _load(args)
-    report = run_bench(
-        model, particles=args.particles, max_tokens=args.max_tokens,
-        masking_tokens=args.masking_tokens, repeats=args.repeats, seed=args.seed,
-        progress=not args.json,
+    options = dict(
+        particles=args.particles, max_tokens=args.max_tokens, masking_tokens=args.masking_tokens,
+        repeats=args.repeats, seed=args.seed, progress=not args.json,
     )
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_bench(report))
+    if args.backend != "both":
+        report = run_bench(_load(args), **options)
+        print(json.dumps(report, ensure_ascii=False) if args.json else format_bench(report))
+        return 0
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see awrs.models.llamacpp
+    models = {backend: _load(args, backend) for backend in ("llamacpp", "hf")}
+    report = compare_backends(models, **options)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_comparison(report))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Language models behind one batched interface: transformers and tiny exact tables.
+"""Language models behind one batched interface: transformers, llama.cpp and tiny exact tables.
 
 ``load_model()`` is the entry point; torch and transformers are imported only when a real
 model is loaded.
@@ -8,23 +8,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .base import DecodingSession, LanguageModel
 from .table import TableModel
 
 __all__ = ["DecodingSession", "LanguageModel", "TableModel", "load_model"]
 
 
-def load_model(path: str | Path | None = None, *, device: str = "cpu", verbose: bool = True) -> LanguageModel:
+BACKENDS = ("hf", "llamacpp")
+
+
+def load_model(
+    path: str | Path | None = None, *, device: str = "cpu", verbose: bool = True, backend: str = "hf",
+    **backend_options,
+) -> LanguageModel:
     """Load a language model.
 
     Args:
-        path: ``None`` for the embedded SmolLM2-135M-Instruct; a ``.gguf`` file (converted once
-            and cached); or a local Hugging Face model directory.
-        device: torch device, ``"cpu"`` by default.
-        verbose: say on stderr when a one-time conversion runs.
+        path: ``None`` for the embedded SmolLM2-135M-Instruct; a ``.gguf`` file; or (``hf`` only)
+            a local Hugging Face model directory.
+        device: torch device, ``"cpu"`` by default (``llamacpp``: ``"cpu"`` keeps every layer on
+            the CPU; anything else offloads all layers if llama.cpp was built for a GPU).
+        verbose: say on stderr when a one-time conversion runs (``hf``; ``llamacpp`` converts nothing).
+        backend: ``"hf"`` (transformers; a GGUF file is dequantized to float32 once and cached) or
+            ``"llamacpp"`` (llama-cpp-python; reads the GGUF file as it is).
+        backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
+            4096), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
+            cores), ``n_gpu_layers``, ``flash_attn``, ``log`` (print llama.cpp's log), ``name``;
+            see :class:`awrs.models.llamacpp.LlamaCppModel`.
     """
     from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "llamacpp":
+        return _load_llamacpp(path, device=device, **backend_options)
+    if backend_options:
+        raise ConfigError(
+            f"options {sorted(backend_options)} are for backend='llamacpp', not {backend!r}"
+        )
 
     try:
         from .hf import HFModel
@@ -47,3 +69,23 @@ def load_model(path: str | Path | None = None, *, device: str = "cpu", verbose: 
         model.name = path.stem
         return model
     return HFModel.from_directory(path, device=device)
+
+
+def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
+    from .embedded import EMBEDDED_NAME, embedded_gguf_path
+    from .llamacpp import LlamaCppModel
+
+    allowed = {"n_ctx", "n_seq_max", "n_threads", "n_gpu_layers", "flash_attn", "name", "log"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown llamacpp options {unknown}; allowed: {sorted(allowed)}")
+    options.setdefault("n_gpu_layers", 0 if device == "cpu" else -1)
+    if path is None:
+        options.setdefault("name", EMBEDDED_NAME)
+        return LlamaCppModel(embedded_gguf_path(), **options)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"no model at {path}: the llamacpp backend reads a .gguf file")
+    if not path.is_file() or path.suffix != ".gguf":
+        raise ModelError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
+    return LlamaCppModel(path, **options)
