@@ -146,3 +146,32 @@ def test_unconstrained_sampling_runs_the_batch(backend_model):
                            method="unconstrained", particles=5, max_tokens=6, seed=0)
     assert len(result.samples) == 5
     assert result.stats.tokens <= 5 * 7 and result.stats.model_calls == result.stats.steps
+
+
+def test_different_prompts_in_one_session(backend_model):
+    """Rows of prompts of different lengths, reordered across prompts, match fresh evaluation."""
+    model = backend_model
+    prompts = [model.encode("The capital of France is"), model.encode("Hello"), model.encode("1, 2, 3,")]
+    session = model.open_many(prompts, [2, 1, 1])
+    assert session.rows == 4
+    session.step(np.arange(4), np.array([11, 12, 13, 14]))
+    session.step(np.array([3, 2, 0]), np.array([30, 31, 32]))  # reorder and drop across prompts
+    got = session.logprobs()
+    histories = [(2, [14, 30]), (1, [13, 31]), (0, [11, 32])]
+    for row, (k, history) in enumerate(histories):
+        single = model.open(prompts[k] + history, 1)
+        assert kl(single.logprobs()[0], got[row]) < REORDER_KL[model.backend]
+        single.close()
+    session.close()
+
+
+def test_generate_many_on_every_backend(backend_model):
+    results = awrs.generate_many(backend_model, [
+        {"prompt": "Pick a number.", "constraint": awrs.Regex(r"\d{1,2}"), "chat": True,
+         "particles": 3, "max_tokens": 6, "seed": 0},
+        {"prompt": "Say yes or no.", "constraint": awrs.Regex(r"(Yes|No)\."), "chat": True,
+         "particles": 2, "max_tokens": 6, "seed": 1},
+    ])
+    assert all(r.posterior for r in results)
+    assert all(awrs.Regex(r"\d{1,2}").accepts(t) for t in results[0].posterior)
+    assert set(results[1].posterior) <= {"Yes.", "No."}

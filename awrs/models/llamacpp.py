@@ -390,7 +390,7 @@ class LlamaCppModel(LanguageModel):
         self._prompt_tokens, self._prompt_logits = ids, _log_softmax(self._logits(1))[0]
         return self._prompt_logits
 
-    def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+    def _checked_prompt(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
         ids = tuple(int(i) for i in prompt_ids)
         if not ids:
             start = self._lib.llama_vocab_bos(self._vocab_p)
@@ -405,17 +405,34 @@ class LlamaCppModel(LanguageModel):
                 f"the prompt has {len(ids)} tokens but the llamacpp backend's context holds "
                 f"n_ctx={self.n_ctx}; " + _limit_hint("n_ctx")
             )
-        rows = int(rows)
-        if rows < 0:
-            raise ModelError(f"rows must be >= 0, got {rows}")
+        return ids
+
+    def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
+        return self.open_many([prompt_ids], [rows])
+
+    def open_many(self, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> DecodingSession:
+        """Rows of several prompts in one session; each prompt is evaluated once and its cells
+        are shared with its rows (rows of different prompts have their own positions)."""
+        checked = [self._checked_prompt(p) for p in prompts]
+        counts = [int(n) for n in rows]
+        if any(n < 0 for n in counts):
+            raise ModelError(f"rows must be >= 0, got {counts}")
         self._check_open()
         self._collect_orphans()
-        self._take(rows, 0)
-        logprobs = self._prompt_state(ids)
-        seqs = [self._free.pop() for _ in range(rows)]
-        for s in seqs:
-            self._lib.llama_memory_seq_cp(self._mem, self._prompt_seq, s, -1, -1)
-        return LlamaCppSession(self, seqs, len(ids), np.broadcast_to(logprobs, (rows, self._n_vocab)))
+        self._take(sum(counts), 0)
+        seqs: list[int] = []
+        lengths: list[int] = []
+        logprobs: list[np.ndarray] = []
+        for ids, n in zip(checked, counts):
+            prompt_logprobs = self._prompt_state(ids)
+            for _ in range(n):
+                s = self._free.pop()
+                self._lib.llama_memory_seq_cp(self._mem, self._prompt_seq, s, -1, -1)
+                seqs.append(s)
+                lengths.append(len(ids))
+                logprobs.append(prompt_logprobs)
+        table = np.stack(logprobs) if logprobs else np.zeros((0, self._n_vocab), dtype=np.float32)
+        return LlamaCppSession(self, seqs, np.array(lengths, dtype=np.int64), table)
 
     def close(self) -> None:
         """Free llama.cpp's model and context now (the model is unusable afterwards)."""
@@ -429,10 +446,10 @@ class LlamaCppModel(LanguageModel):
 class LlamaCppSession(DecodingSession):
     """Rows of one prompt; row ``i`` is llama.cpp sequence ``self._seqs[i]``."""
 
-    def __init__(self, model: LlamaCppModel, seqs: list[int], length: int, logprobs: np.ndarray):
+    def __init__(self, model: LlamaCppModel, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray):
         self._model = model
         self._seqs = seqs
-        self._length = length  # tokens in every row (prompt included)
+        self._lengths = lengths  # tokens in each row (prompt included)
         self._logprobs = logprobs
         self._broken: str | None = None
         # an unclosed session hands its ids back when collected (freed at the next open/step)
@@ -460,9 +477,10 @@ class LlamaCppSession(DecodingSession):
             raise ModelError(f"parents must be row indices in [0, {len(old)}), got {parents.tolist()}")
         if len(tokens) and (tokens.min() < 0 or tokens.max() >= model._n_vocab):
             raise ModelError(f"token ids must be in [0, {model._n_vocab}), got {tokens.tolist()}")
-        if self._length + 1 > model.n_ctx:
+        longest = int(self._lengths[parents].max()) if len(parents) else 0
+        if longest + 1 > model.n_ctx:
             raise ModelError(
-                f"a row would reach {self._length + 1} tokens but the llamacpp backend's context "
+                f"a row would reach {longest + 1} tokens but the llamacpp backend's context "
                 f"holds n_ctx={model.n_ctx}; " + _limit_hint("n_ctx")
             )
         model._check_open()
@@ -492,17 +510,18 @@ class LlamaCppSession(DecodingSession):
         self._finalizer = weakref.finalize(self, model._orphans.extend, self._seqs)
 
         rows = len(self._seqs)
+        positions = self._lengths[parents]
         if rows == 0:
             self._logprobs = np.zeros((0, model._n_vocab), dtype=np.float32)
-            self._length += 1
+            self._lengths = positions
             return
         _LOG.mark()
-        code = model._decode(tokens.tolist(), [self._length] * rows, self._seqs, [True] * rows)
+        code = model._decode(tokens.tolist(), positions.tolist(), self._seqs, [True] * rows)
         if code != 0:
-            self._broken = str(model._decode_error(code, f"extending {rows} rows to {self._length + 1} tokens"))
+            self._broken = str(model._decode_error(code, f"extending {rows} rows to {longest + 1} tokens"))
             self.close()
             raise ModelError(self._broken)
-        self._length += 1
+        self._lengths = positions + 1
         self._logprobs = _log_softmax(model._logits(rows))
 
     def close(self) -> None:
