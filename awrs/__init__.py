@@ -11,7 +11,7 @@ samples follow the model conditioned on a constraint, checking only a few tokens
 Importing awrs does not import torch; a real model backend loads on first use.
 """
 
-from .constraints import DEAD, All, Constraint, JsonSchema, Predicate, Regex, Scored
+from .constraints import DEAD, All, Constraint, Grammar, JsonSchema, Predicate, Regex, Scored, Smiles, Sql
 from .errors import AwrsError, ConfigError, ConstraintError, ModelError
 from .generate import METHODS, generate, generate_many
 from .models import LanguageModel, TableModel, load_model
@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "Constraint",
     "ConstraintError",
+    "Grammar",
     "JsonSchema",
     "LanguageModel",
     "Masking",
@@ -43,6 +44,8 @@ __all__ = [
     "SMCConfig",
     "Sample",
     "Scored",
+    "Smiles",
+    "Sql",
     "Stats",
     "TableModel",
     "TokenSampler",

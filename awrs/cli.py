@@ -41,6 +41,7 @@ def _add_constraint_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--smiles", action="store_true", help="valid SMILES molecules")
     parser.add_argument("--whitespace", choices=["compact", "free"], default="compact",
                         help="JSON whitespace policy with --json-schema (default: compact)")
+    parser.add_argument("--start", default="start", help="start rule with --grammar (default: start)")
 
 
 def constraint_from_args(args):
@@ -65,7 +66,7 @@ def constraint_from_args(args):
             text = _read(args.grammar, "grammar")
             from .constraints.grammar import Grammar
 
-            return Grammar(text)
+            return Grammar(text, start=args.start)
         if args.sql_db is not None:
             from .constraints.sql import Sql
 
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("--data", required=True, metavar="DIR",
                           help="data folder (e.g. ../shared/data, or a folder in the same layout)")
     coverage.add_argument("--limit", type=_positive_int, default=None, help="read at most N instances")
+    coverage.add_argument("--constraint", choices=["grammar", "sql", "sql-shipped"], default="grammar",
+                          help="spider: the shipped grammar, the schema-built Sql, or Sql on the shipped grammar")
+    coverage.add_argument("--pieces", choices=["chars", "tokenizer"], default="chars",
+                          help="spider: feed 1-6 character pieces, or the embedded model's tokens")
     coverage.add_argument("--json", action="store_true", help="print one JSON object")
 
     bench = commands.add_parser("bench", help="measure throughput and constraint checks on the model")
@@ -210,9 +215,13 @@ def _coverage(args) -> int:
 
         report = coverage(Path(args.data), limit=args.limit)
     else:
-        from .coverage.spider import coverage, format_report
+        from .coverage.spider import format_spider_coverage as format_report
+        from .coverage.spider import spider_coverage
 
-        report = coverage(Path(args.data), limit=args.limit)
+        data = Path(args.data)
+        if (data / "spider").is_dir() and not (data / "dev.json").is_file():
+            data = data / "spider"
+        report = spider_coverage(data, constraint=args.constraint, limit=args.limit, pieces=args.pieces)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0
 

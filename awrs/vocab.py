@@ -79,13 +79,22 @@ class Vocabulary:
                 out[i] = token[0]
         return out
 
+    @cached_property
+    def _first_byte_groups(self) -> list[np.ndarray]:
+        """Token ids grouped by first byte: ``groups[b]`` (one sort of the vocabulary, once)."""
+        order = np.argsort(self.first_bytes, kind="stable")
+        bounds = np.searchsorted(self.first_bytes[order], np.arange(257))
+        return [order[bounds[b] : bounds[b + 1]] for b in range(256)]
+
     def tokens_starting_with(self, allowed: frozenset[int]) -> np.ndarray:
         """Ids of the non-special tokens whose first byte is in ``allowed`` (cached per set)."""
         cache = self.__dict__.setdefault("_by_first_bytes", {})
         if allowed not in cache:
-            if len(cache) > 64:
+            if len(cache) > 256:
                 cache.clear()
-            cache[allowed] = np.flatnonzero(np.isin(self.first_bytes, np.fromiter(allowed, dtype=np.int16)))
+            groups = self._first_byte_groups
+            parts = [groups[b] for b in sorted(allowed) if 0 <= b < 256]
+            cache[allowed] = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         return cache[allowed]
 
     def is_eos(self, token_id: int) -> bool:

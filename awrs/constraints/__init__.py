@@ -2,8 +2,14 @@
 
 from .base import DEAD, Constraint, State
 from .combinators import All, Scored
+from .grammar import Grammar
 from .json_schema import JsonSchema
 from .predicate import Predicate
 from .regex import Regex
+from .smiles import Smiles
+from .sql import Sql
 
-__all__ = ["DEAD", "All", "Constraint", "JsonSchema", "Predicate", "Regex", "Scored", "State"]
+__all__ = [
+    "DEAD", "All", "Constraint", "Grammar", "JsonSchema", "Predicate", "Regex", "Scored", "Smiles",
+    "Sql", "State",
+]

@@ -1,0 +1,188 @@
+"""Grammar: texts in the language of a Lark grammar, checked on every prefix.
+
+Lark's parsers answer "is this text a sentence", not "can this text still become one", so the
+prefix check is done by a real incremental recognizer: the Earley parser of `llguidance`
+(Rust, driven one byte at a time through a 256-token byte "tokenizer").
+
+Exactness comes first. llguidance, like every lexer-based parser, decides where a terminal
+ends greedily, and that rejects valid texts whenever one terminal can be a prefix of a longer
+one (a literal ``"co"`` next to ``"concert"``: the Spider grammars are full of these), and it
+does not accept ``%ignore``d text at the start. So the grammar is not handed over as written.
+:mod:`awrs.constraints.grammar_compile` rewrites it with Lark's own loader into a grammar over
+single characters, every terminal spelled out as rules from its regex, ``%ignore`` placed
+explicitly, and the engine is left with no lexing decision at all. The language is the Lark
+grammar read as a context-free grammar over characters, each terminal standing for every text
+its regex matches in full -- the language of Lark's Earley parser with
+``lexer='dynamic_complete'`` (tests compare the two on random grammars). One refinement: a
+terminal with a lazy quantifier (``".*?"``, common's ``ESCAPED_STRING`` and ``C_COMMENT``)
+matches only texts with no shorter match as a prefix, as Lark's lexers read it, so ``"a"b"`` is
+not one string. So:
+
+* a prefix is alive exactly when some continuation is in the language (the Earley chart after
+  the prefix is non-empty: rules that derive nothing are removed beforehand), never rejected
+  because a lexer guessed a token boundary;
+* a text is complete exactly when it is in the language.
+
+States wrap one llguidance matcher each, never mutated after creation: ``advance`` copies the
+matcher and feeds it the new bytes (cost: the new bytes, plus a copy that grows slowly with the
+text). Bytes of a character split across tokens are fed as they come: the engine works on
+UTF-8 bytes. ``next_bytes`` is exact (the engine's mask over the 256 bytes), so samplers skip
+every token whose first byte cannot follow. Whole-vocabulary masks (``exact_masks``) are not
+offered: over a character-level grammar llguidance needs an Earley step per byte of the token
+trie, 0.02-185 ms per mask on the embedded 49k vocabulary (185 ms inside a string literal),
+where AWRS needs about two checks of ~20 us each.
+
+Grammar text that Lark rejects, a terminal regex a context-free grammar cannot express
+(lookaheads, anchors, backreferences), or a grammar too large for the engine raises
+:class:`~awrs.errors.ConfigError` with a one-line message. If the engine ever hits one of its
+work limits while parsing, ``advance`` raises :class:`~awrs.errors.ConstraintError` rather
+than reject a prefix it could not decide.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import ConfigError, ConstraintError
+from .base import DEAD, Constraint, State
+from .grammar_compile import CompiledGrammar, compile_grammar
+
+# Earley rows of character-level grammars are wide; the engine's defaults (2,000 items a row)
+# would turn "too much work" into a rejection, which the contract forbids.
+MAX_ITEMS_IN_ROW = 1_000_000
+STEP_MAX_ITEMS = 10_000_000
+
+_COMPILE_CACHE_SIZE = 32
+_compile_cache: OrderedDict[tuple[str, str], CompiledGrammar] = OrderedDict()
+_compile_lock = threading.Lock()
+
+
+def compiled(text: str, start: str) -> CompiledGrammar:
+    """compile_grammar with a small per-process cache (Spider grammars take 0.3-5 s to load)."""
+    key = (text, start)
+    with _compile_lock:
+        hit = _compile_cache.get(key)
+        if hit is not None:
+            _compile_cache.move_to_end(key)
+            return hit
+    result = compile_grammar(text, start)
+    with _compile_lock:
+        _compile_cache[key] = result
+        while len(_compile_cache) > _COMPILE_CACHE_SIZE:
+            _compile_cache.popitem(last=False)
+    return result
+
+
+def _llguidance():
+    try:
+        import llguidance
+    except ImportError as err:  # pragma: no cover
+        raise ConfigError("Grammar needs the 'llguidance' package (pip install llguidance)") from err
+    return llguidance
+
+
+class _ByteTokenizer:
+    """256 one-byte tokens and an end token: lets llguidance be driven byte by byte."""
+
+    eos_token_id = 256
+    bos_token_id = None
+    tokens = tuple(bytes([i]) for i in range(256)) + (b"<|end|>",)
+    special_token_ids = (256,)
+
+    def __call__(self, text):
+        return list(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+@lru_cache(maxsize=1)
+def byte_tokenizer():
+    llg = _llguidance()
+    return llg.LLTokenizer(llg.TokenizerWrapper(_ByteTokenizer()), slices=[])
+
+
+class GrammarState:
+    """An immutable Earley chart after some bytes (wraps a matcher that is never mutated)."""
+
+    __slots__ = ("_matcher", "length")
+
+    def __init__(self, matcher, length: int) -> None:
+        self._matcher = matcher
+        self.length = length  # bytes consumed so far
+
+    def __repr__(self) -> str:
+        return f"GrammarState(after {self.length} bytes)"
+
+
+class Grammar(Constraint):
+    """Texts in the language of a Lark grammar (see the module docstring for the semantics).
+
+    Args:
+        grammar: Lark grammar text (``%import common.X``, ``%ignore``, ``"kw"i``, regex
+            terminals, templates, priorities).
+        start: the start rule.
+    """
+
+    def __init__(self, grammar: str, start: str = "start") -> None:
+        llg = _llguidance()
+        self.source = grammar
+        self.start_rule = start
+        self.compiled = compiled(grammar, start)
+        limits = llg.LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW, step_max_items=STEP_MAX_ITEMS)
+        try:
+            matcher = llg.LLMatcher(
+                byte_tokenizer(),
+                llg.LLMatcher.grammar_from_lark(self.compiled.text),
+                log_level=0,
+                limits=limits,
+            )
+        except (ValueError, RuntimeError) as err:  # pragma: no cover - compile errors land in is_error
+            raise ConfigError(f"grammar rejected by the engine: {_one_line(str(err))}") from None
+        if matcher.is_error():
+            raise ConfigError(f"grammar rejected by the engine: {_one_line(matcher.get_error())}")
+        self._start = GrammarState(matcher, 0)
+
+    def describe(self) -> str:
+        first = next((line.strip() for line in self.source.splitlines() if line.strip()), "")
+        return f"grammar {first[:60]!r}"
+
+    def __repr__(self) -> str:
+        return f"Grammar(<{len(self.source)} chars>, start={self.start_rule!r})"
+
+    def start(self) -> GrammarState:
+        return self._start
+
+    def advance(self, state: State, data: bytes) -> State:
+        if not data:
+            return state
+        if self.compiled.empty_language:
+            return DEAD
+        matcher = state._matcher.deep_copy()
+        consumed = matcher.try_consume_tokens(list(data))
+        if matcher.is_error():
+            raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
+        if consumed < len(data):
+            return DEAD
+        return GrammarState(matcher, state.length + len(data))
+
+    def is_complete(self, state: State) -> bool:
+        if self.compiled.empty_language:
+            return False
+        return bool(state._matcher.is_accepting())
+
+    def next_bytes(self, state: State) -> frozenset[int] | None:
+        if self.compiled.empty_language:
+            return frozenset()
+        matcher = state._matcher
+        if matcher.is_stopped():
+            return frozenset()
+        mask = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+        bits = np.unpackbits(mask, bitorder="little")[:256]
+        return frozenset(np.flatnonzero(bits).tolist())
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[0][:300] if lines else "unknown error"

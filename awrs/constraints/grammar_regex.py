@@ -1,0 +1,638 @@
+"""Regular expressions of grammar terminals as deterministic automata over characters.
+
+A Lark terminal is a Python regular expression. :mod:`awrs.constraints.grammar` reads it as the
+set of texts the expression matches *in full*, and spells that set out as grammar rules over
+single characters, so that the grammar engine never has to choose where one terminal ends and
+the next begins (see the module docstring of ``grammar.py`` for why). This module does the
+regex half: Python ``re`` syntax -> NFA -> DFA whose edges are character sets.
+
+Semantics, matching Python's ``re`` (the engine Lark uses):
+
+* character classes, ``.``, ``\\d \\s \\w`` (Unicode or ASCII), negation, case-insensitive
+  matching with ``re``'s own case folding (``"select"i`` also matches ``ſelect``, as in ``re``);
+* concatenation, alternation, groups with scoped flags, greedy and lazy repetition;
+* a one-character lookbehind inside a terminal (``(?<!\\\\)``, used by Lark's
+  ``common.ESCAPED_STRING``), evaluated against the previous character of the terminal;
+* a terminal with a lazy quantifier (``".*?"``, ``/\\*(.|\\n)*?\\*/``) matches only texts of
+  which no proper prefix is also a match: the shortest-match reading that Lark's lexers give
+  such terminals, which keeps ``"a"b"`` from being one string.
+
+Not supported (a :class:`~awrs.errors.ConfigError` names the terminal): anchors and ``\\b``,
+lookaheads, lookbehinds at the start of a terminal or wider than one character, backreferences,
+conditionals, possessive quantifiers and atomic groups. Each depends on text outside the
+terminal or is not regular.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+try:  # Python >= 3.11
+    import re._constants as _c  # type: ignore[import-not-found]
+    import re._parser as _p  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _c  # type: ignore[no-redef]
+    import sre_parse as _p  # type: ignore[no-redef]
+
+try:
+    from re._casefix import _EXTRA_CASES  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    _EXTRA_CASES = {}
+
+import _sre
+
+MAX_CHAR = 0x10FFFF
+SURROGATES = (0xD800, 0xDFFF)
+MAX_DFA_STATES = 20_000
+MAX_REPEAT_EXPANSION = 5_000
+
+Ranges = tuple[tuple[int, int], ...]
+
+
+class RegexUnsupported(ValueError):
+    """The expression uses a feature that a grammar terminal cannot express."""
+
+
+# --- character sets as sorted, disjoint, inclusive code-point ranges (surrogates excluded) ---
+
+
+def normalize(ranges) -> Ranges:
+    items = sorted((lo, hi) for lo, hi in ranges if lo <= hi)
+    out: list[list[int]] = []
+    for lo, hi in items:
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    result = []
+    slo, shi = SURROGATES
+    for lo, hi in out:
+        if hi < slo or lo > shi:
+            result.append((lo, hi))
+            continue
+        if lo < slo:
+            result.append((lo, slo - 1))
+        if hi > shi:
+            result.append((shi + 1, hi))
+    return tuple(result)
+
+
+ALL: Ranges = normalize([(0, MAX_CHAR)])
+EMPTY: Ranges = ()
+
+
+def union(*sets: Ranges) -> Ranges:
+    return normalize([r for s in sets for r in s])
+
+
+def complement(a: Ranges) -> Ranges:
+    out = []
+    prev = 0
+    for lo, hi in a:
+        if lo > prev:
+            out.append((prev, lo - 1))
+        prev = hi + 1
+    if prev <= MAX_CHAR:
+        out.append((prev, MAX_CHAR))
+    return normalize(out)
+
+
+def intersect(a: Ranges, b: Ranges) -> Ranges:
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def difference(a: Ranges, b: Ranges) -> Ranges:
+    return intersect(a, complement(b))
+
+
+def contains(a: Ranges, c: int) -> bool:
+    i = bisect.bisect_right(a, (c, MAX_CHAR + 1)) - 1
+    return i >= 0 and a[i][0] <= c <= a[i][1]
+
+
+def from_chars(chars) -> Ranges:
+    return normalize((c, c) for c in chars)
+
+
+def size(a: Ranges) -> int:
+    return sum(hi - lo + 1 for lo, hi in a)
+
+
+# --- Unicode tables, computed once and only when a pattern needs them -----------------------
+
+
+@lru_cache(maxsize=1)
+def _all_chars() -> str:
+    return "".join(map(chr, range(SURROGATES[0]))) + "".join(map(chr, range(SURROGATES[1] + 1, MAX_CHAR + 1)))
+
+
+@cache
+def category(name: str, ascii_only: bool) -> Ranges:
+    """The characters of \\d, \\s or \\w as Python's ``re`` defines them."""
+    pattern = {"digit": r"\d+", "space": r"\s+", "word": r"\w+"}[name]
+    flags = re.ASCII if ascii_only else 0
+    text = _all_chars()
+    out = []
+    for m in re.finditer(pattern, text, flags):
+        lo, hi = ord(text[m.start()]), ord(text[m.end() - 1])
+        out.append((lo, hi))
+    return normalize(out)
+
+
+@lru_cache(maxsize=1)
+def _case_tables() -> tuple[Ranges, dict[int, int], dict[int, list[int]]]:
+    """Characters whose ``re`` lowercase differs from themselves, that mapping, and its inverse."""
+    lower = _sre.unicode_tolower
+    changed: dict[int, int] = {}
+    inverse: dict[int, list[int]] = {}
+    for c in range(MAX_CHAR + 1):
+        low = lower(c)
+        if low != c:
+            changed[c] = low
+            inverse.setdefault(low, []).append(c)
+    return from_chars(changed), changed, inverse
+
+
+@cache
+def _fold_char(c: int) -> Ranges:
+    """The characters that ``re`` with IGNORECASE treats as equal to ``c``."""
+    _, changed, inverse = _case_tables()
+    key = changed.get(c, c)
+    keys = {key, *_EXTRA_CASES.get(key, ())}
+    out = set()
+    for k in keys:
+        if k not in changed:
+            out.add(k)
+        out.update(inverse.get(k, ()))
+    return from_chars(out)
+
+
+def fold_case(s: Ranges) -> Ranges:
+    """Every character that ``re`` with IGNORECASE matches against a member of ``s``.
+
+    ``re`` lowercases both sides (plus a few extra equivalences such as i/ı); a character
+    matches when its lowercase is the lowercase of some member.
+    """
+    if not s:
+        return s
+    if size(s) <= 512:
+        return union(*(_fold_char(c) for lo, hi in s for c in range(lo, hi + 1)))
+    changed_set, changed, _ = _case_tables()
+    # keys: the lowercase forms of the members of s
+    keys_unchanged = difference(s, changed_set)  # members that are their own lowercase
+    extra_keys = {changed[c] for lo, hi in intersect(s, changed_set) for c in range(lo, hi + 1)}
+    for key in list(extra_keys) + [k for k in _EXTRA_CASES if contains(keys_unchanged, k)]:
+        extra_keys.update(_EXTRA_CASES.get(key, ()))
+    keys = union(keys_unchanged, from_chars(extra_keys))
+    # matching characters: unchanged ones that are keys, changed ones whose lowercase is a key
+    matched = difference(keys, changed_set)
+    more = [c for c, low in changed.items() if contains(keys, low)]
+    return union(matched, from_chars(more))
+
+
+# --- NFA ----------------------------------------------------------------------------------
+
+
+class _NFA:
+    def __init__(self) -> None:
+        self.eps: list[list[int]] = []
+        self.edges: list[list[tuple[int, int]]] = []  # (charset id, target)
+        self.behind: list[list[tuple[int, bool, int]]] = []  # (charset id, negated, target)
+        self.sets: list[Ranges] = []
+        self._set_ids: dict[Ranges, int] = {}
+        self.lazy = False
+
+    def state(self) -> int:
+        self.eps.append([])
+        self.edges.append([])
+        self.behind.append([])
+        return len(self.eps) - 1
+
+    def set_id(self, s: Ranges) -> int:
+        if s not in self._set_ids:
+            self._set_ids[s] = len(self.sets)
+            self.sets.append(s)
+        return self._set_ids[s]
+
+
+_CATEGORIES = {
+    _c.CATEGORY_DIGIT: ("digit", False),
+    _c.CATEGORY_NOT_DIGIT: ("digit", True),
+    _c.CATEGORY_SPACE: ("space", False),
+    _c.CATEGORY_NOT_SPACE: ("space", True),
+    _c.CATEGORY_WORD: ("word", False),
+    _c.CATEGORY_NOT_WORD: ("word", True),
+}
+
+
+def _category(code, flags: int) -> Ranges:
+    if code not in _CATEGORIES:
+        raise RegexUnsupported(f"character category {code}")
+    name, negated = _CATEGORIES[code]
+    s = category(name, bool(flags & re.ASCII))
+    return complement(s) if negated else s
+
+
+def _class_items(items, flags: int) -> Ranges:
+    negate = False
+    parts = []
+    for op, av in items:
+        if op is _c.NEGATE:
+            negate = True
+        elif op is _c.LITERAL:
+            parts.append(((av, av),))
+        elif op is _c.RANGE:
+            parts.append(((av[0], av[1]),))
+        elif op is _c.CATEGORY:
+            parts.append(_category(av, flags))
+        else:
+            raise RegexUnsupported(f"{op} in a character class")
+    s = _fold(union(*parts), flags)
+    return complement(s) if negate else s
+
+
+def _fold(s: Ranges, flags: int) -> Ranges:
+    """Case-insensitive closure under ``flags`` (ASCII-only folding with re.ASCII, as re does)."""
+    if not flags & re.IGNORECASE:
+        return s
+    if flags & re.ASCII:
+        lower = intersect(s, ((65, 90),))
+        upper = intersect(s, ((97, 122),))
+        return union(
+            s, tuple((lo + 32, hi + 32) for lo, hi in lower), tuple((lo - 32, hi - 32) for lo, hi in upper)
+        )
+    return fold_case(s)
+
+
+def _single_char_set(pattern, flags: int) -> Ranges | None:
+    """The set of characters if ``pattern`` always matches exactly one character, else None."""
+    items = list(pattern)
+    if len(items) != 1:
+        return None
+    op, av = items[0]
+    if op is _c.LITERAL:
+        return _fold(((av, av),), flags)
+    if op is _c.NOT_LITERAL:
+        return complement(_fold(((av, av),), flags))
+    if op is _c.ANY:
+        return ALL if flags & re.DOTALL else complement(((10, 10),))
+    if op is _c.IN:
+        return _class_items(av, flags)
+    if op is _c.SUBPATTERN:
+        _, add, delete, sub = av
+        return _single_char_set(sub, (flags | add) & ~delete)
+    if op is _c.BRANCH:
+        sets = [_single_char_set(alt, flags) for alt in av[1]]
+        return None if any(s is None for s in sets) else union(*sets)
+    return None
+
+
+def _build(nfa: _NFA, pattern, flags: int, start: int) -> int:
+    """Add ``pattern`` to the NFA from ``start``; return its end state."""
+    cur = start
+    for op, av in pattern:
+        cur = _build_item(nfa, op, av, flags, cur)
+    return cur
+
+
+def _edge(nfa: _NFA, s: Ranges, start: int) -> int:
+    end = nfa.state()
+    if s:
+        nfa.edges[start].append((nfa.set_id(s), end))
+    return end
+
+
+def _build_item(nfa: _NFA, op, av, flags: int, start: int) -> int:
+    if op in (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN):
+        return _edge(nfa, _single_char_set([(op, av)], flags), start)
+    if op is _c.SUBPATTERN:
+        _, add, delete, sub = av
+        return _build(nfa, sub, (flags | add) & ~delete, start)
+    if op is _c.BRANCH:
+        end = nfa.state()
+        for alt in av[1]:
+            s = nfa.state()
+            nfa.eps[start].append(s)
+            nfa.eps[_build(nfa, alt, flags, s)].append(end)
+        return end
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+        low, high, sub = av
+        if op is _c.MIN_REPEAT and low != high:
+            nfa.lazy = True
+        unbounded = high is _c.MAXREPEAT or high == _c.MAXREPEAT
+        if low > MAX_REPEAT_EXPANSION or (not unbounded and high > MAX_REPEAT_EXPANSION):
+            raise RegexUnsupported(f"a repetition count above {MAX_REPEAT_EXPANSION}")
+        cur = start
+        for _ in range(low):
+            cur = _build(nfa, sub, flags, cur)
+        if unbounded:
+            loop = nfa.state()
+            nfa.eps[cur].append(loop)
+            nfa.eps[_build(nfa, sub, flags, loop)].append(loop)
+            return loop
+        end = nfa.state()
+        nfa.eps[cur].append(end)
+        for _ in range(high - low):
+            cur = _build(nfa, sub, flags, cur)
+            nfa.eps[cur].append(end)
+        return end
+    if op is _c.ASSERT_NOT or op is _c.ASSERT:
+        direction, sub = av
+        if direction != -1:
+            raise RegexUnsupported("a lookahead")
+        s = _single_char_set(sub, flags)
+        if s is None:
+            raise RegexUnsupported("a lookbehind wider than one character")
+        end = nfa.state()
+        nfa.behind[start].append((nfa.set_id(s), op is _c.ASSERT_NOT, end))
+        return end
+    if op is _c.AT:
+        raise RegexUnsupported(f"an anchor or word boundary ({str(av).lower()})")
+    if op in (_c.GROUPREF, _c.GROUPREF_EXISTS):
+        raise RegexUnsupported("a backreference")
+    name = str(op).lower()
+    if "possessive" in name or "atomic" in name:
+        raise RegexUnsupported("a possessive quantifier or atomic group")
+    raise RegexUnsupported(f"{name}")
+
+
+# --- DFA ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DFA:
+    """A deterministic automaton over characters; state 0 is the start.
+
+    ``edges[s]`` maps a target state to the character set that leads there. Every state can
+    reach an accepting state (dead states are removed); an empty language has no states.
+    """
+
+    edges: tuple[dict[int, Ranges], ...]
+    accepting: frozenset[int]
+
+    @property
+    def empty(self) -> bool:
+        return not self.edges
+
+    def is_cyclic(self) -> bool:
+        """Whether some state can reach itself (iterative depth-first search)."""
+        color = [0] * len(self.edges)  # 0 new, 1 on the stack, 2 done
+        for root in range(len(self.edges)):
+            if color[root]:
+                continue
+            color[root] = 1
+            stack = [(root, iter(self.edges[root]))]
+            while stack:
+                state, children = stack[-1]
+                for t in children:
+                    if color[t] == 1:
+                        return True
+                    if color[t] == 0:
+                        color[t] = 1
+                        stack.append((t, iter(self.edges[t])))
+                        break
+                else:
+                    color[state] = 2
+                    stack.pop()
+        return False
+
+    def chain(self) -> list[Ranges] | None:
+        """The character sets of a DFA that is one straight path (a literal, say), else None."""
+        out = []
+        s = 0
+        seen = set()
+        while True:
+            seen.add(s)
+            if s in self.accepting:
+                return out if not self.edges[s] else None
+            if len(self.edges[s]) != 1:
+                return None
+            ((t, chars),) = self.edges[s].items()
+            if t in seen:
+                return None
+            out.append(chars)
+            s = t
+
+    def matches(self, text: str) -> bool:
+        """Whether the automaton accepts ``text`` in full (used by tests)."""
+        if self.empty:
+            return False
+        s = 0
+        for ch in text:
+            for t, chars in self.edges[s].items():
+                if contains(chars, ord(ch)):
+                    s = t
+                    break
+            else:
+                return False
+        return s in self.accepting
+
+
+def _partition(sets: list[Ranges]) -> tuple[list[Ranges], list[frozenset[int]]]:
+    """Split the characters used by ``sets`` into atoms; return atoms and each set's atom ids."""
+    bounds = sorted({b for s in sets for lo, hi in s for b in (lo, hi + 1)})
+    if not bounds:
+        return [], [frozenset() for _ in sets]
+    n = len(bounds) - 1
+    member: list[list[int]] = [[] for _ in range(n)]
+    for sid, s in enumerate(sets):
+        for lo, hi in s:
+            i = bisect.bisect_left(bounds, lo)
+            j = bisect.bisect_left(bounds, hi + 1)
+            for k in range(i, j):
+                member[k].append(sid)
+    by_signature: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+    for k in range(n):
+        if member[k]:
+            by_signature.setdefault(tuple(member[k]), []).append((bounds[k], bounds[k + 1] - 1))
+    atoms = []
+    atom_sets: list[set[int]] = [set() for _ in sets]
+    for signature, ranges in by_signature.items():
+        aid = len(atoms)
+        atoms.append(normalize(ranges))
+        for sid in signature:
+            atom_sets[sid].add(aid)
+    return atoms, [frozenset(a) for a in atom_sets]
+
+
+def compile_regex(pattern: str) -> DFA:
+    """The DFA of the texts that ``pattern`` (Python ``re`` syntax) matches in full.
+
+    Raises RegexUnsupported for features a terminal cannot express and re.error for syntax
+    errors.
+    """
+    parsed = _p.parse(pattern, 0)
+    flags = parsed.state.flags
+    nfa = _NFA()
+    start = nfa.state()
+    final = _build(nfa, parsed, flags, start)
+    return _determinize(nfa, start, {final}, stop_at_final=nfa.lazy)
+
+
+def literal_dfa(text: str, ignore_case: bool) -> DFA:
+    """The DFA of one literal string (Lark's ``"..."`` and ``"..."i``)."""
+    sets = [fold_case(((ord(c), ord(c)),)) if ignore_case else ((ord(c), ord(c)),) for c in text]
+    return chain_dfa(sets)
+
+
+def chain_dfa(sets: list[Ranges]) -> DFA:
+    if any(not s for s in sets):
+        return DFA((), frozenset())
+    edges = tuple({i + 1: s} for i, s in enumerate(sets)) + ({},)
+    return DFA(edges, frozenset([len(sets)]))
+
+
+def _trie(chains: list[list[Ranges]]) -> DFA | None:
+    """A trie of chains whose sets at each branch are equal or disjoint; None otherwise."""
+    edges: list[dict[Ranges, int]] = [{}]
+    accepting = set()
+    for chain in chains:
+        node = 0
+        for chars in chain:
+            out = edges[node]
+            child = out.get(chars)
+            if child is None:
+                if any(intersect(chars, other) for other in out):
+                    return None
+                child = out[chars] = len(edges)
+                edges.append({})
+            node = child
+        accepting.add(node)
+    return DFA(tuple({t: chars for chars, t in out.items()} for out in edges), frozenset(accepting))
+
+
+def union_dfas(dfas: list[DFA], max_states: int = 10 * MAX_DFA_STATES) -> DFA:
+    """One DFA for the union of the languages of ``dfas`` (a trie for a list of literals)."""
+    dfas = [d for d in dfas if not d.empty]
+    if not dfas:
+        return DFA((), frozenset())
+    chains = [d.chain() for d in dfas]
+    if all(c is not None for c in chains):
+        trie = _trie(chains)  # type: ignore[arg-type]
+        if trie is not None:
+            return trie
+    nfa = _NFA()
+    start = nfa.state()
+    finals: set[int] = set()
+    for dfa in dfas:
+        if dfa.empty:
+            continue
+        base = len(nfa.eps)
+        for _ in dfa.edges:
+            nfa.state()
+        nfa.eps[start].append(base)
+        for s, out in enumerate(dfa.edges):
+            for t, chars in out.items():
+                nfa.edges[base + s].append((nfa.set_id(chars), base + t))
+        finals.update(base + f for f in dfa.accepting)
+    return _determinize(nfa, start, finals, stop_at_final=False, max_states=max_states)
+
+
+def _determinize(
+    nfa: _NFA, start: int, finals: set[int], *, stop_at_final: bool, max_states: int = MAX_DFA_STATES
+) -> DFA:
+    """Subset construction; with ``stop_at_final`` accepting states get no outgoing edges."""
+    atoms, set_atoms = _partition(nfa.sets)
+    behind_sets = sorted({sid for edges in nfa.behind for sid, _, _ in edges})
+    has_behind = bool(behind_sets)
+
+    def closure(states, last_atom):
+        stack = list(states)
+        seen = set(stack)
+        while stack:
+            s = stack.pop()
+            targets = list(nfa.eps[s])
+            for sid, negated, t in nfa.behind[s]:
+                if last_atom is None:
+                    raise RegexUnsupported("a lookbehind at the start of a terminal")
+                if (last_atom in set_atoms[sid]) != negated:
+                    targets.append(t)
+            for t in targets:
+                if t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        return frozenset(seen)
+
+    def behind_key(atom):
+        if not has_behind:
+            return None
+        return frozenset(sid for sid in behind_sets if atom in set_atoms[sid])
+
+    init = (closure([start], None), None)
+    index = {init: 0}
+    keys = [init]
+    raw_edges: list[dict[int, list[int]]] = []
+    i = 0
+    while i < len(keys):
+        states, _ = keys[i]
+        moves: dict[int, set[int]] = {}
+        if not (stop_at_final and not finals.isdisjoint(states)):
+            for s in states:
+                for sid, t in nfa.edges[s]:
+                    for a in set_atoms[sid]:
+                        moves.setdefault(a, set()).add(t)
+        out: dict[int, list[int]] = {}
+        for a, targets in moves.items():
+            key = (closure(targets, a if has_behind else None), behind_key(a))
+            if key not in index:
+                if len(keys) >= max_states:
+                    raise RegexUnsupported(f"more than {max_states} automaton states")
+                index[key] = len(keys)
+                keys.append(key)
+            out.setdefault(index[key], []).append(a)
+        raw_edges.append(out)
+        i += 1
+    accepting = {k for k, (states, _) in enumerate(keys) if not finals.isdisjoint(states)}
+    return _prune(raw_edges, accepting, atoms)
+
+
+def _prune(raw_edges, accepting, atoms) -> DFA:
+    """Drop states that cannot reach acceptance, renumber from the start, merge edge sets."""
+    n = len(raw_edges)
+    reverse: list[list[int]] = [[] for _ in range(n)]
+    for s, out in enumerate(raw_edges):
+        for t in out:
+            reverse[t].append(s)
+    alive = set(accepting)
+    stack = list(accepting)
+    while stack:
+        t = stack.pop()
+        for s in reverse[t]:
+            if s not in alive:
+                alive.add(s)
+                stack.append(s)
+    if 0 not in alive:
+        return DFA((), frozenset())
+    order = [0]
+    number = {0: 0}
+    i = 0
+    while i < len(order):
+        for t in raw_edges[order[i]]:
+            if t in alive and t not in number:
+                number[t] = len(order)
+                order.append(t)
+        i += 1
+    edges = []
+    for s in order:
+        edges.append(
+            {
+                number[t]: union(*(atoms[a] for a in atom_ids))
+                for t, atom_ids in raw_edges[s].items()
+                if t in alive
+            }
+        )
+    return DFA(tuple(edges), frozenset(number[s] for s in accepting if s in number))

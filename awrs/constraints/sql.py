@@ -1,0 +1,184 @@
+"""Sql: SQLite SELECT queries valid for one database, checked on every prefix.
+
+Prefixes are checked by a :class:`~awrs.constraints.grammar.Grammar` that knows the schema:
+tables and columns must be names of the database (see :mod:`awrs.constraints.grammar_sql` for
+the syntax covered and how aliases are handled). By default that grammar is built from the
+database itself; ``grammar=`` takes a Lark grammar instead (for example the per-database
+grammars shipped with the Spider data, ``grammars/<db>.lark``; ``Sql.spider`` finds it).
+
+A finished query is valid when the grammar accepts it *and* SQLite prepares it on a read-only
+connection: the file is opened with ``mode=ro``, an authorizer allows reading only, and the
+statement is compiled with ``EXPLAIN`` (which lists the program without running the query), so
+nothing is ever written or executed. Preparing catches what a context-free grammar cannot: a
+column of a table that is not in FROM, an unknown function, a wrong number of arguments.
+
+State: ``(grammar state, text so far)``; the text is needed only for the final prepare.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import ConfigError
+from .base import DEAD, Constraint, State
+from .grammar import Grammar
+from .grammar_sql import schema_grammar
+
+PREPARE_CACHE_SIZE = 4096
+
+_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+
+
+def _authorizer(action, arg1, arg2, dbname, source):
+    if action in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write: URI ``mode=ro`` and an authorizer that allows reads only."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()  # fails here if not SQLite
+    conn.set_authorizer(_authorizer)
+    return conn
+
+
+def read_schema(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """{table or view: [column, ...]} of a database (internal sqlite_ tables left out)."""
+    conn.set_authorizer(None)
+    try:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
+            )
+        ]
+        tables = {}
+        for name in names:
+            if name.lower().startswith("sqlite_"):
+                continue
+            quoted = '"' + name.replace('"', '""') + '"'
+            tables[name] = [row[1] for row in conn.execute(f"PRAGMA table_info({quoted})")]
+        return tables
+    finally:
+        conn.set_authorizer(_authorizer)
+
+
+class ReadOnlyDatabase:
+    """A SQLite file opened so that nothing can be written; prepares queries without running them.
+
+    Raises ConfigError when the file does not exist or is not a SQLite database.
+    """
+
+    def __init__(self, database_path: str | Path) -> None:
+        path = Path(database_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no SQLite database at {str(database_path)!r}")
+        try:
+            self._conn = open_read_only(path)
+        except sqlite3.Error as err:
+            raise ConfigError(f"{str(database_path)!r} is not a readable SQLite database: {err}") from None
+        self.path = path
+        self.tables = read_schema(self._conn)
+        self._lock = threading.Lock()
+        self._prepared: OrderedDict[str, bool] = OrderedDict()
+
+    def prepares(self, query: str) -> bool:
+        """Whether SQLite compiles ``query`` as one read-only statement (never runs it)."""
+        with self._lock:
+            known = self._prepared.get(query)
+            if known is not None:
+                self._prepared.move_to_end(query)
+                return known
+            try:
+                self._conn.execute("EXPLAIN " + query).fetchone()
+                ok = True
+            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError):
+                ok = False
+            self._prepared[query] = ok
+            while len(self._prepared) > PREPARE_CACHE_SIZE:
+                self._prepared.popitem(last=False)
+            return ok
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Sql(Constraint):
+    """SELECT queries valid for the SQLite database at ``database_path``.
+
+    Args:
+        database_path: an existing SQLite file (opened read-only).
+        grammar: Lark grammar text for the prefix check; default: built from the schema.
+        start: the grammar's start rule.
+    """
+
+    def __init__(
+        self, database_path: str | Path, *, grammar: str | None = None, start: str = "start"
+    ) -> None:
+        self.database = ReadOnlyDatabase(database_path)
+        self.path = self.database.path
+        self.tables = self.database.tables
+        if grammar is None:
+            if not self.tables:
+                raise ConfigError(f"database {str(database_path)!r} has no tables")
+            grammar = schema_grammar(self.tables)
+            start = "start"
+        self.grammar = Grammar(grammar, start)
+
+    @classmethod
+    def spider(cls, database_path: str | Path) -> Sql:
+        """Use the Spider grammar for this database when the Spider layout has one.
+
+        ``<root>/database/<db>/<db>.sqlite`` -> ``<root>/grammars/<db>.lark``; else the schema
+        grammar.
+        """
+        path = Path(database_path)
+        shipped = path.parent.parent.parent / "grammars" / f"{path.stem}.lark"
+        grammar = shipped.read_text(encoding="utf-8") if shipped.is_file() else None
+        return cls(path, grammar=grammar)
+
+    def describe(self) -> str:
+        return f"SQL for {self.path.name}"
+
+    def __repr__(self) -> str:
+        return f"Sql({str(self.path)!r})"
+
+    def start(self):
+        return (self.grammar.start(), b"")
+
+    def advance(self, state: State, data: bytes) -> State:
+        if not data:
+            return state
+        gstate, text = state
+        after = self.grammar.advance(gstate, data)
+        if after is DEAD:
+            return DEAD
+        return (after, text + data)
+
+    def next_bytes(self, state: State):
+        return self.grammar.next_bytes(state[0])
+
+    def is_complete(self, state: State) -> bool:
+        gstate, text = state
+        if not self.grammar.is_complete(gstate):
+            return False
+        try:
+            query = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return self.database.prepares(query)
+
+    def prepares(self, query: str) -> bool:
+        """Whether SQLite compiles ``query`` as one read-only statement (never runs it)."""
+        return self.database.prepares(query)
