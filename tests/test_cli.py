@@ -70,3 +70,43 @@ def test_unreadable_schema_file_is_a_one_line_error(tmp_path, capsys):
     code = main(["check", "--json-schema", str(tmp_path / "none.json"), "--text", "{}"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot read the schema file" in err
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["--smiles", "--text", "c1ccccc1O"], 0),
+        (["--smiles", "--text", "c1ccccc1("], 1),
+        (["--smiles", "--text", "c1ccccc1(", "--prefix"], 0),
+        (["--grammar", "tests/fixtures/grammar/goal_inference.lark", "--text", " (clear b1)", "--prefix"], 0),
+        (["--grammar", "tests/fixtures/grammar/goal_inference.lark", "--text", " (fly b1)", "--prefix"], 1),
+    ],
+)
+def test_check_other_constraint_kinds(args, code, capsys):
+    pytest.importorskip("rdkit")
+    pytest.importorskip("llguidance")
+    assert main(["check", *args]) == code
+
+
+def test_check_sql_against_a_database(capsys):
+    db = DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+    if not db.is_file():
+        pytest.skip("shared Spider data not present")
+    assert main(["check", "--sql-db", str(db), "--text", "SELECT name FROM singer"]) == 0
+    assert main(["check", "--sql-db", str(db), "--text", "SELECT nme FROM singer"]) == 1
+    assert main(["check", "--sql-db", str(db), "--text", "DELETE FROM singer"]) == 1
+
+
+def test_invalid_grammar_and_schema_are_one_line_errors(tmp_path, capsys):
+    pytest.importorskip("lark")
+    bad = tmp_path / "bad.lark"
+    bad.write_text("start: (\n")
+    assert main(["check", "--grammar", str(bad), "--text", "x"]) == 2
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "strnig"}')
+    assert main(["check", "--json-schema", str(schema), "--text", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("awrs: error:") for line in err)
