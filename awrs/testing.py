@@ -7,6 +7,7 @@
   within a token limit and returns p(x, EOS) 1[x valid]: the unnormalised global target of SMC
   and the probability of the constraint.
 * :func:`exact_lcd` gives the distribution locally constrained decoding samples from.
+* :func:`bytes_accepted` checks the prefix contract of a constraint on a valid text.
 
 Public so that users can check their own constraints and samplers the same way.
 """
@@ -200,6 +201,21 @@ def exact_lcd(
 
     visit(tuple(prompt), (), constraint.start(), 1.0)
     return out
+
+
+def bytes_accepted(constraint: Constraint, text: str | bytes, chunk: int = 1) -> int:
+    """Feed ``text`` to ``constraint`` ``chunk`` bytes at a time; how many bytes it accepted.
+
+    A valid text must be accepted whole (``== len(data)``), through every prefix: the prefix
+    half of the constraint contract, checked at every cut a tokenizer could make.
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    state = constraint.start()
+    for i in range(0, len(data), chunk):
+        state = constraint.advance(state, data[i : i + chunk])
+        if state is DEAD:
+            return i
+    return len(data)
 
 
 def total_variation(p: dict, q: dict) -> float:

@@ -26,6 +26,7 @@ pytest.importorskip("llguidance")
 
 import awrs
 from awrs.constraints.base import DEAD
+from awrs.testing import bytes_accepted
 from awrs.constraints.grammar import Grammar
 from awrs.constraints.grammar_regex import compile_regex
 from awrs.errors import ConfigError
@@ -51,15 +52,6 @@ HYPOTHESIS = settings(
 )
 
 
-def all_byte_prefixes_alive(constraint, text: str) -> int:
-    """Feed ``text`` one byte at a time; return the number of bytes accepted."""
-    data = text.encode("utf-8")
-    state = constraint.start()
-    for i in range(len(data)):
-        state = constraint.advance(state, data[i : i + 1])
-        if state is DEAD:
-            return i
-    return len(data)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +81,7 @@ def test_json_grammar(json_grammar, text, whole):
         assert json_grammar.accepts_prefix(text) and not json_grammar.accepts(text)
     elif whole:
         assert json_grammar.accepts(text)
-        assert all_byte_prefixes_alive(json_grammar, text) == len(text.encode())
+        assert bytes_accepted(json_grammar, text) == len(text.encode())
     else:
         assert not json_grammar.accepts(text)
 
@@ -99,7 +91,7 @@ def test_terminal_that_is_a_prefix_of_a_longer_terminal():
     g = Grammar('start: "co" "x" | "concert" | A B\nA: /a+/\nB: /ab/')
     for text in ["cox", "concert", "aab", "ab" * 0 + "aaab"]:
         assert g.accepts(text), text
-        assert all_byte_prefixes_alive(g, text) == len(text)
+        assert bytes_accepted(g, text) == len(text)
     assert not g.accepts("cone")
     assert not g.accepts_prefix("coz")
     assert not g.accepts("ab")  # A needs at least one a before B's "ab"
@@ -261,7 +253,7 @@ def test_language_equals_lark_dynamic_complete(text, strings):
         expected = oracle(s)
         assert g.accepts(s) == expected, (text, s)
         if expected:
-            assert all_byte_prefixes_alive(g, s) == len(s)
+            assert bytes_accepted(g, s) == len(s)
 
 
 @HYPOTHESIS
@@ -306,7 +298,7 @@ json_values = st.recursive(
 def test_valid_json_is_accepted_with_every_byte_prefix(json_grammar_module, value, indent):
     text = json.dumps(value, indent=indent, ensure_ascii=False)
     assert json_grammar_module.accepts(text)
-    assert all_byte_prefixes_alive(json_grammar_module, text) == len(text.encode())
+    assert bytes_accepted(json_grammar_module, text) == len(text.encode())
 
 
 # --- terminal regexes agree with Python's re ---------------------------------------------
@@ -341,7 +333,7 @@ def test_goal_inference_grammar():
     g = Grammar((FIXTURES / "goal_inference.lark").read_text())
     for text in [" (on b1 b2", " (on b1 b2) (clear b3) (arm-empty", " (holding b7"]:
         assert g.accepts(text)
-        assert all_byte_prefixes_alive(g, text) == len(text)
+        assert bytes_accepted(g, text) == len(text)
     for text in [" (on b1 b2)", "(on b1 b2", " (onx", " (on b12"]:
         assert not g.accepts(text)
     assert not g.accepts_prefix(" (onx")
@@ -354,7 +346,7 @@ def test_smiles_grammar_accepts_gdb17_with_prefixes():
     for molecule in molecules:
         text = " " + molecule
         assert g.accepts(text), molecule
-        assert all_byte_prefixes_alive(g, text) == len(text)
+        assert bytes_accepted(g, text) == len(text)
     assert not g.accepts_prefix(" C)") and not g.accepts(" C(")
 
 
@@ -375,7 +367,7 @@ def test_spider_pinned_concert_singer():
     g = Grammar((FIXTURES / "concert_singer.lark").read_text())
     queries = json.loads((FIXTURES / "concert_singer_dev.json").read_text())["queries"]
     for query in queries:
-        assert all_byte_prefixes_alive(g, query) == len(query.encode()), query
+        assert bytes_accepted(g, query) == len(query.encode()), query
         assert g.accepts(query)
         for bad in spider_corruptions(query):
             assert not g.accepts(bad), bad
@@ -392,7 +384,7 @@ def test_spider_gold_subset_with_all_prefixes():
         queries = [ex["query"] for ex in dev if ex["db_id"] == db][::3][:9]
         g = Grammar((SHARED / "spider" / "grammars" / f"{db}.lark").read_text())
         for query in queries:
-            assert all_byte_prefixes_alive(g, query) == len(query.encode()), (db, query)
+            assert bytes_accepted(g, query) == len(query.encode()), (db, query)
             assert g.accepts(query), (db, query)
             # the same text in other chunkings: every character prefix too
             for cut in range(0, len(query), 7):

@@ -24,6 +24,7 @@ Chem = pytest.importorskip("rdkit.Chem")
 from rdkit import RDConfig, RDLogger
 
 from awrs.constraints.base import DEAD
+from awrs.testing import bytes_accepted
 from awrs.constraints.smiles import Smiles, reduce_prefix
 
 RDLogger.DisableLog("rdApp.*")
@@ -40,14 +41,6 @@ def smiles() -> Smiles:
     return Smiles()
 
 
-def accepted_bytes(constraint, text: str) -> int:
-    data = text.encode("utf-8")
-    state = constraint.start()
-    for i in range(len(data)):
-        state = constraint.advance(state, data[i : i + 1])
-        if state is DEAD:
-            return i
-    return len(data)
 
 
 def nci_molecules(n: int) -> list[str]:
@@ -68,7 +61,7 @@ def test_gdb17_sample_all_prefixes_and_complete(smiles):
     molecules = gdb17()
     assert len(molecules) == 30
     for molecule in molecules:
-        assert accepted_bytes(smiles, molecule) == len(molecule), molecule
+        assert bytes_accepted(smiles, molecule) == len(molecule), molecule
         assert smiles.accepts(molecule)
 
 
@@ -77,7 +70,7 @@ def test_nci_molecules_all_prefixes(smiles):
     if not molecules:
         pytest.skip("RDKit's NCI sample is not installed")
     for molecule in molecules:
-        assert accepted_bytes(smiles, molecule) == len(molecule), molecule
+        assert bytes_accepted(smiles, molecule) == len(molecule), molecule
         assert smiles.accepts(molecule)
 
 
@@ -104,7 +97,7 @@ def test_nci_molecules_all_prefixes(smiles):
 )
 def test_prefixes_of_molecules_partialsmiles_would_reject(smiles, molecule):
     assert Chem.MolFromSmiles(molecule) is not None
-    assert accepted_bytes(smiles, molecule) == len(molecule)
+    assert bytes_accepted(smiles, molecule) == len(molecule)
     assert smiles.accepts(molecule)
 
 
@@ -201,7 +194,7 @@ def test_mutated_molecules_rdkit_accepts_keep_every_prefix(smiles, which, edits)
         text = text[:i] + piece + text[i + int(replace) :]
     if Chem.MolFromSmiles(text) is None:
         return
-    assert accepted_bytes(smiles, text) == len(text), text
+    assert bytes_accepted(smiles, text) == len(text), text
     assert smiles.accepts(text)
 
 

@@ -22,6 +22,7 @@ pytest.importorskip("lark")
 pytest.importorskip("llguidance")
 
 from awrs.constraints.base import DEAD
+from awrs.testing import bytes_accepted
 from awrs.constraints.sql import Sql
 from awrs.coverage.spider import format_spider_coverage, spider_coverage
 from awrs.errors import ConfigError
@@ -59,14 +60,6 @@ def sql(db) -> Sql:
     return Sql(db)
 
 
-def all_byte_prefixes_alive(constraint, text: str) -> int:
-    data = text.encode("utf-8")
-    state = constraint.start()
-    for i in range(len(data)):
-        state = constraint.advance(state, data[i : i + 1])
-        if state is DEAD:
-            return i
-    return len(data)
 
 
 VALID = [
@@ -85,7 +78,7 @@ VALID = [
 
 @pytest.mark.parametrize("query", VALID)
 def test_valid_queries_pass_with_every_prefix(sql, query):
-    assert all_byte_prefixes_alive(sql, query) == len(query.encode())
+    assert bytes_accepted(sql, query) == len(query.encode())
     assert sql.accepts(query)
 
 
@@ -157,7 +150,7 @@ def test_prefix_closure_on_random_strings(sql, prefix, suffix):
     if not sql.accepts_prefix(prefix):
         assert not sql.accepts(prefix + suffix)
     if sql.accepts(prefix):
-        assert all_byte_prefixes_alive(sql, prefix) == len(prefix.encode())
+        assert bytes_accepted(sql, prefix) == len(prefix.encode())
 
 
 @HYPOTHESIS
@@ -184,7 +177,7 @@ def test_spider_gold_queries_pass_the_schema_grammar():
     for db in ["concert_singer", "pets_1", "world_1", "car_1", "flight_2"]:
         constraint = Sql(SPIDER / "database" / db / f"{db}.sqlite")
         for query in [ex["query"] for ex in dev if ex["db_id"] == db][::4][:10]:
-            assert all_byte_prefixes_alive(constraint, query) == len(query.encode()), (db, query)
+            assert bytes_accepted(constraint, query) == len(query.encode()), (db, query)
             assert constraint.accepts(query), (db, query)
             checked += 1
     assert checked >= 40
