@@ -17,9 +17,12 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from .constraints import Predicate, Regex
-from .constraints.base import Constraint
+from .constraints.base import DEAD, Constraint
 from .generate import generate
 from .models.base import LanguageModel
 from .stats import Stats
@@ -67,6 +70,7 @@ def run_bench(
     repeats: int = 2,
     seed: int = 0,
     progress: bool = True,
+    data: Path | None = None,
 ) -> dict:
     """Run every task with every method; return the figures as a JSON-ready dict."""
     tasks: dict[str, dict] = {}
@@ -105,6 +109,7 @@ def run_bench(
         "repeats": repeats,
         "tasks": tasks,
         "targets": _targets(tasks),
+        "constraint_speed": constraint_speed(model, data) if data is not None else {},
     }
 
 
@@ -121,6 +126,8 @@ def _row(stats: Stats, valid: int, repeats: int) -> dict:
         "sampler_share": stats.sampler_seconds / total,
         "valid_samples_per_run": valid / repeats,
         "seconds": stats.total_seconds,
+        "advance_us_p50": stats.advance_micros(0.5),
+        "advance_us_p99": stats.advance_micros(0.99),
     }
 
 
@@ -172,6 +179,43 @@ def format_comparison(report: dict) -> str:
     return "\n".join(out)
 
 
+def _micros(row: dict) -> str:
+    if row.get("advance_us_p50") is None:
+        return f"{'-':>18}"
+    return f"{row['advance_us_p50']:11.1f}{row['advance_us_p99']:7.1f}"
+
+
+def constraint_speed(model: LanguageModel, data: Path) -> dict:
+    """Microseconds per token-sized advance on real data, for constraints the runs above lack.
+
+    SMILES: the GDB-17 molecules of ``data/molecules``, fed as the model's tokens.
+    """
+    out: dict[str, dict] = {}
+    molecules = data / "molecules" / "GDB17_sample.txt"
+    if molecules.is_file():
+        try:
+            from .constraints.smiles import Smiles
+
+            smiles = Smiles()
+            times = []
+            for line in molecules.read_text().split():
+                state = smiles.start()
+                for token in model.encode(line):
+                    started = time.perf_counter()
+                    state = smiles.advance(state, model.vocab.tokens[token])
+                    times.append(time.perf_counter() - started)
+                    if state is DEAD:
+                        break
+            out["smiles (GDB-17, model tokens)"] = {
+                "advances": len(times),
+                "us_p50": float(np.quantile(times, 0.5) * 1e6),
+                "us_p99": float(np.quantile(times, 0.99) * 1e6),
+            }
+        except ImportError as err:
+            out["smiles"] = {"skipped": str(err)}
+    return out
+
+
 def format_bench(report: dict) -> str:
     """The report as aligned text tables."""
     out = [
@@ -179,7 +223,7 @@ def format_bench(report: dict) -> str:
         f"{report['max_tokens']} tokens ({report['masking_tokens']} for masking) · {report['repeats']} runs each"
     ]
     header = (f"{'method':<14}{'tok/s':>8}{'ms/tok':>9}{'checks/tok':>12}{'model':>8}"
-              f"{'constr.':>9}{'sampler':>9}{'valid/run':>11}")
+              f"{'constr.':>9}{'sampler':>9}{'valid/run':>11}{'us/check p50 p99':>18}")
     for name, task in report["tasks"].items():
         out += ["", f"{name}: {task['constraint']}  (prompt: {task['prompt']!r})", header]
         for method, row in task["methods"].items():
@@ -187,13 +231,22 @@ def format_bench(report: dict) -> str:
                 f"{method:<14}{row['particle_tokens_per_second']:8.1f}{row['ms_per_particle_token']:9.2f}"
                 f"{row['checks_per_token']:12.2f}{100 * row['model_share']:7.0f}%"
                 f"{100 * row['constraint_share']:8.1f}%{100 * row['sampler_share']:8.1f}%"
-                f"{row['valid_samples_per_run']:11.1f}"
+                f"{row['valid_samples_per_run']:11.1f}{_micros(row)}"
             )
         r = task["ratios"]
         out.append(
             f"awrs-smc throughput = {r['awrs_vs_unconstrained_throughput']:.2f} x unconstrained; "
             f"{r['awrs_speedup_vs_masking']:.0f}x faster per particle-token than masking"
         )
+    speed = report.get("constraint_speed") or {}
+    if speed:
+        out += ["", "constraint speed per token-sized advance (JSON Schema and grammars: `awrs coverage`):"]
+        for name, entry in speed.items():
+            if "skipped" in entry:
+                out.append(f"  {name}: skipped ({entry['skipped']})")
+            else:
+                out.append(f"  {name}: p50 {entry['us_p50']:.1f} us, p99 {entry['us_p99']:.1f} us "
+                           f"over {entry['advances']} advances")
     out += ["", "targets:"]
     for target, entry in report["targets"].items():
         out.append(f"  {'met ' if entry['met'] else 'MISSED'} {target}: {entry['value']:.2f}")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+CHECK_SAMPLE = 100_000  # advance() durations kept for percentiles (the first ones of a run)
 
 
 @dataclass
@@ -29,6 +33,19 @@ class Stats:
     model_seconds: float = 0.0
     constraint_seconds: float = 0.0
     total_seconds: float = 0.0
+    advance_seconds: list[float] = field(default_factory=list, repr=False)  # per token check
+
+    def record_check(self, seconds: float) -> None:
+        """Count one token check (``advance``) that took ``seconds``."""
+        self.constraint_seconds += seconds
+        if len(self.advance_seconds) < CHECK_SAMPLE:
+            self.advance_seconds.append(seconds)
+
+    def advance_micros(self, quantile: float) -> float | None:
+        """A percentile of the time one token check took, in microseconds (None if none)."""
+        if not self.advance_seconds:
+            return None
+        return float(np.quantile(np.asarray(self.advance_seconds), quantile) * 1e6)
 
     @property
     def sampler_seconds(self) -> float:
@@ -44,6 +61,9 @@ class Stats:
 
     def as_dict(self) -> dict:
         out = asdict(self)
+        del out["advance_seconds"]
+        out["advance_us_p50"] = self.advance_micros(0.5)
+        out["advance_us_p99"] = self.advance_micros(0.99)
         out["sampler_seconds"] = self.sampler_seconds
         out["checks_per_token"] = self.checks_per_token
         out["particle_tokens_per_second"] = self.particle_tokens_per_second

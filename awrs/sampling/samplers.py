@@ -85,7 +85,7 @@ class TokenChecker:
         if after is None:
             started = time.perf_counter()
             after = self._constraint.advance(self._state, self._vocab.tokens[token])
-            self._stats.constraint_seconds += time.perf_counter() - started
+            self._stats.record_check(time.perf_counter() - started)
             self._stats.constraint_checks += 1
             self._after[token] = after
         return after is not DEAD
