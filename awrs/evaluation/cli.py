@@ -11,15 +11,9 @@ import argparse
 import json
 import sys
 
+from ..cli import add_model_options, positive_int
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,19 +24,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="the domain's data folder, or a root holding it (e.g. ../shared/data)")
     parser.add_argument("--method", choices=ALL_METHODS, default="awrs-smc")
-    parser.add_argument("--particles", type=_positive_int, default=5)
-    parser.add_argument("--max-tokens", type=_positive_int, default=None,
+    parser.add_argument("--particles", type=positive_int, default=5)
+    parser.add_argument("--max-tokens", type=positive_int, default=None,
                         help="tokens per output (default: the domain's, from the paper)")
-    parser.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first K instances")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate the first K instances")
     parser.add_argument("--seed", type=int, default=0, help="instance k uses seed S + k")
     parser.add_argument("--out", required=True, metavar="FILE.jsonl",
                         help="results, one JSON line per instance; re-running resumes")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("--model", default=None, metavar="PATH",
-                        help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2)")
-    parser.add_argument("--backend", choices=["hf", "llamacpp"], default="hf")
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="CPU threads for the llamacpp backend")
+    add_model_options(parser)
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
