@@ -10,9 +10,10 @@ final score, if one is given). Every step:
    keeps the target exact under the length limit;
 4. an optional critic twists the weights (its prefix score is added, and taken back the next
    step; its final score is applied at EOS);
-5. if the effective sample size falls below ``ess_threshold * N``, particles are resampled and
-   every weight is set to the mean weight (keeping the likelihood estimate unbiased); the model
-   cache is reordered to match, not recomputed.
+5. if the effective sample size of the unfinished particles falls below ``ess_threshold`` times
+   their number, they are resampled among themselves and each gets their mean weight (finished
+   particles keep theirs, so the likelihood estimate stays unbiased and no finished text is
+   lost); the model cache is reordered to match, not recomputed.
 
 The estimate of log P(constraint) is the log mean of the final weights.
 
@@ -194,13 +195,19 @@ class _Run:
         row_of = np.full(n, -1)
         row_of[self.active] = np.arange(len(self.active))
         ancestors = np.arange(n)
-        if config.ess_threshold > 0 and not particles.finished.all():
-            ess = effective_sample_size(particles.log_weights)
-            if 0 < ess < config.ess_threshold * n:
-                ancestors = self.resample(normalized(particles.log_weights), rng)
-                mean = log_mean_exp(particles.log_weights)
+        moving = np.flatnonzero(~particles.finished)
+        if config.ess_threshold > 0 and len(moving):
+            # Only unfinished particles are resampled, among themselves: each gets their mean
+            # weight, finished ones keep theirs. The total weight of both groups is unchanged in
+            # expectation, so this is a valid resampling, and a finished text is never dropped
+            # in favour of lineages that may still die at the token limit.
+            weights = particles.log_weights[moving]
+            ess = effective_sample_size(weights)
+            if 0 < ess < config.ess_threshold * len(moving):
+                ancestors[moving] = moving[self.resample(normalized(weights), rng)]
+                mean = log_mean_exp(weights)
                 particles.select(ancestors)
-                particles.log_weights[:] = mean  # twists stay: each is taken back next step
+                particles.log_weights[moving] = mean  # twists stay: each is taken back next step
                 stats.resamples += 1
         if job.on_step is not None:
             job.on_step(particles)

@@ -38,9 +38,9 @@ def test_smc_with_an_intersection_matches_exact_enumeration():
     model = hashed_model(seed=12)
     constraint = Regex(r"[abc]+") & Predicate(lambda s: "cc" not in s and not s.startswith("b"))
     exact = normalize(exact_target(model, [], constraint, 4))
-    result = awrs.generate(model, [], constraint, particles=4000, max_tokens=4, seed=0)
+    result = awrs.generate(model, [], constraint, particles=10000, max_tokens=4, seed=0)
     posterior = {t.encode(): p for t, p in result.posterior.items()}
-    assert total_variation(posterior, exact) < 0.04
+    assert total_variation(posterior, exact) < 0.04  # about 0.04 at 4,000 particles, 0.015 at 16,000
 
 
 def test_soft_score_reweights_the_posterior():
