@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import AwrsError, ConfigError, ConstraintError
 
@@ -170,32 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_reporting_errors(command: Callable[[], int]) -> int:
+    """Run a command; awrs errors become one line on stderr (exit 1 for a failing constraint
+    check, 2 for bad input), never a traceback."""
     try:
-        if args.command == "generate":
-            return _generate(args)
-        if args.command == "check":
-            return _check(args)
-        if args.command == "coverage":
-            return _coverage(args)
-        if args.command == "eval":
-            from .evaluation.cli import eval_command
-
-            return eval_command(args, load=_load)
-        if args.command == "report":
-            from .evaluation.cli import report_command
-
-            return report_command(args)
-        if args.command == "serve":
-            from .server.cli import run_serve
-
-            return run_serve(args)
-        return _bench(args)
-    except ConfigError as err:
-        print(f"awrs: error: {err}", file=sys.stderr)
-        return 2
+        return command()
     except ConstraintError as err:
         print(f"awrs: error: {err}", file=sys.stderr)
         return 1
@@ -207,7 +186,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _load(args, backend: str | None = None):
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: _dispatch(args))
+
+
+def _dispatch(args) -> int:
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "coverage":
+        return _coverage(args)
+    if args.command == "eval":
+        from .evaluation.cli import eval_command
+
+        return eval_command(args)
+    if args.command == "report":
+        from .evaluation.cli import report_command
+
+        return report_command(args)
+    if args.command == "serve":
+        from .server.cli import run_serve
+
+        return run_serve(args)
+    return _bench(args)
+
+
+def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
 
     backend = backend or args.backend
@@ -248,7 +254,7 @@ def _generate(args) -> int:
     from .generate import generate
 
     constraint = constraint_from_args(args)  # validate before loading the model
-    model = _load(args)
+    model = load_model_from_args(args)
     result = generate(
         model, args.prompt, constraint,
         particles=args.particles, max_tokens=args.max_tokens, method=args.method,
@@ -301,13 +307,13 @@ def _bench(args) -> int:
         repeats=args.repeats, seed=args.seed, progress=not args.json, data=Path(args.data),
     )
     if args.backend != "both":
-        report = run_bench(_load(args), **options)
+        report = run_bench(load_model_from_args(args), **options)
         print(json.dumps(report, ensure_ascii=False) if args.json else format_bench(report))
         return 0
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see awrs.models.llamacpp
-    models = {backend: _load(args, backend) for backend in ("llamacpp", "hf")}
+    models = {backend: load_model_from_args(args, backend) for backend in ("llamacpp", "hf")}
     report = compare_backends(models, **options)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_comparison(report))
     return 0

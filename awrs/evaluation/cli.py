@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..cli import add_model_options, positive_int
+from ..cli import add_model_options, load_model_from_args, positive_int, run_reporting_errors
 
 
 
@@ -43,19 +42,12 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def eval_command(args, load=None) -> int:
-    """Run ``awrs eval``; ``load(args)`` returns the model (default: awrs.load_model)."""
+    """Run ``awrs eval``; ``load(args)`` returns the model (default: as every awrs command)."""
     from .domains import get_domain
     from .runner import format_summary, run_eval
 
     domain = get_domain(args.domain)  # unknown domains fail before the model loads
-    if load is None:
-        from ..models import load_model
-
-        def load(args):
-            options = {"n_threads": args.threads} if args.backend == "llamacpp" and args.threads else {}
-            return load_model(args.model, backend=args.backend, **options)
-
-    model = load(args)
+    model = (load or load_model_from_args)(args)
     summary = run_eval(model, domain, args.data, args.method, particles=args.particles,
                        max_tokens=args.max_tokens, limit=args.limit, seed=args.seed, out_path=args.out,
                        progress=not args.json)
@@ -83,19 +75,12 @@ def report_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    from ..errors import AwrsError
-
     parser = argparse.ArgumentParser(prog="python -m awrs.evaluation",
                                      description="Evaluate awrs methods on the paper's domains.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_eval_arguments(commands.add_parser("eval", help="evaluate one method on one domain"))
     add_report_arguments(commands.add_parser("report", help="tables and a plot from results files"))
     args = parser.parse_args(argv)
-    try:
-        return eval_command(args) if args.command == "eval" else report_command(args)
-    except AwrsError as err:
-        print(f"awrs: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("awrs: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(
+        lambda: eval_command(args) if args.command == "eval" else report_command(args)
+    )
