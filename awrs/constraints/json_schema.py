@@ -387,16 +387,11 @@ class JsonSchema(Constraint):
                         return DEAD
                     mode, sub = M_COLON, None
                     continue
-                threads = self._end_scalar(threads, K_STR, chars)
-                if threads is DEAD:
+                ended = self._scalar_done(threads, syn, K_STR, chars, (K_STR, chars))
+                if ended is DEAD:
                     return DEAD
+                mode, threads = ended
                 sub = None
-                if syn is None:
-                    if not self._validate_root((K_STR, chars), lambda v=chars: v):
-                        return DEAD
-                    mode, threads = M_DONE, ()
-                else:
-                    mode = M_AFTER
                 continue
 
             b = data[i]
@@ -429,16 +424,11 @@ class JsonSchema(Constraint):
                     value = _number_value(text)
                     if value is None:
                         return DEAD
-                    threads = self._end_scalar(threads, K_NUM, value)
-                    if threads is DEAD:
+                    ended = self._scalar_done(threads, syn, K_NUM, value, (K_NUM, text))
+                    if ended is DEAD:
                         return DEAD
+                    mode, threads = ended
                     sub = None
-                    if syn is None:
-                        if not self._validate_root((K_NUM, text), lambda v=value: v):
-                            return DEAD
-                        mode, threads = M_DONE, ()
-                    else:
-                        mode = M_AFTER
                     continue
                 sub = (text + chr(b), nstate)
                 i += 1
@@ -454,16 +444,11 @@ class JsonSchema(Constraint):
                     sub = (rest, kind)
                     continue
                 value = LITERALS[kind][1]
-                threads = self._end_scalar(threads, kind, value)
-                if threads is DEAD:
+                ended = self._scalar_done(threads, syn, kind, value, (kind, None))
+                if ended is DEAD:
                     return DEAD
+                mode, threads = ended
                 sub = None
-                if syn is None:
-                    if not self._validate_root((kind, None), lambda v=value: v):
-                        return DEAD
-                    mode, threads = M_DONE, ()
-                else:
-                    mode = M_AFTER
                 continue
 
             if b in WS:
@@ -633,6 +618,18 @@ class JsonSchema(Constraint):
             for k in kids:
                 new.append((T_VAL, k, None, frame))
         return self._limit(new) if new else DEAD
+
+    def _scalar_done(self, threads, syn, kind, value, root_key):
+        """A string, number or literal just ended: check it on every thread; at the top level
+        (no open container) validate the whole document. The new (mode, threads), or DEAD."""
+        threads = self._end_scalar(threads, kind, value)
+        if threads is DEAD:
+            return DEAD
+        if syn is not None:
+            return M_AFTER, threads
+        if not self._validate_root(root_key, lambda: value):
+            return DEAD
+        return M_DONE, ()
 
     def _end_scalar(self, threads, kind, value):
         """Check a completed string, number or literal on every thread, then pop its frame."""
