@@ -310,9 +310,6 @@ def _bench(args) -> int:
         report = run_bench(load_model_from_args(args), **options)
         print(json.dumps(report, ensure_ascii=False) if args.json else format_bench(report))
         return 0
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see awrs.models.llamacpp
     models = {backend: load_model_from_args(args, backend) for backend in ("llamacpp", "hf")}
     report = compare_backends(models, **options)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_comparison(report))
