@@ -9,7 +9,10 @@ prompts with the same seeds and particle count:
 * ``masking-smc``: the same SMC with token masking, which checks all V tokens per particle
   and step (run for fewer tokens, since each step costs V checks per particle).
 
-Two constraints: a regex, and a Python predicate over the decoded text.
+Two constraints: a regex, and a Python predicate over the decoded text. The regex is regular,
+so it runs on a byte automaton with exact token masks; two more rows show the alternatives
+AWRS chooses between: ``masks=always`` (a whole-vocabulary mask every step, the mask-engine
+path) and the backtracking `regex` engine (no automaton, no masks: checks only).
 """
 
 from __future__ import annotations
@@ -29,10 +32,20 @@ from .stats import Stats
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A further AWRS-SMC row: other generate() options, or the task's constraint built otherwise."""
+
+    label: str
+    options: dict
+    constraint: Constraint | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     prompt: str
     constraint: Constraint
+    variants: tuple[Variant, ...] = ()
 
 
 def _plain_sentence(text: str) -> bool:
@@ -44,6 +57,10 @@ TASKS = [
         "regex",
         "Describe the ocean in one sentence.",
         Regex(r"[A-Z][a-z ,']{8,150}\."),
+        (
+            Variant("awrs-smc masks", {"masks": "always"}),
+            Variant("awrs-smc backtr.", {}, Regex(r"[A-Z][a-z ,']{8,150}\.", engine="backtracking")),
+        ),
     ),
     Task(
         "predicate",
@@ -78,22 +95,24 @@ def run_bench(
         generate(model, task.prompt, task.constraint, chat=True, particles=particles,
                  max_tokens=2, seed=seed)  # warm-up: prompt cache, allocator
         rows: dict[str, dict] = {}
-        for method in METHODS:
+        runs = [(method, method, {}, task.constraint) for method in METHODS]
+        runs[2:2] = [(v.label, "awrs-smc", v.options, v.constraint or task.constraint) for v in task.variants]
+        for label, method, options, constraint in runs:
             limit = masking_tokens if method.startswith("masking") else max_tokens
             stats = Stats()
             valid = 0
             started = time.perf_counter()
             for r in range(repeats):
                 result = generate(
-                    model, task.prompt, task.constraint, chat=True, particles=particles,
-                    max_tokens=limit, method=method, seed=seed + r,
+                    model, task.prompt, constraint, chat=True, particles=particles,
+                    max_tokens=limit, method=method, seed=seed + r, **options,
                 )
                 _merge(stats, result.stats)
                 valid += sum(1 for s in result.samples if s.valid)
             if progress:
-                print(f"bench: {task.name:<9} {method:<13} {time.perf_counter() - started:6.1f} s",
+                print(f"bench: {task.name:<9} {label:<17} {time.perf_counter() - started:6.1f} s",
                       flush=True, file=sys.stderr)
-            rows[method] = _row(stats, valid, repeats)
+            rows[label] = _row(stats, valid, repeats)
         tasks[task.name] = {
             "constraint": task.constraint.describe(),
             "prompt": task.prompt,
@@ -120,6 +139,8 @@ def _row(stats: Stats, valid: int, repeats: int) -> dict:
         "particle_tokens_per_second": stats.particle_tokens_per_second,
         "ms_per_particle_token": 1000 * total / max(stats.tokens, 1),
         "checks_per_token": stats.checks_per_token,
+        "masks_per_token": stats.masks / max(stats.tokens, 1),
+        "constraint_us_per_token": 1e6 * stats.constraint_seconds / max(stats.tokens, 1),
         "model_calls": stats.model_calls,
         "model_share": stats.model_seconds / total,
         "constraint_share": stats.constraint_seconds / total,
@@ -222,14 +243,16 @@ def format_bench(report: dict) -> str:
         f"awrs bench · {report['model']} (V={report['vocabulary']}) · {report['particles']} particles · "
         f"{report['max_tokens']} tokens ({report['masking_tokens']} for masking) · {report['repeats']} runs each"
     ]
-    header = (f"{'method':<14}{'tok/s':>8}{'ms/tok':>9}{'checks/tok':>12}{'model':>8}"
-              f"{'constr.':>9}{'sampler':>9}{'valid/run':>11}{'us/check p50 p99':>18}")
+    header = (f"{'method':<17}{'tok/s':>8}{'ms/tok':>9}{'checks/tok':>12}{'masks/tok':>10}"
+              f"{'constr. us/tok':>15}{'model':>7}{'constr.':>9}{'sampler':>9}{'valid/run':>11}"
+              f"{'us/check p50 p99':>18}")
     for name, task in report["tasks"].items():
         out += ["", f"{name}: {task['constraint']}  (prompt: {task['prompt']!r})", header]
         for method, row in task["methods"].items():
             out.append(
-                f"{method:<14}{row['particle_tokens_per_second']:8.1f}{row['ms_per_particle_token']:9.2f}"
-                f"{row['checks_per_token']:12.2f}{100 * row['model_share']:7.0f}%"
+                f"{method:<17}{row['particle_tokens_per_second']:8.1f}{row['ms_per_particle_token']:9.2f}"
+                f"{row['checks_per_token']:12.2f}{row.get('masks_per_token', 0.0):10.2f}"
+                f"{row.get('constraint_us_per_token', 0.0):15.1f}{100 * row['model_share']:6.0f}%"
                 f"{100 * row['constraint_share']:8.1f}%{100 * row['sampler_share']:8.1f}%"
                 f"{row['valid_samples_per_run']:11.1f}{_micros(row)}"
             )

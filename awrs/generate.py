@@ -52,13 +52,13 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _token_sampler(method: str, estimator: str) -> TokenSampler:
+def _token_sampler(method: str, estimator: str, masks: str) -> TokenSampler:
     if method == "awrs-smc":
-        return AWRS(estimator)
+        return AWRS(estimator, masks=masks)
     if method == "masking-smc":
         return Masking(weighted=True)
     if method == "lcd":
-        return AWRS("lcd")
+        return AWRS("lcd", masks=masks)
     if method == "masking":
         return Masking(weighted=False)
     if method == "unconstrained":
@@ -91,6 +91,7 @@ def _prepare(
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
     estimator: str = "remainder",
+    masks: str = "auto",
     critic: Critic | None = None,
     max_attempts: int | None = None,
     time_limit: float | None = None,
@@ -115,7 +116,7 @@ def _prepare(
     job = Job(
         prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
         constraint=constraint,
-        sampler=_token_sampler(method, estimator),
+        sampler=_token_sampler(method, estimator, masks),
         config=config,
         rng=np.random.default_rng(seed),
         critic=_combine(critic, soft_score),
@@ -138,6 +139,7 @@ def generate(
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
     estimator: str = "remainder",
+    masks: str = "auto",
     critic: Critic | None = None,
     max_attempts: int | None = None,
     time_limit: float | None = None,
@@ -158,6 +160,9 @@ def generate(
         ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
         resampling: ``"systematic"`` or ``"multinomial"``.
         estimator: AWRS weight estimator, ``"remainder"`` or ``"two-loop"``.
+        masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
+            (once a step's rejections have cost as much as a mask), ``"always"`` or ``"never"``
+            (see :mod:`awrs.sampling.samplers`).
         critic: ``(text, finished) -> log weight`` extra score for SMC methods.
         max_attempts: for ``rejection``, how many sequences to try (default 50 * particles).
         time_limit: seconds after which unfinished particles are dropped (finished ones are
@@ -173,8 +178,8 @@ def generate(
     prepared = _prepare(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
-        estimator=estimator, critic=critic, max_attempts=max_attempts, time_limit=time_limit,
-        should_stop=should_stop,
+        estimator=estimator, masks=masks, critic=critic, max_attempts=max_attempts,
+        time_limit=time_limit, should_stop=should_stop,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None
     if bar is not None:

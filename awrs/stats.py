@@ -30,6 +30,8 @@ class Stats:
     truncated: int = 0  # particles killed at max_tokens because the text was not complete
     stopped_particles: int = 0  # particles dropped unfinished by a time limit or cancellation
     regex_timeouts: int = 0
+    masks: int = 0  # whole-vocabulary token masks computed (their time is in constraint_seconds)
+    mask_seconds: float = 0.0
     model_seconds: float = 0.0
     constraint_seconds: float = 0.0
     total_seconds: float = 0.0

@@ -80,6 +80,23 @@ class Vocabulary:
         return out
 
     @cached_property
+    def byte_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-special, non-empty tokens as byte columns, for running automata on all at once.
+
+        Returns ``(columns, lengths, ids)``: ``columns[j, i]`` is byte j of token ``ids[i]``
+        (zero past its end), ``lengths[i]`` its length.
+        """
+        ids = np.array(
+            [i for i, t in enumerate(self.tokens) if t and i not in self.special_ids], dtype=np.int64
+        )
+        lengths = np.array([len(self.tokens[i]) for i in ids], dtype=np.int64)
+        columns = np.zeros((int(lengths.max()) if len(ids) else 0, len(ids)), dtype=np.uint8)
+        for row, i in enumerate(ids):
+            token = self.tokens[i]
+            columns[: len(token), row] = np.frombuffer(token, dtype=np.uint8)
+        return columns, lengths, ids
+
+    @cached_property
     def _first_byte_groups(self) -> list[np.ndarray]:
         """Token ids grouped by first byte: ``groups[b]`` (one sort of the vocabulary, once)."""
         order = np.argsort(self.first_bytes, kind="stable")

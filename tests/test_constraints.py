@@ -25,9 +25,10 @@ from awrs.errors import ConfigError, ConstraintError
         (r"(?i)hello", ["HE"], ["HeLLo"], ["help"]),
     ],
 )
-def test_regex_semantics(pattern, prefixes, wholes, rejected):
+@pytest.mark.parametrize("engine", ["auto", "backtracking"])
+def test_regex_semantics(pattern, prefixes, wholes, rejected, engine):
     flags = regex.V1 if "--" in pattern else 0
-    constraint = Regex(pattern, flags)
+    constraint = Regex(pattern, flags, engine=engine)
     for text in prefixes:
         assert constraint.accepts_prefix(text), text
     for text in wholes:
@@ -39,8 +40,9 @@ def test_regex_semantics(pattern, prefixes, wholes, rejected):
             assert not constraint.accepts(text), text
 
 
-def test_utf8_split_across_advances():
-    constraint = Regex("é+")
+@pytest.mark.parametrize("engine", ["automaton", "backtracking"])
+def test_utf8_split_across_advances(engine):
+    constraint = Regex("é+", engine=engine)
     data = "éé".encode()
     state = constraint.start()
     for byte in data:  # one byte at a time, as byte-fallback tokens would arrive
@@ -53,19 +55,23 @@ def test_utf8_split_across_advances():
     assert constraint.advance(constraint.start(), b"\xc3(") is DEAD  # broken sequence
 
 
-def test_pending_bytes_after_a_final_match_are_rejected():
+@pytest.mark.parametrize("engine", ["automaton", "backtracking"])
+def test_pending_bytes_after_a_final_match_are_rejected(engine):
     """A token that starts a multi-byte character cannot follow a text that admits no more."""
-    constraint = Regex(r"\d{2}")
+    constraint = Regex(r"\d{2}", engine=engine)
     final = constraint.advance(constraint.start(), b"12")
     assert constraint.advance(final, b"\xf0\x9f") is DEAD
     assert constraint.next_bytes(final) == frozenset()  # only EOS may follow
-    open_state = constraint.advance(constraint.start(), b"1")
-    assert constraint.next_bytes(open_state) is None
-    assert Regex(r"\d+").next_bytes(final) is None
-    pending = Regex(r".+").advance(("", b""), b"\xe2\x82")
-    assert Regex(r".+").next_bytes(pending) == frozenset(range(0x80, 0xC0))
-    # recursion through the whole pattern cannot be wrapped: the hint stays conservative
-    assert Regex(r"a(?R)?b").next_bytes(Regex(r"a(?R)?b").advance(("", b""), b"ab")) is None
+    dot = Regex(r".+", engine=engine)
+    pending = dot.advance(dot.start(), b"\xe2\x82")
+    assert dot.next_bytes(pending) == frozenset(range(0x80, 0xC0))
+    if engine == "backtracking":  # its hint is only "anything" or "nothing"
+        assert constraint.next_bytes(constraint.advance(constraint.start(), b"1")) is None
+        # recursion through the whole pattern cannot be wrapped: the hint stays conservative
+        assert Regex(r"a(?R)?b").next_bytes(Regex(r"a(?R)?b").advance(("", b""), b"ab")) is None
+    else:  # the automaton's hint is exact: ASCII digits, and lead bytes of other Unicode digits
+        hint = constraint.next_bytes(constraint.advance(constraint.start(), b"1"))
+        assert frozenset(b"0123456789") <= hint and not hint & frozenset(b"-a ") and 0xD9 in hint
 
 
 @pytest.mark.parametrize("pattern", ["a(", "[z-a]", "(?P<1x>a)", "a{2,1}", "\\"])
@@ -79,7 +85,7 @@ def test_invalid_regex_is_a_config_error_naming_the_problem(pattern):
 
 
 def test_regex_time_limit(monkeypatch):
-    constraint = Regex(r"\d+", timeout=0.01)
+    constraint = Regex(r"\d+", timeout=0.01, engine="backtracking")
 
     def slow(*args, **kwargs):
         raise TimeoutError("regex timed out")

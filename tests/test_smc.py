@@ -65,12 +65,16 @@ CONSTRAINT_CASES = {
 
 
 @pytest.mark.parametrize("case", CONSTRAINT_CASES)
-@pytest.mark.parametrize("sampler", ["remainder", "two-loop", "masking"])
+@pytest.mark.parametrize("sampler", ["remainder", "two-loop", "masking", "eager-masks", "always-masks"])
 def test_likelihood_estimate_is_unbiased(case, sampler):
     make_model, make_constraint, max_tokens = CONSTRAINT_CASES[case]
     model, constraint = make_model(), make_constraint()
     truth = sum(exact_target(model, [], constraint, max_tokens).values())
-    token_sampler = Masking(weighted=True) if sampler == "masking" else AWRS(sampler)
+    token_sampler = {
+        "masking": lambda: Masking(weighted=True),
+        "eager-masks": lambda: AWRS(masks="auto", initial_mask_seconds=0.0),  # mask at 1st rejection
+        "always-masks": lambda: AWRS(masks="always"),
+    }.get(sampler, lambda: AWRS(sampler, masks="never"))()
     values = smc_likelihoods(
         model, constraint, token_sampler, runs=600, particles=3, max_tokens=max_tokens, ess=0.9
     )

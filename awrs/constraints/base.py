@@ -78,15 +78,15 @@ class Constraint(ABC):
         """
         return None
 
-    #: True if :meth:`candidate_tokens` returns exactly the accepted tokens (a mask engine).
-    #: Samplers then draw from the masked distribution with one check and the exact weight.
+    #: True if :meth:`token_mask` returns exactly the tokens :meth:`advance` accepts. Samplers
+    #: may then draw from the masked distribution with one check and the exact weight.
     exact_masks: bool = False
 
     def candidate_tokens(self, state: State, vocab: Vocabulary) -> np.ndarray | None:
-        """Token ids that may be accepted after ``state`` (EOS ids excluded), or None for all.
+        """A cheap hint: token ids that may be accepted after ``state`` (EOS excluded), or None.
 
-        Must include every token that :meth:`advance` would accept; with ``exact_masks`` it
-        must be exactly those. The default derives the set from :meth:`next_bytes`.
+        Must include every token that :meth:`advance` would accept. The default derives the
+        set from :meth:`next_bytes`.
         """
         allowed = self.next_bytes(state)
         if allowed is None:
@@ -94,6 +94,18 @@ class Constraint(ABC):
         if not allowed:
             return np.zeros(0, dtype=np.int64)
         return vocab.tokens_starting_with(allowed)
+
+    def token_mask(self, state: State, vocab: Vocabulary) -> np.ndarray | None:
+        """A mask engine's answer: sorted ids of the non-EOS tokens allowed after ``state``.
+
+        Whole-vocabulary work, so samplers ask for it only when it pays (see
+        :class:`awrs.sampling.samplers.AWRS`). It must contain every token that
+        :meth:`advance` accepts (samplers remove the others as known rejections, which keeps
+        the weights exact; leaving out an accepted token, even a hopeless one, would not);
+        with :attr:`exact_masks` it is exactly the accepted set. None (the default) means
+        this constraint has no mask engine.
+        """
+        return None
 
     def accepts_prefix(self, text: str | bytes) -> bool:
         """Whether ``text`` may still be extended to a valid text."""

@@ -1,8 +1,9 @@
 """Combining constraints: intersection (``All`` / ``&``) and soft scores attached to one.
 
 ``All(a, b)`` accepts a text when every part does; its state is the tuple of the parts'
-states, so particles still share them. Hints combine exactly: the candidate tokens are the
-intersection of the parts' candidates, and masks are exact only when every part's mask is.
+states, so particles still share them. Hints and masks combine by intersection: the
+candidate tokens (and the token mask) are the intersection of the parts' sets, and the mask is
+exact only when every part has an exact mask.
 
 ``Scored(constraint, score)`` keeps the constraint's hard check and carries a soft score
 ``score(text, finished) -> log weight``, which SMC applies as a critic (a twist on prefixes,
@@ -77,6 +78,14 @@ class All(Constraint):
                 kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=False)
         return kept
 
+    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        kept: np.ndarray | None = None
+        for c, s in zip(self.parts, state):
+            mine = c.token_mask(s, vocab)
+            if mine is not None:
+                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=True)
+        return kept
+
     @property
     def critic(self) -> Score | None:
         scores = [c.critic for c in self.parts if getattr(c, "critic", None) is not None]
@@ -112,6 +121,9 @@ class Scored(Constraint):
 
     def candidate_tokens(self, state: State, vocab) -> np.ndarray | None:
         return self.base.candidate_tokens(state, vocab)
+
+    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        return self.base.token_mask(state, vocab)
 
     @property
     def timeouts(self) -> int:

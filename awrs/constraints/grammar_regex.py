@@ -141,13 +141,21 @@ def _all_chars() -> str:
 
 
 @cache
-def category(name: str, ascii_only: bool) -> Ranges:
-    """The characters of \\d, \\s or \\w as Python's ``re`` defines them."""
+def category(name: str, ascii_only: bool, regex_package: bool = False) -> Ranges:
+    """The characters of \\d, \\s or \\w as Python's ``re`` (or the `regex` package) defines them.
+
+    The two differ (Unicode versions and definitions: about 30,000 characters of ``\\w``).
+    """
     pattern = {"digit": r"\d+", "space": r"\s+", "word": r"\w+"}[name]
-    flags = re.ASCII if ascii_only else 0
+    if regex_package:
+        import regex as engine
+
+        flags = engine.ASCII if ascii_only else 0
+    else:
+        engine, flags = re, re.ASCII if ascii_only else 0
     text = _all_chars()
     out = []
-    for m in re.finditer(pattern, text, flags):
+    for m in engine.finditer(pattern, text, flags):
         lo, hi = ord(text[m.start()]), ord(text[m.end() - 1])
         out.append((lo, hi))
     return normalize(out)
@@ -239,11 +247,16 @@ _CATEGORIES = {
 }
 
 
+# A private flag bit (re's own flags use the low bits): read the pattern as the `regex` package
+# does. It travels with the scoped flags through the whole construction.
+REGEX_PACKAGE = 1 << 30
+
+
 def _category(code, flags: int) -> Ranges:
     if code not in _CATEGORIES:
         raise RegexUnsupported(f"character category {code}")
     name, negated = _CATEGORIES[code]
-    s = category(name, bool(flags & re.ASCII))
+    s = category(name, bool(flags & re.ASCII), bool(flags & REGEX_PACKAGE))
     return complement(s) if negated else s
 
 
@@ -269,6 +282,8 @@ def _fold(s: Ranges, flags: int) -> Ranges:
     """Case-insensitive closure under ``flags`` (ASCII-only folding with re.ASCII, as re does)."""
     if not flags & re.IGNORECASE:
         return s
+    if flags & REGEX_PACKAGE:
+        raise RegexUnsupported("case-insensitive matching (the regex package folds case unlike re)")
     if flags & re.ASCII:
         lower = intersect(s, ((65, 90),))
         upper = intersect(s, ((97, 122),))
@@ -469,18 +484,45 @@ def _partition(sets: list[Ranges]) -> tuple[list[Ranges], list[frozenset[int]]]:
     return atoms, [frozenset(a) for a in atom_sets]
 
 
-def compile_regex(pattern: str) -> DFA:
+def compile_regex(pattern: str, *, full_match: bool = False, regex_package: bool = False) -> DFA:
     """The DFA of the texts that ``pattern`` (Python ``re`` syntax) matches in full.
+
+    By default as a Lark terminal (lazy quantifiers read as shortest matches, see the module
+    docstring). With ``full_match`` as ``re.fullmatch`` reads it: lazy quantifiers match like
+    greedy ones, and a leading ``^`` / ``\\A`` and a trailing ``$`` / ``\\Z`` are dropped,
+    since under a full match they hold anyway.
+
+    With ``regex_package``, ``\\d``, ``\\s`` and ``\\w`` are the `regex` package's classes, and
+    case-insensitive patterns are unsupported (its case folding differs from ``re``'s).
 
     Raises RegexUnsupported for features a terminal cannot express and re.error for syntax
     errors.
     """
     parsed = _p.parse(pattern, 0)
-    flags = parsed.state.flags
+    flags = parsed.state.flags | (REGEX_PACKAGE if regex_package else 0)
+    if full_match:
+        _drop_outer_anchors(parsed)
     nfa = _NFA()
     start = nfa.state()
     final = _build(nfa, parsed, flags, start)
-    return _determinize(nfa, start, {final}, stop_at_final=nfa.lazy)
+    return _determinize(nfa, start, {final}, stop_at_final=nfa.lazy and not full_match)
+
+
+_STARTS = (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING)
+_ENDS = (_c.AT_END, _c.AT_END_STRING)
+
+
+def _drop_outer_anchors(pattern) -> None:
+    """Remove anchors at the very start and end of ``pattern`` (and of its top-level branches)."""
+    items = pattern.data
+    if len(items) == 1 and items[0][0] is _c.BRANCH:
+        for alt in items[0][1][1]:
+            _drop_outer_anchors(alt)
+        return
+    if items and items[0][0] is _c.AT and items[0][1] in _STARTS:
+        del items[0]
+    if items and items[-1][0] is _c.AT and items[-1][1] in _ENDS:
+        del items[-1]
 
 
 def literal_dfa(text: str, ignore_case: bool) -> DFA:

@@ -1,25 +1,41 @@
 """Regex: texts that fully match a pattern of the `regex` package.
 
-The whole syntax of `regex` is supported (lookarounds, backreferences, conditionals,
-recursion, Unicode properties, set operations) because prefixes are checked with the
-engine's own partial matching: a prefix is alive when ``fullmatch(text, partial=True)``
-finds a match that could still be extended.
+Two engines, one semantics (full match):
 
-Every check has a time limit, so a pattern with catastrophic backtracking cannot hang a run.
-A prefix check that times out is treated as alive (accepting is always safe for exactness; the
-text is checked again later); a completion check that times out is treated as invalid and
-counted in :attr:`Regex.timeouts`.
+* **automaton** (chosen automatically when the pattern allows it): a pattern without
+  lookarounds, backreferences, anchors inside it, case-insensitive matching or `regex`-only
+  syntax, with no flags, is parsed with Python ``re``'s parser (character classes ``\\d \\s
+  \\w`` as the `regex` package defines them) and compiled into a DFA over UTF-8 bytes
+  (:mod:`awrs.constraints.automaton`). A check is one table lookup per byte; a prefix is alive
+  exactly when it can still be completed; and the constraint offers exact whole-vocabulary
+  token masks, cached per automaton state (``exact_masks``). A leading ``^`` and a trailing
+  ``$`` are dropped: under full matching they change nothing.
+* **backtracking**: the whole syntax of `regex` (lookarounds, backreferences, conditionals,
+  recursion, Unicode properties, set operations); prefixes are checked with the engine's own
+  partial matching: a prefix is alive when ``fullmatch(text, partial=True)`` finds a match
+  that could still be extended. Every check has a time limit, so a pattern with catastrophic
+  backtracking cannot hang a run. A prefix check that times out is treated as alive
+  (accepting is always safe for exactness; the text is checked again later); a completion
+  check that times out is treated as invalid and counted in :attr:`Regex.timeouts`.
 
-Not here: DFA-based incremental matching. Each check re-runs the pattern on the whole text,
-which costs microseconds for the short texts constrained generation produces.
+``Regex(pattern, engine="backtracking")`` forces the second; ``engine="automaton"`` raises
+:class:`~awrs.errors.ConfigError` when the pattern cannot be compiled to an automaton.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+
+import numpy as np
 import regex as _regex
 
 from ..errors import ConfigError
+from .automaton import AutomatonTooLarge, ByteAutomaton
 from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
+from .grammar_regex import RegexUnsupported, compile_regex
+
+ENGINES = ("auto", "automaton", "backtracking")
 
 PROBE_LIMIT = 64  # unfinished characters with at most this many completions are probed one by one
 PROBE_CACHE_SIZE = 4096
@@ -34,14 +50,18 @@ class Regex(Constraint):
     Args:
         pattern: a pattern in the syntax of the `regex` package.
         flags: `regex` flags (for example ``regex.IGNORECASE``).
-        timeout: seconds allowed for one check before it is abandoned.
+        timeout: seconds allowed for one check before it is abandoned (backtracking engine).
+        engine: ``"auto"`` (the automaton when the pattern allows it), ``"automaton"`` or
+            ``"backtracking"`` (see the module docstring).
     """
 
-    def __init__(self, pattern: str, flags: int = 0, *, timeout: float = 0.05) -> None:
+    def __init__(self, pattern: str, flags: int = 0, *, timeout: float = 0.05, engine: str = "auto") -> None:
         if not isinstance(pattern, str):
             raise ConfigError(f"a regex pattern must be a string, got {type(pattern).__name__}")
         if timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown regex engine {engine!r}; choose one of {', '.join(ENGINES)}")
         try:
             self._compiled = _regex.compile(pattern, flags)
         except _regex.error as err:
@@ -54,6 +74,17 @@ class Regex(Constraint):
         self.pattern = pattern
         self.timeout = timeout
         self.timeouts = 0  # checks abandoned at the time limit (see module docstring)
+        self._automaton: ByteAutomaton | None = None
+        if engine != "backtracking":
+            automaton, why = _automaton(pattern, flags)
+            if automaton is None and engine == "automaton":
+                raise ConfigError(f"regex {pattern!r} cannot be compiled to an automaton: {why}")
+            self._automaton = automaton
+        self.exact_masks = self._automaton is not None
+
+    @property
+    def engine(self) -> str:
+        return "automaton" if self._automaton is not None else "backtracking"
 
     def describe(self) -> str:
         return f"regex {self.pattern!r}"
@@ -61,8 +92,8 @@ class Regex(Constraint):
     def __repr__(self) -> str:
         return f"Regex({self.pattern!r})"
 
-    def start(self) -> RegexState:
-        return ("", b"")
+    def start(self) -> State:
+        return 0 if self._automaton is not None else ("", b"")
 
     def _match(self, text: str, partial: bool, compiled=None):
         try:
@@ -72,6 +103,9 @@ class Regex(Constraint):
             raise
 
     def advance(self, state: State, data: bytes) -> State:
+        if self._automaton is not None:
+            after = self._automaton.advance(state, data)
+            return DEAD if after < 0 else after
         text, tail = state
         split = split_utf8(tail + data)
         if split is None:
@@ -113,6 +147,8 @@ class Regex(Constraint):
         return known
 
     def next_bytes(self, state: State) -> frozenset[int] | None:
+        if self._automaton is not None:
+            return self._automaton.next_bytes(state)
         text, tail = state
         if tail:
             return CONTINUATION_BYTES
@@ -125,6 +161,8 @@ class Regex(Constraint):
         return None if extendable else frozenset()
 
     def is_complete(self, state: State) -> bool:
+        if self._automaton is not None:
+            return self._automaton.is_accepting(state)
         text, tail = state
         if tail:
             return False
@@ -133,6 +171,27 @@ class Regex(Constraint):
         except TimeoutError:
             return False
         return match is not None
+
+
+    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        if self._automaton is None:
+            return None
+        return self._automaton.token_mask(state, vocab)
+
+
+def _automaton(pattern: str, flags: int) -> tuple[ByteAutomaton | None, str]:
+    """The byte automaton of ``pattern``, or None and the reason it cannot have one."""
+    if flags:
+        return None, "flags are only supported by the backtracking engine"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # re's "possible nested set" etc.: semantics differ
+            dfa = compile_regex(pattern, full_match=True, regex_package=True)
+        return ByteAutomaton(dfa), ""
+    except (RegexUnsupported, AutomatonTooLarge) as err:
+        return None, str(err)
+    except (re.error, Warning, RecursionError, OverflowError, MemoryError) as err:
+        return None, f"{type(err).__name__}: {err}"
 
 
 # Patterns that recurse into the whole pattern cannot be wrapped without changing their meaning.

@@ -95,9 +95,10 @@ class Draw:
 def first_accepted(drawer: Drawer, accept: Accept, prune: Prune | None = None) -> tuple[int, int]:
     """Adaptive rejection sampling: the first accepted token in a without-replacement order.
 
-    Rejected tokens are removed from ``drawer``. After the first rejection, ``prune(drawer)``
-    may remove further tokens known to be rejected (for example every non-EOS token once the
-    text is complete and final). Returns (token or NO_TOKEN, rejections).
+    Rejected tokens are removed from ``drawer``. After a rejection, ``prune(drawer)`` may
+    remove further tokens known to be rejected (for example every non-EOS token once the text
+    is complete and final, or every token outside a mask); it returns True to be called again
+    after the next rejection. Returns (token or NO_TOKEN, rejections).
     """
     rejections = 0
     while True:
@@ -106,8 +107,7 @@ def first_accepted(drawer: Drawer, accept: Accept, prune: Prune | None = None) -
             return token, rejections
         drawer.remove(token)
         rejections += 1
-        if prune is not None:
-            prune(drawer)
+        if prune is not None and not prune(drawer):
             prune = None
 
 
@@ -124,7 +124,7 @@ def lcd(drawer: Drawer, accept: Accept, prune: Prune | None = None) -> Draw:
 def two_loop(drawer: Drawer, accept: Accept, prune: Prune | None = None) -> Draw:
     """The paper's estimator: w = (P - psi0) / (n0 + n1 + 1). See the module docstring.
 
-    Its proof counts every rejection of an unpruned race, so pruning happens before loop 1.
+    Its proof counts every rejection of an unpruned race, so pruning happens once, before loop 1.
     """
     if prune is not None:
         prune(drawer)

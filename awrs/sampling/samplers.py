@@ -10,10 +10,21 @@ sampler            what it does                                               ch
 =================  =========================================================  =============
 ``AWRS``           adaptive weighted rejection sampling (properly weighted)   a few
 ``AWRS("lcd")``    the same loop without weights: locally constrained         a few
+                   decoding
 ``Masking``        checks every token; exact local normaliser                 |V|
 ``Unconstrained``  the model as it is; the constraint is checked at the end   0
 ``Rejection``      one draw per step, a rejected draw kills the particle      1
 =================  =========================================================  =============
+
+Masks. A constraint with a mask engine (:meth:`~awrs.constraints.base.Constraint.token_mask`,
+e.g. a regular :class:`~awrs.constraints.regex.Regex`) can name every allowed token at once.
+AWRS decides per particle and step whether asking is worth it (``masks="auto"``): rejected
+draws are cheap checks, a mask is one whole-vocabulary computation, so it keeps drawing until
+the checks of this step have cost as much as a mask is expected to (the mean of the masks it
+computed so far), then removes every token outside the mask -- the rule that never pays more
+than twice the cheaper choice in hindsight. Removing tokens a mask rules out is removing known
+rejections, which keeps the weights exact. ``masks="always"`` asks before the first draw (with an
+exact mask: one draw, one check, the exact normaliser as weight); ``"never"`` checks only.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ from ..vocab import Vocabulary
 from .awrs import DEFAULT_ROULETTE, ESTIMATORS, Draw, remainder
 from .draw import NO_TOKEN, MassDrawer
 
+MASK_MODES = ("auto", "always", "never")
+INITIAL_MASK_SECONDS = 1e-3  # what a first mask is assumed to cost, before any was measured
+
 
 class TokenChecker:
     """Checks candidate tokens of one particle at one step, each at most once.
@@ -39,7 +53,7 @@ class TokenChecker:
     can still be satisfied after their bytes. Calls are counted and timed in ``stats``.
     """
 
-    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete")
+    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete", "spent")
 
     def __init__(self, constraint: Constraint, state: State, vocab: Vocabulary, stats: Stats):
         self._constraint = constraint
@@ -48,6 +62,7 @@ class TokenChecker:
         self._stats = stats
         self._after: dict[int, State] = {}
         self._complete: bool | None = None
+        self.spent = 0.0  # seconds of token checks so far
 
     @property
     def eos_ids(self) -> np.ndarray:
@@ -56,6 +71,11 @@ class TokenChecker:
     @property
     def exact_masks(self) -> bool:
         return self._constraint.exact_masks
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the constraint may have a mask engine (asking costs one call)."""
+        return type(self._constraint).token_mask is not Constraint.token_mask or self.exact_masks
 
     def candidates(self) -> np.ndarray | None:
         """Token ids that may be accepted, from the constraint's hint; None if any may.
@@ -68,6 +88,18 @@ class TokenChecker:
         self._stats.constraint_checks += 1
         if ids is None:
             return None
+        return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
+
+    def mask(self) -> np.ndarray | None:
+        """The constraint's token mask with EOS ids added; None if it has no mask engine."""
+        started = time.perf_counter()
+        ids = self._constraint.token_mask(self._state, self._vocab)
+        elapsed = time.perf_counter() - started
+        self._stats.constraint_seconds += elapsed
+        if ids is None:
+            return None
+        self._stats.masks += 1
+        self._stats.mask_seconds += elapsed
         return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
     def is_complete(self) -> bool:
@@ -85,7 +117,9 @@ class TokenChecker:
         if after is None:
             started = time.perf_counter()
             after = self._constraint.advance(self._state, self._vocab.tokens[token])
-            self._stats.record_check(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.spent += elapsed
+            self._stats.record_check(elapsed)
             self._stats.constraint_checks += 1
             self._after[token] = after
         return after is not DEAD
@@ -105,15 +139,38 @@ def _only(mass: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return kept
 
 
-def _hint_pruner(accept: TokenChecker):
-    """Prune the tokens the constraint's hint rules out (see Constraint.next_bytes)."""
+class _Pruner:
+    """Removes tokens known to be rejected while AWRS's first loop runs.
 
-    def prune(drawer) -> None:
-        candidates = accept.candidates()
-        if candidates is not None:
-            drawer.restrict(candidates)
+    After the first rejection it applies the constraint's cheap hint; in ``"auto"`` mode it
+    then applies the token mask once this step's checks have cost as much as a mask is
+    expected to (``"always"``: at the first call; ``"never"``: not at all).
+    """
 
-    return prune
+    __slots__ = ("_accept", "_sampler", "_hinted", "_masking")
+
+    def __init__(self, accept: TokenChecker, sampler: AWRS) -> None:
+        self._accept = accept
+        self._sampler = sampler
+        self._hinted = False
+        self._masking = sampler.masks != "never" and accept.has_masks
+
+    def __call__(self, drawer) -> bool:
+        if not self._hinted:
+            self._hinted = True
+            candidates = self._accept.candidates()
+            if candidates is not None:
+                drawer.restrict(candidates)
+        if self._masking and (
+            self._sampler.masks == "always" or self._accept.spent >= self._sampler.expected_mask_seconds
+        ):
+            self._masking = False
+            started = time.perf_counter()
+            mask = self._accept.mask()
+            if mask is not None:
+                drawer.restrict(mask)
+            self._sampler.record_mask(time.perf_counter() - started)
+        return self._masking
 
 
 def _masked_draw(mass: np.ndarray, accept: TokenChecker, rng, weighted: bool) -> Draw:
@@ -121,7 +178,7 @@ def _masked_draw(mass: np.ndarray, accept: TokenChecker, rng, weighted: bool) ->
 
     Only EOS needs a check to know whether it is in the mask (``is_complete``).
     """
-    candidates = accept.candidates()
+    candidates = accept.mask()
     if candidates is None:
         raise ConstraintError("a constraint with exact_masks returned no mask")
     eos = accept.eos_ids
@@ -174,26 +231,51 @@ class AWRS(TokenSampler):
         estimator: ``"remainder"`` (default, lowest variance), ``"two-loop"`` (the paper's) or
             ``"lcd"`` (no weights: fast locally constrained decoding).
         roulette: the remainder estimator's truncation parameter theta (0 disables truncation).
+        masks: when to use the constraint's token masks: ``"auto"`` (when the checks of a step
+            have cost as much as a mask; see the module docstring), ``"always"`` or ``"never"``.
+            The two-loop estimator prunes only before its first loop, so under ``"auto"`` it
+            never masks.
+        initial_mask_seconds: what a mask is assumed to cost until one has been measured.
     """
 
-    def __init__(self, estimator: str = "remainder", *, roulette: float = DEFAULT_ROULETTE):
+    def __init__(
+        self, estimator: str = "remainder", *, roulette: float = DEFAULT_ROULETTE, masks: str = "auto",
+        initial_mask_seconds: float = INITIAL_MASK_SECONDS,
+    ):
         if estimator not in ESTIMATORS:
             raise ConfigError(
                 f"unknown AWRS estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}"
             )
         if roulette < 0:
             raise ConfigError(f"roulette must be >= 0, got {roulette}")
+        if masks not in MASK_MODES:
+            raise ConfigError(f"unknown masks mode {masks!r}; choose one of {', '.join(MASK_MODES)}")
         self.estimator = estimator
         self.roulette = roulette
+        self.masks = masks
         self.name = "lcd" if estimator == "lcd" else f"awrs[{estimator}]"
         self.weighted = estimator != "lcd"
         self._estimate = ESTIMATORS[estimator]
+        self._initial_mask_seconds = initial_mask_seconds
+        self._mask_seconds = 0.0
+        self._mask_count = 0
+
+    @property
+    def expected_mask_seconds(self) -> float:
+        """The mean cost of the masks computed so far (a guess before the first)."""
+        if not self._mask_count:
+            return self._initial_mask_seconds
+        return self._mask_seconds / self._mask_count
+
+    def record_mask(self, seconds: float) -> None:
+        self._mask_seconds += seconds
+        self._mask_count += 1
 
     def propose(self, mass, cumsum, accept, rng) -> Draw:
-        if accept.exact_masks:
+        if self.masks == "always" and accept.exact_masks:
             return _masked_draw(mass, accept, rng, self.weighted)
         drawer = MassDrawer(mass, rng, cumsum)
-        prune = _hint_pruner(accept)
+        prune = _Pruner(accept, self)
         if self._estimate is remainder:
             return remainder(drawer, accept, prune, roulette=self.roulette)
         return self._estimate(drawer, accept, prune)
