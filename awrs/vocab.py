@@ -80,21 +80,9 @@ class Vocabulary:
         return out
 
     @cached_property
-    def byte_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Non-special, non-empty tokens as byte columns, for running automata on all at once.
-
-        Returns ``(columns, lengths, ids)``: ``columns[j, i]`` is byte j of token ``ids[i]``
-        (zero past its end), ``lengths[i]`` its length.
-        """
-        ids = np.array(
-            [i for i, t in enumerate(self.tokens) if t and i not in self.special_ids], dtype=np.int64
-        )
-        lengths = np.array([len(self.tokens[i]) for i in ids], dtype=np.int64)
-        columns = np.zeros((int(lengths.max()) if len(ids) else 0, len(ids)), dtype=np.uint8)
-        for row, i in enumerate(ids):
-            token = self.tokens[i]
-            columns[: len(token), row] = np.frombuffer(token, dtype=np.uint8)
-        return columns, lengths, ids
+    def byte_trie(self) -> ByteTrie:
+        """The trie of the non-special tokens' bytes, level by level, for running automata."""
+        return ByteTrie.build(self)
 
     @cached_property
     def _first_byte_groups(self) -> list[np.ndarray]:
@@ -129,6 +117,49 @@ class Vocabulary:
 
 
 # --- Building a Vocabulary from a Hugging Face tokenizer -------------------------------------
+
+
+@dataclass(frozen=True)
+class ByteTrie:
+    """The prefixes of a vocabulary's tokens, one array per depth.
+
+    Node i of depth d (d >= 1) extends node ``parents[d-1][i]`` of depth d - 1 (depth 0 is the
+    empty prefix, a single node) by byte ``bytes_[d-1][i]``. Token ``ends[d-1][1][k]`` is the
+    prefix ``ends[d-1][0][k]`` of depth d. Running an automaton over the trie reads each shared
+    prefix once: about 100k nodes for SmolLM2's 49k tokens of 332k bytes.
+    """
+
+    parents: tuple[np.ndarray, ...]
+    bytes_: tuple[np.ndarray, ...]
+    ends: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @classmethod
+    def build(cls, vocab: Vocabulary) -> ByteTrie:
+        index: list[dict[bytes, int]] = []  # per depth: prefix -> node
+        parents: list[list[int]] = []
+        bytes_: list[list[int]] = []
+        ends: list[tuple[list[int], list[int]]] = []
+        for token_id, token in enumerate(vocab.tokens):
+            if not token or token_id in vocab.special_ids:
+                continue
+            for depth in range(1, len(token) + 1):
+                if len(index) < depth:
+                    index.append({})
+                    parents.append([])
+                    bytes_.append([])
+                    ends.append(([], []))
+                prefix = token[:depth]
+                if prefix not in index[depth - 1]:
+                    index[depth - 1][prefix] = len(parents[depth - 1])
+                    parents[depth - 1].append(index[depth - 2][token[: depth - 1]] if depth > 1 else 0)
+                    bytes_[depth - 1].append(token[depth - 1])
+            ends[len(token) - 1][0].append(index[len(token) - 1][token])
+            ends[len(token) - 1][1].append(token_id)
+        return cls(
+            tuple(np.array(p, dtype=np.int64) for p in parents),
+            tuple(np.array(b, dtype=np.int64) for b in bytes_),
+            tuple((np.array(n, dtype=np.int64), np.array(t, dtype=np.int64)) for n, t in ends),
+        )
 
 
 def _gpt2_byte_decoder() -> dict[str, int]:

@@ -187,23 +187,18 @@ class ByteAutomaton:
 
 
 def _walk(flat: np.ndarray, dead: int, state: int, vocab: Vocabulary) -> np.ndarray:
-    """Run every token's bytes from ``state`` at once, one byte position per numpy step.
+    """Run the automaton from ``state`` over the vocabulary's byte trie, one depth per step.
 
-    ``flat[s * 256 + b]`` is the transition table with the dead state numbered ``dead``. Only
-    tokens still alive and not yet finished are carried to the next position, so the work is
-    the bytes read before each token dies (most die at their first byte).
+    ``flat[s * 256 + b]`` is the transition table with the dead state numbered ``dead`` (which
+    maps to itself). Every prefix shared by several tokens is read once.
     """
-    columns, lengths, ids = vocab.byte_columns
-    allowed = np.zeros(len(ids), dtype=bool)
-    active = np.arange(len(ids))
-    current = np.full(len(ids), state, dtype=np.int64)
-    for position in range(len(columns)):
-        current = flat[current * 256 + columns[position, active]]
-        alive = current != dead
-        ended = lengths[active] == position + 1
-        allowed[active[alive & ended]] = True
-        keep = alive & ~ended
-        active, current = active[keep], current[keep]
-        if not len(active):
+    trie = vocab.byte_trie
+    allowed = []
+    states = np.array([state], dtype=np.int64)
+    for parents, bytes_, (end_nodes, end_ids) in zip(trie.parents, trie.bytes_, trie.ends):
+        states = flat[states[parents] * 256 + bytes_]
+        if len(end_ids):
+            allowed.append(end_ids[states[end_nodes] != dead])
+        if not (states != dead).any():
             break
-    return np.sort(ids[allowed])
+    return np.sort(np.concatenate(allowed)) if allowed else np.zeros(0, dtype=np.int64)
