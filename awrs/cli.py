@@ -3,7 +3,7 @@
     awrs generate --prompt TEXT (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles)
                   [--chat] [--particles N] [--max-tokens N] [--method M] [--seed S] [--model PATH] [--json]
     awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
-    awrs coverage json|spider --data DIR [--limit N] [--json]
+    awrs coverage json|spider|patterns --data DIR [--limit N] [--examples K] [--seed S] [--json]
     awrs eval DOMAIN --data DIR --out FILE.jsonl [--method M] [--particles N] [--max-tokens N] [--limit K]
               [--seed S] [--model PATH]
     awrs report RESULTS.jsonl... --out REPORT.md [--plot REPORT.png]
@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--method", choices=list(METHODS), default="awrs-smc")
     gen.add_argument("--estimator", choices=["remainder", "two-loop"], default="remainder",
                      help="AWRS weight estimator (default: remainder)")
+    gen.add_argument("--masks", choices=["auto", "always", "never"], default="auto",
+                     help="when AWRS uses the constraint's whole-vocabulary token masks, if it has "
+                          "them (a regex without lookarounds or backreferences does): auto (once a "
+                          "step's rejections cost as much as a mask), always, never (default: auto)")
     gen.add_argument("--ess-threshold", type=float, default=0.5,
                      help="resample when ESS < this fraction of particles (SMC methods)")
     gen.add_argument("--seed", type=int, default=None)
@@ -136,10 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--prefix", action="store_true", help="check it as a prefix that may still be completed")
 
     coverage = commands.add_parser("coverage", help="measure a constraint family on real labelled data")
-    coverage.add_argument("family", choices=["json", "spider"])
+    coverage.add_argument("family", choices=["json", "spider", "patterns"])
     coverage.add_argument("--data", required=True, metavar="DIR",
                           help="data folder (e.g. ../shared/data, or a folder in the same layout)")
-    coverage.add_argument("--limit", type=positive_int, default=None, help="read at most N instances")
+    coverage.add_argument("--limit", type=positive_int, default=None,
+                          help="read at most N instances (json), queries per database (spider) or patterns")
+    coverage.add_argument("--examples", type=positive_int, default=3, metavar="K",
+                          help="patterns: positive examples to generate per pattern (default: 3)")
+    coverage.add_argument("--seed", type=int, default=0, help="seeds sampling and pieces (default: 0)")
     coverage.add_argument("--constraint", choices=["grammar", "sql", "sql-shipped"], default="grammar",
                           help="spider: the shipped grammar, the schema-built Sql, or Sql on the shipped grammar")
     coverage.add_argument("--pieces", choices=["chars", "tokenizer"], default="chars",
@@ -237,7 +245,12 @@ def _coverage(args) -> int:
     if args.family == "json":
         from .coverage.json import coverage, format_report
 
-        report = coverage(Path(args.data), limit=args.limit)
+        report = coverage(Path(args.data), limit=args.limit, seed=args.seed)
+    elif args.family == "patterns":
+        from .coverage.patterns import format_patterns_coverage as format_report
+        from .coverage.patterns import patterns_coverage
+
+        report = patterns_coverage(Path(args.data), limit=args.limit, examples=args.examples, seed=args.seed)
     else:
         from .coverage.spider import format_spider_coverage as format_report
         from .coverage.spider import spider_coverage
@@ -245,7 +258,9 @@ def _coverage(args) -> int:
         data = Path(args.data)
         if (data / "spider").is_dir() and not (data / "dev.json").is_file():
             data = data / "spider"
-        report = spider_coverage(data, constraint=args.constraint, limit=args.limit, pieces=args.pieces)
+        report = spider_coverage(
+            data, constraint=args.constraint, limit=args.limit, pieces=args.pieces, seed=args.seed
+        )
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0
 
@@ -259,7 +274,7 @@ def _generate(args) -> int:
         model, args.prompt, constraint,
         particles=args.particles, max_tokens=args.max_tokens, method=args.method,
         seed=args.seed, chat=args.chat, system=args.system, ess_threshold=args.ess_threshold,
-        estimator=args.estimator, time_limit=args.time_limit,
+        estimator=args.estimator, masks=args.masks, time_limit=args.time_limit,
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:

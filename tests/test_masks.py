@@ -36,7 +36,7 @@ def test_regular_patterns_get_the_automaton(pattern):
 @pytest.mark.parametrize(
     "pattern, flags",
     [(r"(a)\1", 0), (r"(?=a)a", 0), (r"\p{Lu}", 0), (r"[[:alpha:]]", 0), (r"a", 2), (r"a\bb", 0), (r"x^y", 0),
-     (r"(?i)yes", 0)],
+     (r"(?i)yes", 0), (r"[^\s\S]", 0), (r"[^\Sa]", 0)],
 )
 def test_other_patterns_keep_the_backtracking_engine(pattern, flags):
     constraint = Regex(pattern, flags)

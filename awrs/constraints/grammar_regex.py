@@ -260,8 +260,16 @@ def _category(code, flags: int) -> Ranges:
     return complement(s) if negated else s
 
 
+_NEGATED_CATEGORIES = (_c.CATEGORY_NOT_DIGIT, _c.CATEGORY_NOT_SPACE, _c.CATEGORY_NOT_WORD)
+
+
 def _class_items(items, flags: int) -> Ranges:
-    negate = False
+    negate = items and items[0][0] is _c.NEGATE
+    if negate and flags & REGEX_PACKAGE and any(
+        op is _c.CATEGORY and av in _NEGATED_CATEGORIES for op, av in items
+    ):
+        # The regex package reads these unlike re: [^\s\S] matches every character there.
+        raise RegexUnsupported("a negated class holding \\D, \\S or \\W (the regex package reads it unlike re)")
     parts = []
     for op, av in items:
         if op is _c.NEGATE:
