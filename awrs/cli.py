@@ -96,9 +96,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
         "--model", default=None, metavar="PATH",
         help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
     )
-    backends = ["hf", "llamacpp"] + (["both"] if both else [])
-    parser.add_argument("--backend", choices=backends, default="hf",
-                        help="model backend: transformers (hf, default) or llama.cpp (GGUF files)"
+    backends = ["auto", "hf", "llamacpp"] + (["both"] if both else [])
+    parser.add_argument("--backend", choices=backends, default="auto",
+                        help="model backend: transformers (hf), llama.cpp (GGUF files) or auto (the "
+                             "default: llama.cpp when llama-cpp-python is installed, else hf)"
                         + ("; both: side by side" if both else ""))
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for the llamacpp backend (default: all cores)")
@@ -225,7 +226,7 @@ def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
 
     backend = backend or args.backend
-    options = {"n_threads": args.threads} if backend == "llamacpp" and args.threads else {}
+    options = {"n_threads": args.threads} if backend in ("llamacpp", "auto") and args.threads else {}
     return load_model(args.model, backend=backend, **options)
 
 
@@ -278,9 +279,9 @@ def _generate(args) -> int:
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
+        print(json.dumps({**result.to_json(), "model": model.name, "backend": model.backend}, ensure_ascii=False))
     else:
-        print(format_result(result, model.name))
+        print(format_result(result, f"{model.name} ({model.backend})"))
     return 0
 
 

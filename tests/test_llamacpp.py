@@ -36,7 +36,7 @@ def hf():
     pytest.importorskip("transformers")
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)  # the same reason as above; restored after this module
-    yield awrs.load_model()
+    yield awrs.load_model(backend="hf")
     torch.set_num_threads(threads)
 
 
@@ -326,3 +326,16 @@ def test_limits_are_model_errors_that_say_how_to_raise_them():
     small.close()
     with pytest.raises(awrs.ModelError, match="closed"):
         small.open(prompt, 1)
+
+
+def test_auto_backend_picks_llamacpp_for_gguf_models_when_it_is_installed(tmp_path, monkeypatch):
+    import importlib.util
+
+    from awrs.models import _auto_backend
+
+    assert _auto_backend(None) == "llamacpp"  # the embedded GGUF
+    assert _auto_backend(tmp_path / "model.gguf") == "llamacpp"
+    assert _auto_backend(tmp_path) == "hf"  # a Hugging Face directory
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    assert _auto_backend(None) == "hf"

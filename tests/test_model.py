@@ -25,7 +25,7 @@ pytestmark = pytest.mark.model
 def model():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    return awrs.load_model()
+    return awrs.load_model(backend="hf")
 
 
 def test_vocabulary_of_the_embedded_model(model):
@@ -61,6 +61,7 @@ def test_cli_json_contract(model):
     data = json.loads(done.stdout)
     assert set(data) >= {"samples", "posterior", "log_marginal_likelihood", "eos_token_ids", "stats"}
     assert data["eos_token_ids"] == [0, 2]
+    assert data["model"] == "SmolLM2-135M-Instruct" and data["backend"] in ("hf", "llamacpp")
     assert data["samples"] and all(awrs.Regex(r" ?\d{1,3}").accepts(s["text"]) for s in data["samples"])
     assert abs(sum(s["probability"] for s in data["samples"]) - 1) < 1e-9
 
@@ -91,7 +92,7 @@ def test_gguf_conversion_into_a_fresh_cache(tmp_path, monkeypatch, model):
 
     monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path))
     gguf = embedded_gguf_path()
-    fresh = awrs.load_model(gguf, verbose=False)
+    fresh = awrs.load_model(gguf, verbose=False, backend="hf")
     target = converted_path(gguf)
     assert str(target).startswith(str(tmp_path)) and (target / MARKER).is_file()
     assert fresh.vocab.tokens == model.vocab.tokens and fresh.vocab.eos_ids == model.vocab.eos_ids

@@ -15,11 +15,11 @@ from .table import TableModel
 __all__ = ["DecodingSession", "LanguageModel", "TableModel", "load_model"]
 
 
-BACKENDS = ("hf", "llamacpp")
+BACKENDS = ("auto", "hf", "llamacpp")
 
 
 def load_model(
-    path: str | Path | None = None, *, device: str = "cpu", verbose: bool = True, backend: str = "hf",
+    path: str | Path | None = None, *, device: str = "cpu", verbose: bool = True, backend: str = "auto",
     **backend_options,
 ) -> LanguageModel:
     """Load a language model.
@@ -30,8 +30,11 @@ def load_model(
         device: torch device, ``"cpu"`` by default (``llamacpp``: ``"cpu"`` keeps every layer on
             the CPU; anything else offloads all layers if llama.cpp was built for a GPU).
         verbose: say on stderr when a one-time conversion runs (``hf``; ``llamacpp`` converts nothing).
-        backend: ``"hf"`` (transformers; a GGUF file is dequantized to float32 once and cached) or
-            ``"llamacpp"`` (llama-cpp-python; reads the GGUF file as it is).
+        backend: ``"hf"`` (transformers; a GGUF file is dequantized to float32 once and cached),
+            ``"llamacpp"`` (llama-cpp-python; reads the GGUF file as it is), or ``"auto"`` (the
+            default): llama.cpp for a GGUF model (the embedded one included) when
+            llama-cpp-python is installed and loads -- it is 2-2.5x faster on CPUs -- otherwise
+            transformers. ``model.backend`` says which one was chosen.
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
             4096), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
             cores), ``n_gpu_layers``, ``flash_attn``, ``log`` (print llama.cpp's log), ``name``;
@@ -41,6 +44,10 @@ def load_model(
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = _auto_backend(path)
+        if backend == "hf":
+            backend_options.pop("n_threads", None)  # a thread count only llama.cpp would use
     if backend == "llamacpp":
         return _load_llamacpp(path, device=device, **backend_options)
     if backend_options:
@@ -69,6 +76,24 @@ def load_model(
         model.name = path.stem
         return model
     return HFModel.from_directory(path, device=device)
+
+
+def _auto_backend(path) -> str:
+    """llama.cpp for GGUF models when it is installed and loads, else transformers."""
+    is_gguf = path is None or Path(path).expanduser().suffix == ".gguf"
+    if not is_gguf:
+        return "hf"
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "hf"
+    try:
+        from .llamacpp import _llama
+
+        _llama()
+    except ModelError:  # installed but broken (e.g. built for another CPU): transformers
+        return "hf"
+    return "llamacpp"
 
 
 def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:

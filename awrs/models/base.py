@@ -50,6 +50,7 @@ class LanguageModel(ABC):
 
     vocab: Vocabulary
     name: str = "model"
+    backend: str = "custom"  # "hf", "llamacpp", "table": which implementation runs it
 
     @abstractmethod
     def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:

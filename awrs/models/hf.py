@@ -49,6 +49,8 @@ class HFModel(LanguageModel):
         name: shown in results and messages.
     """
 
+    backend = "hf"
+
     def __init__(self, model, tokenizer, name: str = "hf") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer

@@ -151,6 +151,8 @@ class LlamaCppModel(LanguageModel):
         log: print llama.cpp's own log on stderr (it is otherwise kept for error messages).
     """
 
+    backend = "llamacpp"
+
     def __init__(
         self,
         path: str | Path,

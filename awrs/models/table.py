@@ -28,6 +28,8 @@ class TableModel(LanguageModel):
         special: ids of other special tokens.
     """
 
+    backend = "table"
+
     def __init__(
         self,
         tokens: Sequence[bytes | str],

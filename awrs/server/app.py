@@ -472,7 +472,7 @@ def _stream_chunks(head: dict, choices: list[dict], usage: dict, ext: dict, *, c
 
 
 def serve(
-    model_path: str | None = None, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "hf",
+    model_path: str | None = None, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",
     device: str = "cpu", model_name: str | None = None, api_key: str | None = None,
     log_level: str = "info", **limits,
 ) -> None:

@@ -43,7 +43,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, metavar="PATH",
         help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
     )
-    parser.add_argument("--backend", choices=["hf", "llamacpp"], default="hf", help="model backend (default: hf)")
+    parser.add_argument("--backend", choices=["auto", "hf", "llamacpp"], default="auto",
+                        help="model backend (default: auto, llama.cpp when installed, else hf)")
     parser.add_argument("--device", default="cpu", help="torch device for the hf backend (default: cpu)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: 127.0.0.1, this machine only)")
