@@ -137,6 +137,12 @@ def test_methods_and_options(client):
         assert ext["method"] == method
         if method != "unconstrained" or ext["posterior"]:
             assert regex.fullmatch("[a-z]{1,3}", response.choices[0].text)
+    response = client.completions.create(
+        model="toy", prompt="x", max_tokens=6, seed=2,
+        extra_body={"guided_regex": "[a-z]{1,3}", "particles": 4, "masks": "always"},
+    )
+    assert awrs_field(response)["stats"]["masks"] > 0
+    assert regex.fullmatch("[a-z]{1,3}", response.choices[0].text)
 
 
 def test_no_sample_finishes_with_length(client):
@@ -285,6 +291,7 @@ BAD_REQUESTS = [
     ("unknown method", CHAT, {"messages": chat("x"), "method": "beam"}, 400, "method", "invalid_value"),
     ("disabled method", CHAT, {"messages": chat("x"), "method": "rejection"}, 400, "method", "invalid_value"),
     ("bad ess_threshold", CHAT, {"messages": chat("x"), "ess_threshold": 2}, 400, "ess_threshold", "invalid_value"),
+    ("bad masks", CHAT, {"messages": chat("x"), "masks": "often"}, 400, "masks", "invalid_value"),
     ("negative seed", CHAT, {"messages": chat("x"), "seed": -1}, 400, "seed", "invalid_value"),
     ("bad time_limit", CHAT, {"messages": chat("x"), "time_limit": 0}, 400, "time_limit", "invalid_value"),
     ("temperature", CHAT, {"messages": chat("x"), "temperature": 0.2}, 400, "temperature", "unsupported_parameter"),

@@ -276,6 +276,8 @@ class AWRS(TokenSampler):
             return _masked_draw(mass, accept, rng, self.weighted)
         drawer = MassDrawer(mass, rng, cumsum)
         prune = _Pruner(accept, self)
+        if self.masks == "always":
+            prune(drawer)  # hint and mask before the first draw
         if self._estimate is remainder:
             return remainder(drawer, accept, prune, roulette=self.roulette)
         return self._estimate(drawer, accept, prune)

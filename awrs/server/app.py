@@ -4,7 +4,7 @@ Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/mo
 ``GET /health``. A request's constraint comes from ``response_format`` (``json_schema`` or
 ``json_object``) or from vLLM's extension fields ``guided_regex``, ``guided_json``,
 ``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
-``method``, ``seed``, ``ess_threshold`` and ``time_limit``. ``n`` returns the ``n`` most
+``method``, ``seed``, ``ess_threshold``, ``masks`` and ``time_limit``. ``n`` returns the ``n`` most
 probable texts of the posterior as choices; the response's ``awrs`` field carries the
 posterior, the estimate of log P(constraint), the weighted samples, the run statistics and
 which batch the request ran in.
@@ -40,6 +40,7 @@ from starlette.requests import ClientDisconnect
 from ..constraints import Predicate, Regex
 from ..errors import AwrsError
 from ..models.base import LanguageModel
+from ..sampling.samplers import MASK_MODES
 from .batcher import Batcher, Outcome, Ticket
 from .errors import ApiError, bad_request, error_body
 from .limits import Limits
@@ -176,6 +177,11 @@ def request_options(request: _Common, limits: Limits, *, max_tokens: int | None)
             raise bad_request(f"ess_threshold must be in [0, 1], got {request.ess_threshold}",
                               param="ess_threshold", code="invalid_value")
         options["ess_threshold"] = request.ess_threshold
+    if request.masks is not None:
+        if request.masks not in MASK_MODES:
+            raise bad_request(f"masks must be one of {', '.join(MASK_MODES)}, got {request.masks!r}",
+                              param="masks", code="invalid_value")
+        options["masks"] = request.masks
     time_limit = limits.max_seconds
     if request.time_limit is not None:
         if not request.time_limit > 0:

@@ -73,6 +73,7 @@ class _Common(_Strict):
     particles: int | None = None
     method: str | None = None
     ess_threshold: float | None = None
+    masks: str | None = None
     time_limit: float | None = None
     # OpenAI sampling fields, accepted at their neutral values only
     temperature: float | None = None
