@@ -218,3 +218,20 @@ def test_awrs_is_exact_on_the_real_next_token_distribution(backend_model):
     buckets.append((1.0 - g[frequent].sum(), n - sum(counts.get(int(t), 0) for t in frequent)))
     for p, count in buckets:
         assert abs(count / n - p) <= 5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-9
+
+
+def test_token_masks_on_the_real_vocabulary(backend_model):
+    """Regex-automaton and grammar masks equal checking all 49k tokens, at real prefixes."""
+    from awrs.constraints import DEAD
+
+    vocab = backend_model.vocab
+    regex = awrs.Regex(r"[A-Z][a-z ,']{8,150}\.")
+    grammar = awrs.Grammar('start: "SELECT " NAME ("," NAME)* " FROM " NAME\nNAME: /[a-z_é]+/')
+    for constraint, prefixes in ((regex, ["", "The ocean", "The ocean is vast, deep"]),
+                                 (grammar, ["SELECT na", "SELECT name,é"])):
+        for prefix in prefixes:
+            state = constraint.advance(constraint.start(), prefix.encode())
+            assert state is not DEAD, prefix
+            expected = [t for t, token in enumerate(vocab.tokens)
+                        if t not in vocab.special_ids and constraint.advance(state, token) is not DEAD]
+            assert constraint.token_mask(state, vocab).tolist() == expected, (constraint, prefix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,87 @@ def test_mask_modes_are_validated():
     result = awrs.generate(model, [], Regex("a+"), masks="always", particles=4, max_tokens=4, seed=0)
     assert result.samples and all(set(s.text) == {"a"} for s in result.samples)
     assert result.stats.masks > 0
+
+
+# --- grammar masks (llguidance over the vocabulary) ---------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "grammar"
+SQL_PIECES = [b"SELECT", b" FROM", b" WHERE", b" name", b"name", b" count", b"(*)", b" =", b" '",
+              b"singer", b" singer", b"_id", b" AS", b" T1", b"T1.", b" JOIN", b" ON", b",", b", ",
+              b" ORDER BY", b" DESC", b" LIMIT", b" 1", b"Country", b" country", "é".encode(), b"\xe6\x97"]
+
+
+def _byte_vocabulary(pieces) -> Vocabulary:
+    tokens = tuple(bytes([b]) for b in range(256)) + tuple(pieces) + (b"<eos>",)
+    return Vocabulary(tokens, frozenset({len(tokens) - 1}))
+
+
+def _grammar_cases():
+    json_grammar = awrs.Grammar(
+        r"""
+        ?start: value
+        ?value: object | array | ESCAPED_STRING | SIGNED_NUMBER | "true" | "null"
+        array: "[" [value ("," value)*] "]"
+        object: "{" [ESCAPED_STRING ":" value ("," ESCAPED_STRING ":" value)*] "}"
+        %import common.ESCAPED_STRING
+        %import common.SIGNED_NUMBER
+        %import common.WS
+        %ignore WS
+        """
+    )
+    cases = [(json_grammar, ['{"a": [1, -2.5e3, "x\\"y", true]}', '[null, "é日"]'])]
+    goal = FIXTURES / "goal_inference.lark"
+    cases.append((awrs.Grammar(goal.read_text()), [" (on b1 b2) (clear b3) (arm-empty)"]))
+    grammar = FIXTURES / "concert_singer.lark"
+    if grammar.is_file():
+        cases.append((awrs.Grammar(grammar.read_text()), [
+            "SELECT count(*) FROM singer",
+            "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.concert_id ORDER BY T1.age DESC LIMIT 1",
+        ]))
+    return cases
+
+
+def test_grammar_token_masks_are_exactly_the_accepted_tokens():
+    """At every prefix of valid texts (bytes, and tokens split mid-character), on grammars with
+    forced literals, lazy terminals and %ignore: the llguidance mask equals checking each token."""
+    vocab = _byte_vocabulary(SQL_PIECES + [b'{"', b'":', b'",', b"[1", b"true", b" (on", b" b1", b"clear"])
+    for grammar, texts in _grammar_cases():
+        assert grammar.exact_masks
+        for text in texts:
+            data = text.encode()
+            for cut in range(len(data) + 1):
+                state = grammar.advance(grammar.start(), data[:cut])
+                assert state is not DEAD, (text, cut)
+                expected = [
+                    t for t, token in enumerate(vocab.tokens)
+                    if t not in vocab.special_ids and grammar.advance(state, token) is not DEAD
+                ]
+                assert grammar.token_mask(state, vocab).tolist() == expected, (text, data[:cut])
+
+
+def test_grammar_masks_with_a_vocabulary_lacking_single_bytes():
+    """Forced text may be spelled by any tokens (llguidance's forcing is off), and text the
+    vocabulary cannot spell greedily gets no mask (checks only, still exact)."""
+    grammar = awrs.Grammar('start: "SELECT " NAME " FROM " NAME\nNAME: /[a-z]+/')
+    pieces = [b"SEL", b"ECT", b"SELECT ", b"S", b"a", b"ab", b" FROM", b" ", b"F", b"ROM", b"<eos>"]
+    vocab = Vocabulary(tuple(pieces), frozenset({len(pieces) - 1}))
+    for text in [b"", b"S", b"SELECT ab", b"SELECT ab ", b"SELECT ab F"]:
+        state = grammar.advance(grammar.start(), text)
+        expected = [t for t, token in enumerate(pieces[:-1]) if grammar.advance(state, token) is not DEAD]
+        assert grammar.token_mask(state, vocab).tolist() == expected, text
+    unspellable = grammar.advance(grammar.start(), b"SELECT x")
+    assert unspellable is not DEAD and grammar.token_mask(unspellable, vocab) is None
+
+
+def test_sql_masks_come_from_its_grammar(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT)")
+    sql = awrs.Sql(db)
+    vocab = _byte_vocabulary(SQL_PIECES)
+    state = sql.advance(sql.start(), b"SELECT name FROM")
+    expected = [t for t, token in enumerate(vocab.tokens)
+                if t not in vocab.special_ids and sql.advance(state, token) is not DEAD]
+    assert sql.exact_masks and sql.token_mask(state, vocab).tolist() == expected

@@ -27,10 +27,15 @@ States wrap one llguidance matcher each, never mutated after creation: ``advance
 matcher and feeds it the new bytes (cost: the new bytes, plus a copy that grows slowly with the
 text). Bytes of a character split across tokens are fed as they come: the engine works on
 UTF-8 bytes. ``next_bytes`` is exact (the engine's mask over the 256 bytes), so samplers skip
-every token whose first byte cannot follow. Whole-vocabulary masks (``exact_masks``) are not
-offered: over a character-level grammar llguidance needs an Earley step per byte of the token
-trie, 0.02-185 ms per mask on the embedded 49k vocabulary (185 ms inside a string literal),
-where AWRS needs about two checks of ~20 us each.
+every token whose first byte cannot follow.
+
+Whole-vocabulary token masks (``token_mask``, ``exact_masks``) come from a second llguidance
+matcher over the model's own vocabulary, built once per vocabulary and replayed to the state's
+text when a mask is asked for: the same grammar and engine, so the mask is exactly the set of
+tokens ``advance`` accepts. Over a character-level grammar a mask needs an Earley step per byte
+of the token trie, 0.02-185 ms on the embedded 49k vocabulary (185 ms inside a string
+literal), where AWRS needs about two checks of ~20 us each: samplers use masks only when a
+step's rejections have cost as much (see :mod:`awrs.sampling.samplers`).
 
 Grammar text that Lark rejects, a terminal regex a context-free grammar cannot express
 (lookaheads, anchors, backreferences), or a grammar too large for the engine raises
@@ -42,6 +47,7 @@ than reject a prefix it could not decide.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -103,17 +109,50 @@ def byte_tokenizer():
     return llg.LLTokenizer(llg.TokenizerWrapper(_ByteTokenizer()), slices=[])
 
 
+class _VocabularyTokenizer:
+    """A model vocabulary as llguidance expects a tokenizer (greedy longest-match encoding)."""
+
+    def __init__(self, vocab) -> None:
+        self.tokens = list(vocab.tokens)
+        self.eos_token_id = min(vocab.eos_ids)
+        self.bos_token_id = None
+        self.special_token_ids = sorted(vocab.special_ids)
+        self._ids = {}
+        for i, token in enumerate(self.tokens):
+            if token and i not in vocab.special_ids:
+                self._ids.setdefault(token, i)
+        self._longest = max((len(t) for t in self._ids), default=1)
+
+    def __call__(self, text):
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        out, at = [], 0
+        while at < len(data):
+            for size in range(min(self._longest, len(data) - at), 0, -1):
+                token = self._ids.get(data[at : at + size])
+                if token is not None:
+                    out.append(token)
+                    at += size
+                    break
+            else:
+                raise ValueError(f"byte {data[at]:#x} is not a token of this vocabulary")
+        return out
+
+
 class GrammarState:
     """An immutable Earley chart after some bytes (wraps a matcher that is never mutated)."""
 
-    __slots__ = ("_matcher", "length")
+    __slots__ = ("_matcher", "text")
 
-    def __init__(self, matcher, length: int) -> None:
+    def __init__(self, matcher, text: bytes) -> None:
         self._matcher = matcher
-        self.length = length  # bytes consumed so far
+        self.text = text  # bytes consumed so far (replayed for token masks)
+
+    @property
+    def length(self) -> int:
+        return len(self.text)
 
     def __repr__(self) -> str:
-        return f"GrammarState(after {self.length} bytes)"
+        return f"GrammarState(after {len(self.text)} bytes)"
 
 
 class Grammar(Constraint):
@@ -142,7 +181,12 @@ class Grammar(Constraint):
             raise ConfigError(f"grammar rejected by the engine: {_one_line(str(err))}") from None
         if matcher.is_error():
             raise ConfigError(f"grammar rejected by the engine: {_one_line(matcher.get_error())}")
-        self._start = GrammarState(matcher, 0)
+        self._start = GrammarState(matcher, b"")
+        self._limits = limits
+        self._token_matchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    exact_masks = True
 
     def describe(self) -> str:
         first = next((line.strip() for line in self.source.splitlines() if line.strip()), "")
@@ -165,7 +209,7 @@ class Grammar(Constraint):
             raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
         if consumed < len(data):
             return DEAD
-        return GrammarState(matcher, state.length + len(data))
+        return GrammarState(matcher, state.text + data)
 
     def is_complete(self, state: State) -> bool:
         if self.compiled.empty_language:
@@ -181,6 +225,46 @@ class Grammar(Constraint):
         mask = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
         bits = np.unpackbits(mask, bitorder="little")[:256]
         return frozenset(np.flatnonzero(bits).tolist())
+
+
+    def _token_matcher(self, vocab):
+        """(tokenizer, matcher at the empty text) over ``vocab``, built once per vocabulary."""
+        with self._lock:
+            found = self._token_matchers.get(vocab)
+        if found is None:
+            llg = _llguidance()
+            encode = _VocabularyTokenizer(vocab)
+            tokenizer = llg.LLTokenizer(llg.TokenizerWrapper(encode))
+            # no_forcing: without it llguidance allows only the greedy tokenization of forced
+            # text ("SELECT " but not "S" at the start), fewer tokens than advance accepts
+            grammar = llg.LLMatcher.grammar_from_lark('%llguidance {"no_forcing": true}\n' + self.compiled.text)
+            matcher = llg.LLMatcher(tokenizer, grammar, log_level=0, limits=self._limits)
+            if matcher.is_error():  # pragma: no cover - the byte-level matcher compiled the same grammar
+                raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
+            found = (encode, matcher)
+            with self._lock:
+                self._token_matchers[vocab] = found
+        return found
+
+    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        if self.compiled.empty_language:
+            return np.zeros(0, dtype=np.int64)
+        encode, template = self._token_matcher(vocab)
+        matcher = template.deep_copy()
+        try:
+            ids = encode(state.text)
+        except ValueError:  # text this vocabulary cannot spell greedily: no mask, checks only
+            return None
+        if ids and matcher.try_consume_tokens(ids) < len(ids):
+            raise ConstraintError("the grammar's token matcher rejected a text its byte matcher accepted")
+        if matcher.is_error():
+            raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
+        if matcher.is_stopped():
+            return np.zeros(0, dtype=np.int64)
+        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        allowed = np.flatnonzero(bits[: len(vocab)])
+        keep = ~np.isin(allowed, np.fromiter(vocab.special_ids, dtype=np.int64))
+        return allowed[keep].astype(np.int64)
 
 
 def _one_line(message: str) -> str:

@@ -169,6 +169,11 @@ class Sql(Constraint):
     def next_bytes(self, state: State):
         return self.grammar.next_bytes(state[0])
 
+    exact_masks = True  # prefixes are the grammar's alone; the database is asked at the end
+
+    def token_mask(self, state: State, vocab):
+        return self.grammar.token_mask(state[0], vocab)
+
     def is_complete(self, state: State) -> bool:
         gstate, text = state
         if not self.grammar.is_complete(gstate):
