@@ -225,6 +225,12 @@ def test_spider_execution_accuracy(tmp_path):
     assert dom.score(count, "SELECT nonsense FROM")["valid"] is False
     assert same_results("SELECT a FROM t", [(1,), (2,)], [(2,), (1,)])
     assert not same_results("SELECT a FROM t", [(1,), (1,)], [(1,)])  # multisets, not sets
+    # columns in another order match; rows keep their pairing
+    assert same_results("SELECT a, b FROM t", [(1, "x"), (2, "y")], [("y", 2), ("x", 1)])
+    assert not same_results("SELECT a, b FROM t", [(1, "x"), (2, "y")], [("y", 1), ("x", 2)])
+    assert same_results("SELECT a, b FROM t ORDER BY a", [(1, 1), (2, 3)], [(1, 1), (3, 2)])
+    assert not same_results("SELECT a, b FROM t ORDER BY a", [(1, "x"), (2, "y")], [("y", 2), ("x", 1)])
+    assert not same_results("SELECT a FROM t", [(1,)], [(1, 2)]) and same_results("SELECT a FROM t", [], [])
     db = root / "database" / "shop" / "shop.sqlite"
     with pytest.raises(sqlite3.OperationalError):  # the progress handler interrupts it
         execute(db, "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r",

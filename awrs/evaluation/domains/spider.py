@@ -60,16 +60,54 @@ def _norm(value):
 
 
 def same_results(gold_sql: str, gold: list[tuple], pred: list[tuple]) -> bool:
-    """Spider-style result comparison: multisets of rows, or lists when the gold query has ORDER BY.
+    """Spider-style result comparison (as the Spider test-suite evaluation compares results).
 
-    Columns are compared in order (Spider's evaluator also tries column permutations; this
-    harness does not).
+    Rows are compared as multisets, or as lists when the gold query has ORDER BY; the predicted
+    columns may come in any order (``SELECT name, age`` matches ``SELECT age, name``): every
+    permutation that maps each gold column to a predicted column with the same set of values
+    is tried.
     """
     gold_rows = [tuple(_norm(v) for v in row) for row in gold]
     pred_rows = [tuple(_norm(v) for v in row) for row in pred]
-    if re.search(r"\border\s+by\b", gold_sql, flags=re.IGNORECASE):
-        return gold_rows == pred_rows
-    return Counter(gold_rows) == Counter(pred_rows)
+    if len(gold_rows) != len(pred_rows):
+        return False
+    if not gold_rows:
+        return True
+    width = len(gold_rows[0])
+    if len(pred_rows[0]) != width:
+        return False
+    ordered = re.search(r"\border\s+by\b", gold_sql, flags=re.IGNORECASE) is not None
+    gold_key = gold_rows if ordered else Counter(gold_rows)
+    gold_sets = [{row[i] for row in gold_rows} for i in range(width)]
+    pred_sets = [{row[j] for row in pred_rows} for j in range(width)]
+    options = [[j for j in range(width) if pred_sets[j] == gold_sets[i]] for i in range(width)]
+    for perm in _assignments(options):
+        permuted = [tuple(row[j] for j in perm) for row in pred_rows]
+        if (permuted if ordered else Counter(permuted)) == gold_key:
+            return True
+    return False
+
+
+def _assignments(options: list[list[int]], limit: int = 10_000):
+    """Column permutations choosing ``options[i]`` for column i (distinct), at most ``limit``."""
+    count = 0
+    chosen: list[int] = []
+
+    def walk(i: int):
+        nonlocal count
+        if count >= limit:
+            return
+        if i == len(options):
+            count += 1
+            yield tuple(chosen)
+            return
+        for j in options[i]:
+            if j not in chosen:
+                chosen.append(j)
+                yield from walk(i + 1)
+                chosen.pop()
+
+    yield from walk(0)
 
 
 class Spider(Domain):
