@@ -49,7 +49,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
-from .json_schema_compile import (
+from .json_schema_compile import Compiler
+from .json_schema_values import (
     K_ARR,
     K_FALSE,
     K_NULL,
@@ -66,7 +67,6 @@ from .json_schema_compile import (
     N_INT,
     N_MINUS,
     N_ZERO,
-    Compiler,
     canon,
 )
 
