@@ -223,6 +223,7 @@ class _NFA:
         self.sets: list[Ranges] = []
         self._set_ids: dict[Ranges, int] = {}
         self.lazy = False
+        self.max_repeat = MAX_REPEAT_EXPANSION
 
     def state(self) -> int:
         self.eps.append([])
@@ -357,8 +358,8 @@ def _build_item(nfa: _NFA, op, av, flags: int, start: int) -> int:
         if op is _c.MIN_REPEAT and low != high:
             nfa.lazy = True
         unbounded = high is _c.MAXREPEAT or high == _c.MAXREPEAT
-        if low > MAX_REPEAT_EXPANSION or (not unbounded and high > MAX_REPEAT_EXPANSION):
-            raise RegexUnsupported(f"a repetition count above {MAX_REPEAT_EXPANSION}")
+        if low > nfa.max_repeat or (not unbounded and high > nfa.max_repeat):
+            raise RegexUnsupported(f"a repetition count above {nfa.max_repeat}")
         cur = start
         for _ in range(low):
             cur = _build(nfa, sub, flags, cur)
@@ -492,7 +493,10 @@ def _partition(sets: list[Ranges]) -> tuple[list[Ranges], list[frozenset[int]]]:
     return atoms, [frozenset(a) for a in atom_sets]
 
 
-def compile_regex(pattern: str, *, full_match: bool = False, regex_package: bool = False) -> DFA:
+def compile_regex(
+    pattern: str, *, full_match: bool = False, regex_package: bool = False,
+    max_states: int = MAX_DFA_STATES, max_repeat: int = MAX_REPEAT_EXPANSION,
+) -> DFA:
     """The DFA of the texts that ``pattern`` (Python ``re`` syntax) matches in full.
 
     By default as a Lark terminal (lazy quantifiers read as shortest matches, see the module
@@ -511,9 +515,10 @@ def compile_regex(pattern: str, *, full_match: bool = False, regex_package: bool
     if full_match:
         _drop_outer_anchors(parsed)
     nfa = _NFA()
+    nfa.max_repeat = max_repeat
     start = nfa.state()
     final = _build(nfa, parsed, flags, start)
-    return _determinize(nfa, start, {final}, stop_at_final=nfa.lazy and not full_match)
+    return _determinize(nfa, start, {final}, stop_at_final=nfa.lazy and not full_match, max_states=max_states)
 
 
 _STARTS = (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING)

@@ -36,6 +36,11 @@ from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
 from .grammar_regex import RegexUnsupported, compile_regex
 
 ENGINES = ("auto", "automaton", "backtracking")
+# Bounds on the automaton, so that a huge pattern falls back to backtracking within a second or
+# two instead of building for long (e.g. \w{500}: 501 character states, >50,000 byte states).
+MAX_CHARACTER_STATES = 4_096
+MAX_REPEAT = 1_000
+MAX_BYTE_STATES = 50_000
 
 PROBE_LIMIT = 64  # unfinished characters with at most this many completions are probed one by one
 PROBE_CACHE_SIZE = 4096
@@ -186,8 +191,11 @@ def _automaton(pattern: str, flags: int) -> tuple[ByteAutomaton | None, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # re's "possible nested set" etc.: semantics differ
-            dfa = compile_regex(pattern, full_match=True, regex_package=True)
-        return ByteAutomaton(dfa), ""
+            dfa = compile_regex(
+                pattern, full_match=True, regex_package=True, max_states=MAX_CHARACTER_STATES,
+                max_repeat=MAX_REPEAT,
+            )
+        return ByteAutomaton(dfa, MAX_BYTE_STATES), ""
     except (RegexUnsupported, AutomatonTooLarge) as err:
         return None, str(err)
     except (re.error, Warning, RecursionError, OverflowError, MemoryError) as err:
