@@ -12,8 +12,9 @@ always validated with `jsonschema` when the top-level value completes, so a comp
 accepted exactly when it is valid.
 
 Drafts: the ``$schema`` keyword picks the draft (4, 6, 7, 2019-09, 2020-12); without it,
-``default_draft`` (2020-12 unless set). Draft 3 is refused. References must resolve inside the schema (or to the bundled
-metaschemas): nothing is fetched, and a remote ``$ref`` is a :class:`~awrs.errors.ConfigError`.
+``default_draft`` (2020-12 unless set). Draft 3 is refused. References must resolve inside the
+schema (or to the bundled metaschemas): nothing is fetched, and a remote ``$ref`` is a
+:class:`~awrs.errors.ConfigError`.
 
 The texts, on top of the JSON grammar (RFC 8259) and the schema:
 
@@ -36,28 +37,43 @@ stack of open containers, the live *threads* (one per live branch: a linked stac
 that need exact validation), the byte count and the current whitespace run. An advance costs
 the new bytes; strings with a ``pattern`` are re-matched (partially) on their text so far.
 
-Not here: schema compilation (``json_schema_compile.py``).
+Not here: schema compilation (``json_schema_compile.py``, ``json_schema_nodes.py``), lexer
+constants (``json_schema_values.py``), the ``next_bytes`` hint (``json_schema_hints.py``).
 """
 
 from __future__ import annotations
 
-import bisect
 import json
-import re
 import warnings
 from typing import Any
 
 from ..errors import ConfigError
-from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
+from . import json_schema_hints
+from .base import DEAD, Constraint, State, split_utf8
 from .json_schema_compile import Compiler
 from .json_schema_values import (
+    DIGITS,
+    EMPTY,
+    ESCAPES,
+    FIRST_KIND,
+    FRESH_STRING,
+    HEX,
     K_ARR,
-    K_FALSE,
-    K_NULL,
     K_NUM,
     K_OBJ,
     K_STR,
-    K_TRUE,
+    LITERALS,
+    M_AFTER,
+    M_ARR_FIRST,
+    M_COLON,
+    M_DONE,
+    M_KEY,
+    M_KEYSTR,
+    M_LITERAL,
+    M_NUMBER,
+    M_OBJ_FIRST,
+    M_STRING,
+    M_VALUE,
     N_DOT,
     N_E,
     N_ESIGN,
@@ -67,6 +83,11 @@ from .json_schema_values import (
     N_INT,
     N_MINUS,
     N_ZERO,
+    RUN,
+    T_ARR,
+    T_OBJ,
+    T_VAL,
+    WS,
     canon,
 )
 
@@ -74,50 +95,6 @@ WHITESPACE_POLICIES = ("compact", "free")
 MAX_DEPTH = 64
 MAX_THREADS = 512  # more live branch states than this: stop pruning (the end still validates)
 ROOT_CACHE = 512
-
-# Lexer modes.
-M_VALUE, M_ARR_FIRST, M_OBJ_FIRST, M_KEY, M_COLON, M_AFTER = 0, 1, 2, 3, 4, 5
-M_STRING, M_KEYSTR, M_NUMBER, M_LITERAL, M_DONE = 6, 7, 8, 9, 10
-# Thread frame tags.
-T_VAL, T_OBJ, T_ARR = 0, 1, 2
-
-WS = frozenset(b" \t\n\r")
-DIGITS = frozenset(b"0123456789")
-HEX = frozenset(b"0123456789abcdefABCDEF")
-ESCAPES = {
-    ord('"'): '"',
-    ord("\\"): "\\",
-    ord("/"): "/",
-    ord("b"): "\b",
-    ord("f"): "\f",
-    ord("n"): "\n",
-    ord("r"): "\r",
-    ord("t"): "\t",
-}
-ESCAPE_BYTES = frozenset(ESCAPES) | {ord("u")}
-FIRST_KIND = {
-    ord("{"): K_OBJ,
-    ord("["): K_ARR,
-    ord('"'): K_STR,
-    ord("t"): K_TRUE,
-    ord("f"): K_FALSE,
-    ord("n"): K_NULL,
-}
-FIRST_KIND.update({c: K_NUM for c in b"-0123456789"})
-LITERALS = {K_TRUE: (b"rue", True), K_FALSE: (b"alse", False), K_NULL: (b"ull", None)}
-NUMBER_NEXT = {
-    N_MINUS: frozenset(DIGITS),
-    N_ZERO: frozenset(b".eE"),
-    N_INT: frozenset(DIGITS | set(b".eE")),
-    N_DOT: frozenset(DIGITS),
-    N_FRAC: frozenset(DIGITS | set(b"eE")),
-    N_E: frozenset(DIGITS | set(b"+-")),
-    N_ESIGN: frozenset(DIGITS),
-    N_EXP: frozenset(DIGITS),
-}
-_RUN = re.compile(rb'[^"\\\x00-\x1f]+').match
-_EMPTY: frozenset = frozenset()
-_FRESH_STRING = ("", "", b"", False)  # chars, escape in progress, unfinished UTF-8, high surrogate last
 
 JsonState = tuple
 
@@ -187,7 +164,7 @@ class JsonSchema(Constraint):
         self.schema = schema
         self.whitespace = whitespace
         self.max_whitespace = max_whitespace
-        self._free = whitespace == "free"
+        self.free_whitespace = whitespace == "free"
 
         drafts = {
             jsonschema.Draft4Validator: 4,
@@ -243,7 +220,7 @@ class JsonSchema(Constraint):
             self._root_alts = self._compiler.expand(root)
         except RecursionError:
             raise ConfigError("the schema is nested too deeply to compile") from None
-        self._true_alts = (self._compiler.true_alt,)
+        self.true_alts = (self._compiler.true_alt,)
         self.completion_only = frozenset(self._compiler.completion_only)
         self.unknown_keywords = frozenset(self._compiler.unknown_keywords)
         self.unchecked_formats = frozenset(self._compiler.unchecked_formats)
@@ -314,7 +291,7 @@ class JsonSchema(Constraint):
         if not data:
             return state
         mode, sub, syn, threads, rope, pos, ws = state
-        free = self._free
+        free = self.free_whitespace
         max_ws = self.max_whitespace
         n = len(data)
         i = 0
@@ -351,7 +328,7 @@ class JsonSchema(Constraint):
                     sub = (chars, esc, tail, high)
                     i += 1
                     continue
-                m = _RUN(data, i)
+                m = RUN(data, i)
                 if m is not None:
                     j = m.end()
                     piece = data[i:j]
@@ -480,7 +457,7 @@ class JsonSchema(Constraint):
                     syn = (kind, pos + i, depth, syn)
                     mode = M_OBJ_FIRST if kind == K_OBJ else M_ARR_FIRST
                 elif kind == K_STR:
-                    mode, sub = M_STRING, _FRESH_STRING
+                    mode, sub = M_STRING, FRESH_STRING
                 elif kind == K_NUM:
                     mode = M_NUMBER
                     sub = (chr(b), N_MINUS if b == 0x2D else N_ZERO if b == 0x30 else N_INT)
@@ -494,7 +471,7 @@ class JsonSchema(Constraint):
                     threads = self._start_key(threads)
                     if threads is DEAD:
                         return DEAD
-                    mode, sub = M_KEYSTR, _FRESH_STRING
+                    mode, sub = M_KEYSTR, FRESH_STRING
                     i += 1
                     continue
                 if mode == M_OBJ_FIRST and b == 0x7D:  # }
@@ -566,7 +543,7 @@ class JsonSchema(Constraint):
                 index = t[2][0]
                 if alt.imax is not None and index >= alt.imax:
                     continue
-                kids = alt.item_alts(index) if alt.arr_atoms else self._true_alts
+                kids = alt.item_alts(index) if alt.arr_atoms else self.true_alts
                 parent = t
             else:
                 kids = (t[1],)
@@ -574,9 +551,9 @@ class JsonSchema(Constraint):
             for k in kids:
                 if k.kmask & kind:
                     if kind == K_OBJ:
-                        new.append((T_OBJ, k, _EMPTY, parent))
+                        new.append((T_OBJ, k, EMPTY, parent))
                     elif kind == K_ARR:
-                        new.append((T_ARR, k, (0, _EMPTY if k.unique else None), parent))
+                        new.append((T_ARR, k, (0, EMPTY if k.unique else None), parent))
                     else:
                         new.append((T_VAL, k, None, parent))
         return self._limit(new) if new else DEAD
@@ -604,7 +581,7 @@ class JsonSchema(Constraint):
         if threads is None:
             return None
         new = []
-        true_alts = self._true_alts
+        true_alts = self.true_alts
         for t in threads:
             _, alt, seen, parent = t
             if key in seen:
@@ -747,93 +724,7 @@ class JsonSchema(Constraint):
     # --- hints ----------------------------------------------------------------------------
 
     def next_bytes(self, state: State) -> frozenset[int] | None:
-        if state is DEAD:
-            return frozenset()
-        mode, sub, syn, threads = state[0], state[1], state[2], state[3]
-        space = WS if self._free and state[6] < self.max_whitespace else _EMPTY
-        if mode == M_DONE:
-            return space
-        if mode == M_STRING or mode == M_KEYSTR:
-            chars, esc, tail, high = sub
-            if tail:
-                return CONTINUATION_BYTES
-            if esc == "\\":
-                return ESCAPE_BYTES
-            if esc:
-                return HEX
-            if high or threads is None:
-                return None
-            if mode == M_KEYSTR:
-                return _key_next_bytes(threads, chars)
-            return _string_next_bytes(threads, chars)
-        if mode == M_NUMBER:
-            allowed = NUMBER_NEXT[sub[1]]
-            if sub[1] in N_FINAL:
-                if syn is None:
-                    return allowed | space
-                parents = None if threads is None else [t[3] for t in threads]
-                return allowed | _container_hint(parents, syn[0] == K_OBJ, False, space, 1)
-            return allowed
-        if mode == M_LITERAL:
-            return frozenset((sub[0][0],))
-        if mode == M_VALUE or mode == M_ARR_FIRST:
-            allowed = set(space)
-            if threads is None:
-                allowed.update(FIRST_KIND)
-                if mode == M_ARR_FIRST:
-                    allowed.add(0x5D)
-                return frozenset(allowed)
-            for t in threads:
-                if t[0] == T_ARR:
-                    alt = t[1]
-                    index = t[2][0]
-                    if mode == M_ARR_FIRST and alt.imin == 0:
-                        allowed.add(0x5D)
-                    if alt.imax is not None and index >= alt.imax:
-                        continue
-                    for k in alt.item_alts(index) if alt.arr_atoms else self._true_alts:
-                        allowed |= k.first_bytes
-                else:
-                    allowed |= t[1].first_bytes
-            return frozenset(allowed)
-        if mode == M_COLON:
-            return frozenset({0x3A}) | space
-        if mode == M_KEY:
-            return frozenset({0x22}) | space
-        if mode == M_OBJ_FIRST or mode == M_AFTER:
-            return _container_hint(threads, syn[0] == K_OBJ, mode == M_OBJ_FIRST, space)
-        return None
-
-
-def _container_hint(
-    frames, is_object: bool, first: bool, space: frozenset, pending: int = 0
-) -> frozenset[int]:
-    """Bytes after '{' (``first``) or after a value inside a container: close, comma or key.
-
-    ``pending`` is 1 while the last array item (a number) is not yet counted in its frame.
-    """
-    allowed = set(space)
-    if frames is None:
-        if first:
-            allowed.update(b'"}')
-        else:
-            allowed.update(b",}" if is_object else b",]")
-        return frozenset(allowed)
-    more = 0x22 if first else 0x2C
-    for t in frames:
-        alt, info = t[1], t[2]
-        if is_object:
-            if alt.obj_close_ok(info):
-                allowed.add(0x7D)
-            if alt.pmax is None or len(info) < alt.pmax:
-                allowed.add(more)
-        else:
-            count = info[0] + pending
-            if count >= alt.imin:
-                allowed.add(0x5D)
-            if alt.imax is None or count < alt.imax:
-                allowed.add(0x2C)
-    return frozenset(allowed)
+        return json_schema_hints.next_bytes(self, state)
 
 
 def _number_value(text: str):
@@ -861,46 +752,3 @@ def _slice(rope, data: bytes, start: int, pos: int, end: int) -> bytes:
         node = prev
     chunks.reverse()
     return b"".join(chunks)
-
-
-def _json_first_byte(ch: str) -> int:
-    if ch == '"' or ch == "\\" or ord(ch) < 0x20:
-        return 0x5C
-    return ch.encode("utf-8", "surrogatepass")[0]
-
-
-def _candidates_next(names, text: str, seen) -> set[int] | None:
-    allowed: set[int] = set()
-    i = bisect.bisect_left(names, text)
-    n = len(text)
-    while i < len(names) and names[i].startswith(text):
-        name = names[i]
-        i += 1
-        if seen is not None and name in seen:
-            continue
-        if len(name) == n:
-            allowed.add(0x22)
-        else:
-            allowed.add(_json_first_byte(name[n]))
-            allowed.add(0x5C)  # any character may be written as an escape
-    return allowed
-
-
-def _key_next_bytes(threads, text: str) -> frozenset[int] | None:
-    allowed: set[int] = set()
-    for t in threads:
-        atoms = t[1].restricted_atoms
-        if not atoms or atoms[0].pprops:
-            return None
-        allowed |= _candidates_next(atoms[0].names, text, t[2])
-    return frozenset(allowed)
-
-
-def _string_next_bytes(threads, text: str) -> frozenset[int] | None:
-    allowed: set[int] = set()
-    for t in threads:
-        enums = t[1].str_enums
-        if not enums:
-            return None
-        allowed |= _candidates_next(enums[0], text, None)
-    return frozenset(allowed)

@@ -196,3 +196,48 @@ def multiple_of_fails(instance, dB) -> bool:
         except OverflowError:
             return (Fraction(instance) / Fraction(dB)).denominator != 1
     return bool(instance % dB)
+
+
+# Lexer modes.
+M_VALUE, M_ARR_FIRST, M_OBJ_FIRST, M_KEY, M_COLON, M_AFTER = 0, 1, 2, 3, 4, 5
+M_STRING, M_KEYSTR, M_NUMBER, M_LITERAL, M_DONE = 6, 7, 8, 9, 10
+# Thread frame tags.
+T_VAL, T_OBJ, T_ARR = 0, 1, 2
+
+WS = frozenset(b" \t\n\r")
+DIGITS = frozenset(b"0123456789")
+HEX = frozenset(b"0123456789abcdefABCDEF")
+ESCAPES = {
+    ord('"'): '"',
+    ord("\\"): "\\",
+    ord("/"): "/",
+    ord("b"): "\b",
+    ord("f"): "\f",
+    ord("n"): "\n",
+    ord("r"): "\r",
+    ord("t"): "\t",
+}
+ESCAPE_BYTES = frozenset(ESCAPES) | {ord("u")}
+FIRST_KIND = {
+    ord("{"): K_OBJ,
+    ord("["): K_ARR,
+    ord('"'): K_STR,
+    ord("t"): K_TRUE,
+    ord("f"): K_FALSE,
+    ord("n"): K_NULL,
+}
+FIRST_KIND.update({c: K_NUM for c in b"-0123456789"})
+LITERALS = {K_TRUE: (b"rue", True), K_FALSE: (b"alse", False), K_NULL: (b"ull", None)}
+NUMBER_NEXT = {
+    N_MINUS: frozenset(DIGITS),
+    N_ZERO: frozenset(b".eE"),
+    N_INT: frozenset(DIGITS | set(b".eE")),
+    N_DOT: frozenset(DIGITS),
+    N_FRAC: frozenset(DIGITS | set(b"eE")),
+    N_E: frozenset(DIGITS | set(b"+-")),
+    N_ESIGN: frozenset(DIGITS),
+    N_EXP: frozenset(DIGITS),
+}
+RUN = re.compile(rb'[^"\\\x00-\x1f]+').match
+EMPTY: frozenset = frozenset()
+FRESH_STRING = ("", "", b"", False)  # chars, escape in progress, unfinished UTF-8, high surrogate last
