@@ -12,7 +12,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp demo test bench bench-backends clean
+.PHONY: setup setup-llamacpp demo test bench bench-backends eval clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: setup
 
 bench-backends: setup setup-llamacpp
 	$(VENV)/bin/awrs bench --backend both
+
+eval: setup setup-llamacpp
+	bench/eval_subset.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
