@@ -413,3 +413,10 @@ def test_cli_eval_and_report(tmp_path, capsys):
     args = parser.parse_args(["report", str(out), "--out", str(tmp_path / "r.md")])
     assert report_command(args) == 0
     assert "| lcd | 2 | 1.000 |" in (tmp_path / "r.md").read_text()
+
+
+def test_time_limit_stops_slow_instances_and_says_so(tmp_path):
+    summary = run(tmp_path, method="masking", time_limit=1e-9)
+    records = [r for r in read_records(tmp_path / "r.jsonl") if r["status"] == "ok"]
+    assert len(records) == 3 and all("time limit" in (r["message"] or "") for r in records)
+    assert summary["instances"] == 3

@@ -24,6 +24,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the domain's data folder, or a root holding it (e.g. ../shared/data)")
     parser.add_argument("--method", choices=ALL_METHODS, default="awrs-smc")
     parser.add_argument("--particles", type=positive_int, default=5)
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop an instance's generation after this long, keeping finished samples")
     parser.add_argument("--max-tokens", type=positive_int, default=None,
                         help="tokens per output (default: the domain's, from the paper)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate the first K instances")
@@ -50,7 +52,7 @@ def eval_command(args, load=None) -> int:
     model = (load or load_model_from_args)(args)
     summary = run_eval(model, domain, args.data, args.method, particles=args.particles,
                        max_tokens=args.max_tokens, limit=args.limit, seed=args.seed, out_path=args.out,
-                       progress=not args.json)
+                       progress=not args.json, time_limit=args.time_limit)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 130 if summary.get("interrupted") else 0
 

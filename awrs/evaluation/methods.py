@@ -12,7 +12,7 @@ ALL_METHODS = EVAL_METHODS + [m for m in GENERATE_METHODS if m not in EVAL_METHO
 
 
 def run_method(model, instance, constraint, method: str, *, particles: int, max_tokens: int,
-               seed: int) -> tuple[list[dict], Result]:
+               seed: int, time_limit: float | None = None) -> tuple[list[dict], Result]:
     """Generate for ``instance`` and return ``(outputs, result)``.
 
     Each output is ``{"text", "weight", "valid"}``; weights sum to 1 over the outputs (or the
@@ -23,7 +23,7 @@ def run_method(model, instance, constraint, method: str, *, particles: int, max_
     base = "unconstrained" if method == "sample-rerank" else method
     result = generate(
         model, instance.prompt, constraint, particles=particles, max_tokens=max_tokens,
-        method=base, seed=seed, chat=instance.chat, system=instance.system,
+        method=base, seed=seed, chat=instance.chat, system=instance.system, time_limit=time_limit,
     )
     samples = result.samples
     if method == "sample-rerank":

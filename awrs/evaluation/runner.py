@@ -77,7 +77,7 @@ def _finite(x):
 def run_eval(
     model, domain: str | Domain, data_dir: str | Path, method: str, *, particles: int = 5,
     max_tokens: int | None = None, limit: int | None = None, seed: int = 0,
-    out_path: str | Path, progress: bool = True,
+    out_path: str | Path, progress: bool = True, time_limit: float | None = None,
 ) -> dict:
     """Evaluate ``method`` on the first ``limit`` instances of ``domain`` in ``data_dir``.
 
@@ -86,7 +86,9 @@ def run_eval(
     Instances that cannot be evaluated (malformed, missing files, a constraint that does not
     compile, an error while generating) are recorded with ``"status": "skipped"`` and a reason.
     Ctrl-C stops after the last complete line; the summary then has ``"interrupted": True``.
-    Returns :func:`summarize` of this domain and method's lines in ``out_path``.
+    ``time_limit`` (seconds per instance) stops a slow instance's generation and keeps what
+    finished (the record's ``message`` says so). Returns :func:`summarize` of this domain and
+    method's lines in ``out_path``.
     """
     dom = get_domain(domain) if isinstance(domain, str) else domain
     if method not in ALL_METHODS:
@@ -117,7 +119,8 @@ def run_eval(
                         bar.update(1)
                     continue
                 record = _evaluate(model, dom, instance, method, particles=particles,
-                                   max_tokens=max_tokens, seed=seed + index, model_name=model_name)
+                                   max_tokens=max_tokens, seed=seed + index, model_name=model_name,
+                                   time_limit=time_limit)
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 sink.flush()
                 os.fsync(sink.fileno())
@@ -140,7 +143,7 @@ def run_eval(
 
 
 def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles: int,
-              max_tokens: int, seed: int, model_name: str) -> dict:
+              max_tokens: int, seed: int, model_name: str, time_limit: float | None = None) -> dict:
     record = {
         "format": FORMAT, "id": instance.id, "domain": dom.name, "method": method,
         "particles": particles, "max_tokens": max_tokens, "seed": seed, "model": model_name,
@@ -156,7 +159,7 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         return {**record, "status": "skipped", "reason": f"constraint: {type(err).__name__}: {err}"}
     try:
         outputs, result = run_method(model, instance, constraint, method, particles=particles,
-                                     max_tokens=max_tokens, seed=seed)
+                                     max_tokens=max_tokens, seed=seed, time_limit=time_limit)
         metrics = score_outputs(dom, instance, outputs)
     except KeyboardInterrupt:
         raise
