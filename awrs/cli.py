@@ -103,6 +103,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                         + ("; both: side by side" if both else ""))
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for the llamacpp backend (default: all cores)")
+    parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
+                        help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +228,12 @@ def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
 
     backend = backend or args.backend
-    options = {"n_threads": args.threads} if backend in ("llamacpp", "auto") and args.threads else {}
+    options = {}
+    if backend in ("llamacpp", "auto"):
+        if args.threads:
+            options["n_threads"] = args.threads
+        if getattr(args, "n_ctx", None):
+            options["n_ctx"] = args.n_ctx
     return load_model(args.model, backend=backend, **options)
 
 

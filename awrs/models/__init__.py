@@ -36,7 +36,7 @@ def load_model(
             llama-cpp-python is installed and loads -- it is 2-2.5x faster on CPUs -- otherwise
             transformers. ``model.backend`` says which one was chosen.
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
-            4096), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
+            8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
             cores), ``n_gpu_layers``, ``flash_attn``, ``log`` (print llama.cpp's log), ``name``;
             see :class:`awrs.models.llamacpp.LlamaCppModel`.
     """
@@ -47,7 +47,8 @@ def load_model(
     if backend == "auto":
         backend = _auto_backend(path)
         if backend == "hf":
-            backend_options.pop("n_threads", None)  # a thread count only llama.cpp would use
+            for option in ("n_threads", "n_ctx"):  # settings only llama.cpp would use
+                backend_options.pop(option, None)
     if backend == "llamacpp":
         return _load_llamacpp(path, device=device, **backend_options)
     if backend_options:

@@ -20,7 +20,7 @@ Sessions of one model may overlap: they draw sequence ids from one pool of ``n_s
 
 Limits (all constructor arguments, and ``load_model(..., backend="llamacpp", name=value)``):
 
-* ``n_ctx`` (default 4096, rounded up to a multiple of 256 by llama.cpp): KV cells shared by all
+* ``n_ctx`` (default 8192, rounded up to a multiple of 256 by llama.cpp): KV cells shared by all
   rows, the prompt counted once. A row can be at most ``n_ctx`` tokens long, and all rows
   together need one cell per distinct token (prompt + rows x generated tokens at most, less
   where rows share ancestors). 10 particles x 64 tokens after a 50-token prompt use at most
@@ -54,7 +54,7 @@ from ..errors import ModelError
 from ..vocab import KNOWN_END_TOKENS, Vocabulary
 from .base import DecodingSession, LanguageModel, Message
 
-DEFAULT_N_CTX = 4096
+DEFAULT_N_CTX = 8192  # 10 particles x 350 tokens after a 700-token prompt; about 190 MB of f16 KV
 DEFAULT_N_SEQ_MAX = 64
 MAX_SEQ = 255  # llama.cpp allows 256 sequence ids (LLAMA_MAX_SEQ); one is the prompt's
 FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = 0, 1  # enum llama_flash_attn_type
@@ -133,7 +133,8 @@ def _default_threads() -> int:
 
 
 def _limit_hint(name: str) -> str:
-    return f"pass a larger {name}, e.g. load_model(..., backend='llamacpp', {name}=...)"
+    flag = {"n_ctx": " (CLI: --n-ctx)"}.get(name, "")
+    return f"pass a larger {name}{flag}, e.g. load_model(..., backend='llamacpp', {name}=...)"
 
 
 class LlamaCppModel(LanguageModel):
