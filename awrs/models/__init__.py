@@ -33,7 +33,7 @@ def load_model(
         backend: ``"hf"`` (transformers; a GGUF file is dequantized to float32 once and cached),
             ``"llamacpp"`` (llama-cpp-python; reads the GGUF file as it is), or ``"auto"`` (the
             default): llama.cpp for a GGUF model (the embedded one included) when
-            llama-cpp-python is installed and loads -- it is 2-2.5x faster on CPUs -- otherwise
+            llama-cpp-python is installed and loads -- it is about 2x faster on CPUs -- otherwise
             transformers. ``model.backend`` says which one was chosen.
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
             8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
