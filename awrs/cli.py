@@ -25,6 +25,16 @@ from collections.abc import Callable, Sequence
 from .errors import AwrsError, ConfigError, ConstraintError
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -132,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ess-threshold", type=float, default=0.5,
                      help="resample when ESS < this fraction of particles (SMC methods)")
     gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    gen.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                      help="stop after this long, keeping the samples finished so far")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(gen)

@@ -28,6 +28,9 @@ def test_invalid_regex_is_a_one_line_error_with_exit_code_2():
         ["generate", "--prompt", "hi", "--regex", "a", "--particles", "0"],
         ["generate", "--prompt", "hi", "--regex", "a", "--method", "beam"],
         ["generate", "--regex", "a"],
+        ["generate", "--prompt", "hi", "--regex", "a", "--time-limit", "0"],
+        ["generate", "--prompt", "hi", "--regex", "a", "--masks", "sometimes"],
+        ["eval", "patterns", "--data", ".", "--out", "x.jsonl", "--time-limit", "-1"],
     ],
 )
 def test_bad_arguments_exit_2(args, capsys):

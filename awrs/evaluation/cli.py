@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import add_model_options, load_model_from_args, positive_int, run_reporting_errors
+from ..cli import add_model_options, load_model_from_args, positive_float, positive_int, run_reporting_errors
 
 
 
@@ -24,7 +24,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the domain's data folder, or a root holding it (e.g. ../shared/data)")
     parser.add_argument("--method", choices=ALL_METHODS, default="awrs-smc")
     parser.add_argument("--particles", type=positive_int, default=5)
-    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                         help="stop an instance's generation after this long, keeping finished samples")
     parser.add_argument("--max-tokens", type=positive_int, default=None,
                         help="tokens per output (default: the domain's, from the paper)")
