@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check whether a text (or prefix) satisfies a constraint")
     _add_constraint_options(check)
     check.add_argument("--text", required=True, help="the text to check")
-    check.add_argument("--prefix", action="store_true", help="check it as a prefix that may still be completed")
+    check.add_argument("--prefix", action="store_true",
+                       help="check it as a prefix that may still be completed")
 
     coverage = commands.add_parser("coverage", help="measure a constraint family on real labelled data")
     coverage.add_argument("family", choices=["json", "spider", "patterns"])
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="patterns: positive examples to generate per pattern (default: 3)")
     coverage.add_argument("--seed", type=int, default=0, help="seeds sampling and pieces (default: 0)")
     coverage.add_argument("--constraint", choices=["grammar", "sql", "sql-shipped"], default="grammar",
-                          help="spider: the shipped grammar, the schema-built Sql, or Sql on the shipped grammar")
+                          help="spider: the shipped grammar, the schema-built Sql, "
+                               "or Sql on the shipped grammar")
     coverage.add_argument("--pieces", choices=["chars", "tokenizer"], default="chars",
                           help="spider: feed 1-6 character pieces, or the embedded model's tokens")
     coverage.add_argument("--json", action="store_true", help="print one JSON object")
@@ -296,7 +298,8 @@ def _generate(args) -> int:
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:
-        print(json.dumps({**result.to_json(), "model": model.name, "backend": model.backend}, ensure_ascii=False))
+        out = {**result.to_json(), "model": model.name, "backend": model.backend}
+        print(json.dumps(out, ensure_ascii=False))
     else:
         print(format_result(result, f"{model.name} ({model.backend})"))
     return 0

@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import add_model_options, load_model_from_args, positive_float, positive_int, run_reporting_errors
-
-
+from ..cli import (
+    add_model_options,
+    load_model_from_args,
+    positive_float,
+    positive_int,
+    run_reporting_errors,
+)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
