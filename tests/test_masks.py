@@ -259,6 +259,14 @@ def test_grammar_masks_with_a_vocabulary_lacking_single_bytes():
         assert grammar.token_mask(state, vocab).tolist() == expected, text
     unspellable = grammar.advance(grammar.start(), b"SELECT x")
     assert unspellable is not DEAD and grammar.token_mask(unspellable, vocab) is None
+    # masks="always" then falls back to checking: a valid token, no error
+    mass = np.full(len(pieces), 1.0 / len(pieces))
+    stats = Stats()
+    for seed in range(20):
+        checker = TokenChecker(grammar, unspellable, vocab, stats)
+        draw = AWRS(masks="always").propose(mass, np.cumsum(mass), checker, np.random.default_rng(seed))
+        assert draw.token in (4, 5, 6, 7) and math.isfinite(draw.log_weight)  # a, ab, " FROM", " "
+    assert stats.masks == 0
 
 
 def test_sql_masks_come_from_its_grammar(tmp_path):

@@ -72,11 +72,6 @@ class TokenChecker:
     def exact_masks(self) -> bool:
         return self._constraint.exact_masks
 
-    @property
-    def has_masks(self) -> bool:
-        """Whether the constraint may have a mask engine (asking costs one call)."""
-        return type(self._constraint).token_mask is not Constraint.token_mask or self.exact_masks
-
     def candidates(self) -> np.ndarray | None:
         """Token ids that may be accepted, from the constraint's hint; None if any may.
 
@@ -149,11 +144,11 @@ class _Pruner:
 
     __slots__ = ("_accept", "_sampler", "_hinted", "_masking")
 
-    def __init__(self, accept: TokenChecker, sampler: AWRS) -> None:
+    def __init__(self, accept: TokenChecker, sampler: AWRS, *, masking: bool = True) -> None:
         self._accept = accept
         self._sampler = sampler
         self._hinted = False
-        self._masking = sampler.masks != "never" and accept.has_masks
+        self._masking = masking and sampler.masks != "never"
 
     def __call__(self, drawer) -> bool:
         if not self._hinted:
@@ -167,20 +162,19 @@ class _Pruner:
             self._masking = False
             started = time.perf_counter()
             mask = self._accept.mask()
-            if mask is not None:
+            if mask is not None:  # None: no mask engine, or none for this text; checks only
                 drawer.restrict(mask)
-            self._sampler.record_mask(time.perf_counter() - started)
+                self._sampler.record_mask(time.perf_counter() - started)
         return self._masking
 
 
-def _masked_draw(mass: np.ndarray, accept: TokenChecker, rng, weighted: bool) -> Draw:
+def _masked_draw(
+    mass: np.ndarray, candidates: np.ndarray, accept: TokenChecker, rng, weighted: bool
+) -> Draw:
     """With an exact mask the local normaliser is known: one draw, one check, exact weight.
 
     Only EOS needs a check to know whether it is in the mask (``is_complete``).
     """
-    candidates = accept.mask()
-    if candidates is None:
-        raise ConstraintError("a constraint with exact_masks returned no mask")
     eos = accept.eos_ids
     if not accept.is_complete():
         candidates = candidates[~np.isin(candidates, eos)]
@@ -272,10 +266,14 @@ class AWRS(TokenSampler):
         self._mask_count += 1
 
     def propose(self, mass, cumsum, accept, rng) -> Draw:
+        tried_mask = False
         if self.masks == "always" and accept.exact_masks:
-            return _masked_draw(mass, accept, rng, self.weighted)
+            mask = accept.mask()
+            if mask is not None:
+                return _masked_draw(mass, mask, accept, rng, self.weighted)
+            tried_mask = True  # no mask for this text (e.g. bytes the vocabulary cannot spell)
         drawer = MassDrawer(mass, rng, cumsum)
-        prune = _Pruner(accept, self)
+        prune = _Pruner(accept, self, masking=not tried_mask)
         if self.masks == "always":
             prune(drawer)  # hint and mask before the first draw
         if self._estimate is remainder:
