@@ -385,12 +385,7 @@ class Alt:
                     return False
             except Exception:
                 return False
-        if self.enum_sets:
-            key = canon(value)
-            for allowed in self.enum_sets:
-                if key not in allowed:
-                    return False
-        return True
+        return self.value_ok(value)
 
     # --- containers -----------------------------------------------------------------------
 
@@ -403,7 +398,7 @@ class Alt:
         return True
 
     def value_ok(self, value) -> bool:
-        """enum/const on a complete container value."""
+        """enum/const on a complete value."""
         if self.enum_sets:
             key = canon(value)
             for allowed in self.enum_sets:
