@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import threading
 import weakref
+from array import array
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -62,10 +63,12 @@ class ByteAutomaton:
         else:
             self.empty = False
             self._build(dfa, max_states)
-        self._rows = [row.tolist() for row in self.table]
+        # checks index a flat array of the table (4 bytes a cell, unlike lists of ints);
+        # masks use a copy whose dead state is a real row that maps to itself
+        self._cells = array("i", self.table.tobytes())
         dead = len(self.table)
         padded = np.vstack([np.where(self.table < 0, dead, self.table), np.full((1, 256), dead)])
-        self._flat = padded.astype(np.int64).ravel()
+        self._flat = padded.astype(np.int32).ravel()
         self._masks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -153,9 +156,9 @@ class ByteAutomaton:
 
     def advance(self, state: int, data: bytes) -> int:
         """The state after ``data``, or -1 once no completion is possible."""
-        rows = self._rows
+        cells = self._cells
         for byte in data:
-            state = rows[state][byte]
+            state = cells[(state << 8) | byte]
             if state < 0:
                 return DEAD_STATE
         return state
