@@ -498,18 +498,18 @@ def format_patterns_coverage(report: dict) -> str:
     for name, w in report["walks"].items():
         for item in w["examples"][:10]:
             lines.append(f"walk dead ends ({name}): {item['dead_ends']} on {item['pattern']}")
-    if report["no_example"]:
-        lines.append("")
-        lines.append(f"no example found ({e['patterns_without']}):")
-        lines += [f"  {pattern}" for pattern in report["no_example"][:30]]
-        if e["patterns_without"] > 30:
-            lines.append(f"  ... and {e['patterns_without'] - 30} more")
-    if report["invalid_patterns"]:
-        lines.append("")
-        lines.append(f"invalid ({report['invalid']}):")
-        lines += [f"  {x['error']}" for x in report["invalid_patterns"][:10]]
-        if report["invalid"] > 10:
-            lines.append(f"  ... and {report['invalid'] - 10} more")
+    lines += _listing("no example found", report["no_example"], e["patterns_without"], 30)
+    lines += _listing("invalid", [x["error"] for x in report["invalid_patterns"]], report["invalid"], 10)
     lines.append("")
     lines.append(f"time: {report['seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def _listing(title: str, items: Sequence[str], total: int, shown: int) -> list[str]:
+    """A titled, indented list of at most ``shown`` items (with a count of the rest)."""
+    if not items:
+        return []
+    out = ["", f"{title} ({total}):"] + [f"  {item}" for item in items[:shown]]
+    if total > shown:
+        out.append(f"  ... and {total - shown} more")
+    return out
