@@ -56,13 +56,14 @@ def _plain_sentence(text: str) -> bool:
     return len(text) <= 160 and "\n" not in text and not any(c.isdigit() for c in text)
 
 
-_BACKTRACKING = Regex(r"[A-Z][a-z ,']{8,150}\.", engine="backtracking")
+SENTENCE = r"[A-Z][a-z ,']{8,150}\."
+_BACKTRACKING = Regex(SENTENCE, engine="backtracking")
 
 TASKS = [
     Task(
         "regex",
         "Describe the ocean in one sentence.",
-        Regex(r"[A-Z][a-z ,']{8,150}\."),
+        Regex(SENTENCE),
         (
             Variant("awrs-smc masks", {"masks": "always"}),
             Variant("awrs-smc backtr.", {}, _BACKTRACKING),
