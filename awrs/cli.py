@@ -9,6 +9,7 @@
     awrs report RESULTS.jsonl... --out REPORT.md [--plot REPORT.png]
     awrs serve [--model PATH] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
     awrs bench [--particles N] [--json]
+    awrs doctor [--no-backends]
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
 on stderr and exit code 2; never a traceback.
@@ -133,12 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--particles", type=positive_int, default=10)
     gen.add_argument("--max-tokens", type=positive_int, default=64)
     gen.add_argument("--method", choices=list(METHODS), default="awrs-smc")
-    gen.add_argument("--estimator", choices=["remainder", "two-loop"], default="remainder",
-                     help="AWRS weight estimator (default: remainder)")
+    gen.add_argument("--estimator", choices=["poisson", "remainder", "two-loop"], default="poisson",
+                     help="AWRS weight estimator (default: poisson, bounded relative variance; "
+                          "two-loop is the paper's)")
     gen.add_argument("--masks", choices=["auto", "always", "never"], default="auto",
                      help="when AWRS uses the constraint's whole-vocabulary token masks, if it has "
                           "them (a regex without lookarounds or backreferences does): auto (once a "
-                          "step's rejections cost as much as a mask), always, never (default: auto)")
+                          "step's rejections cost as much as a mask, and wherever this run already "
+                          "computed one), always, never (default: auto)")
     gen.add_argument("--ess-threshold", type=float, default=0.5,
                      help="resample when ESS < this fraction of particles (SMC methods)")
     gen.add_argument("--seed", type=int, default=None)
@@ -186,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(commands.add_parser("eval", help="evaluate a method on one of the paper's domains"))
     add_report_arguments(commands.add_parser("report", help="tables and a plot from awrs eval results"))
 
+    doctor = commands.add_parser("doctor", help="versions, extras, backends and CPU features, for bug reports")
+    doctor.add_argument("--no-backends", action="store_true", help="skip loading and timing the models")
+
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible HTTP API with constrained outputs")
     from .server.cli import add_serve_arguments
 
@@ -229,6 +235,11 @@ def _dispatch(args) -> int:
         from .evaluation.cli import report_command
 
         return report_command(args)
+    if args.command == "doctor":
+        from .doctor import report
+
+        report(backends=not args.no_backends)
+        return 0
     if args.command == "serve":
         from .server.cli import run_serve
 

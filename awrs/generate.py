@@ -90,7 +90,7 @@ def _prepare(
     system: str | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
-    estimator: str = "remainder",
+    estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
     max_attempts: int | None = None,
@@ -138,7 +138,7 @@ def generate(
     system: str | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
-    estimator: str = "remainder",
+    estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
     max_attempts: int | None = None,
@@ -159,7 +159,8 @@ def generate(
         chat: wrap a text prompt in the model's chat template (with ``system`` if given).
         ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
         resampling: ``"systematic"`` or ``"multinomial"``.
-        estimator: AWRS weight estimator, ``"remainder"`` or ``"two-loop"``.
+        estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
+            ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
             (once a step's rejections have cost as much as a mask), ``"always"`` or ``"never"``
             (see :mod:`awrs.sampling.samplers`).

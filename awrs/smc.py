@@ -10,10 +10,11 @@ final score, if one is given). Every step:
    keeps the target exact under the length limit;
 4. an optional critic twists the weights (its prefix score is added, and taken back the next
    step; its final score is applied at EOS);
-5. if the effective sample size of the unfinished particles falls below ``ess_threshold`` times
-   their number, they are resampled among themselves and each gets their mean weight (finished
-   particles keep theirs, so the likelihood estimate stays unbiased and no finished text is
-   lost); the model cache is reordered to match, not recomputed.
+5. if the effective sample size of the unfinished and dead particles falls below
+   ``ess_threshold`` times their number, or one of them is dead, they are resampled among
+   themselves and each gets their mean weight: dead particles are replaced, so the population keeps its size, while
+   texts finished with EOS keep their weights (the likelihood estimate stays unbiased and no
+   finished text is lost); the model cache is reordered to match, not recomputed.
 
 The estimate of log P(constraint) is the log mean of the final weights.
 
@@ -195,15 +196,18 @@ class _Run:
         row_of = np.full(n, -1)
         row_of[self.active] = np.arange(len(self.active))
         ancestors = np.arange(n)
-        moving = np.flatnonzero(~particles.finished)
-        if config.ess_threshold > 0 and len(moving):
-            # Only unfinished particles are resampled, among themselves: each gets their mean
-            # weight, finished ones keep theirs. The total weight of both groups is unchanged in
-            # expectation, so this is a valid resampling, and a finished text is never dropped
-            # in favour of lineages that may still die at the token limit.
+        # Resampled together: unfinished particles and dead ones (weight zero), so that the dead
+        # are replaced by copies of the living and the population keeps its size. Texts that
+        # ended with EOS keep their weights and are never resampled away.
+        dead = particles.finished & (particles.log_weights == -math.inf)
+        moving = np.flatnonzero(~particles.finished | dead)
+        if config.ess_threshold > 0 and not particles.finished[moving].all():
+            # Each resampled particle gets the group's mean weight, finished ones keep theirs:
+            # the total weight of both groups is unchanged in expectation, so this is a valid
+            # resampling, and the likelihood estimate stays unbiased.
             weights = particles.log_weights[moving]
             ess = effective_sample_size(weights)
-            if 0 < ess < config.ess_threshold * len(moving):
+            if 0 < ess and (ess < config.ess_threshold * len(moving) or dead[moving].any()):
                 ancestors[moving] = moving[self.resample(normalized(weights), rng)]
                 mean = log_mean_exp(weights)
                 particles.select(ancestors)

@@ -59,7 +59,10 @@ class _ScriptedDrawer:
     def remove(self, token: int) -> None:
         self._removed.add(token)
 
-    def restrict(self, tokens) -> None:
+    only_accepted = False
+
+    def restrict(self, tokens, *, exact: bool = False) -> None:
+        self.only_accepted = self.only_accepted or exact
         keep = {int(t) for t in np.atleast_1d(tokens)}
         self._removed.update(int(t) for t in range(len(self._mass)) if t not in keep)
 
@@ -73,7 +76,18 @@ class _ScriptedDrawer:
     def coin(self, probability: float) -> bool:
         if probability >= 1.0:
             return True
+        if probability <= 0.0:
+            return False
         return bool(self._choose([(True, probability), (False, 1.0 - probability)]))
+
+    def poisson_sample(self, horizon: float) -> list[int]:
+        """Independent coins per token (the law MassDrawer's race realises), so every branch
+        can be enumerated."""
+        from .sampling.awrs import inclusion_probability
+
+        arrived = [int(t) for t in self._left() if self.coin(inclusion_probability(self._mass[t], horizon))]
+        self._removed.update(arrived)
+        return arrived
 
 
 @dataclass(frozen=True)

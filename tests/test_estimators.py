@@ -15,11 +15,16 @@ from functools import partial
 import numpy as np
 import pytest
 
-from awrs.sampling.awrs import Draw, first_accepted, lcd, remainder, two_loop
+from awrs.sampling.awrs import (
+    Draw, first_accepted, inclusion_probability, lcd, poisson, poisson_horizon, remainder, two_loop,
+)
 from awrs.sampling.draw import NO_TOKEN
 from awrs.testing import enumerate_estimator, estimator_moments
 
 PROPER = {
+    "poisson": poisson,
+    "poisson-tight": partial(poisson, variance=0.02),
+    "poisson-loose": partial(poisson, variance=50.0),
     "remainder": remainder,
     "remainder-no-roulette": partial(remainder, roulette=0.0),
     "remainder-heavy-roulette": partial(remainder, roulette=2.0),
@@ -98,7 +103,7 @@ def test_pruning_known_rejections_mid_loop_keeps_remainder_exact():
     def prune(drawer):
         drawer.restrict(np.array([3]))
 
-    for estimator in (remainder, two_loop, lcd):
+    for estimator in (poisson, remainder, two_loop, lcd):
         moments = estimator_moments(estimator, mass, {3}, prune=prune)
         assert moments.token_probability == pytest.approx({3: 1.0})
         if estimator is not lcd:
@@ -106,12 +111,40 @@ def test_pruning_known_rejections_mid_loop_keeps_remainder_exact():
         assert moments.expected_checks <= 2.0
 
 
-def test_remainder_is_exact_when_one_token_is_valid():
-    """Its weight includes the accepted token's mass exactly: zero variance here."""
+@pytest.mark.parametrize("estimator", [remainder, poisson])
+def test_exact_when_one_token_is_valid(estimator):
+    """The weight includes the accepted token's mass exactly: zero variance here."""
     for case in ("one-low-probability-valid", "paper-example", "tiny-valid-mass"):
         mass, accepted = CASES[case]
         z = sum(mass[a] for a in accepted)
-        assert estimator_moments(remainder, mass, accepted).variance / z**2 < 1e-9
+        assert estimator_moments(estimator, mass, accepted).variance / z**2 < 1e-9
+
+
+def _heavy_untested_case(valid: int = 3, invalid: int = 3, z: float = 1e-3):
+    """Most mass on invalid tokens, the valid mass spread: the remainder's bad regime."""
+    mass = [(1.0 - z) / invalid] * invalid + [z / valid] * valid
+    return mass, set(range(invalid, invalid + valid))
+
+
+def test_poisson_bounds_the_relative_variance_where_the_remainder_explodes():
+    """Issue 12's regime: untested mass m_U >> Z with the valid mass spread. Here (exact
+    enumeration, Z = 1e-3) the relative variances are 0.31 (Poisson), 2.0 (remainder; it grows
+    like m_U / Z with the vocabulary) and 126 (two-loop)."""
+    mass, accepted = _heavy_untested_case()
+    z2 = sum(mass[a] for a in accepted) ** 2
+    relvar = {name: estimator_moments(e, mass, accepted).variance / z2
+              for name, e in (("poisson", poisson), ("remainder", remainder), ("two-loop", two_loop))}
+    assert relvar["poisson"] < 0.35
+    assert relvar["remainder"] > 1.5 and relvar["two-loop"] > 100
+
+
+def test_poisson_horizon_follows_loop_one():
+    # light untested rest: almost no extra check expected; heavy rest: at most (n0 + 1) / c
+    assert poisson_horizon(0.5, 0.0, 0) == 0.0
+    assert poisson_horizon(0.9, 1e-6, 0) * 1e-6 < 1e-5
+    assert poisson_horizon(1e-3, 0.9, 0) * 0.9 == pytest.approx(4.0, rel=0.01)
+    assert poisson_horizon(1e-6, 0.9, 9) * 0.9 == pytest.approx(40.0, rel=0.01)
+    assert inclusion_probability(1e-20, 1.0) == pytest.approx(1e-20)
 
 
 @pytest.mark.parametrize(
@@ -166,9 +199,22 @@ def _remainder_without_accepted_mass(drawer, accept):
     return Draw(draw.token, math.log(max(math.exp(draw.log_weight) - 1e-3, 1e-300)), draw.rejections)
 
 
-@pytest.mark.parametrize("estimator", [_without_psi0, _one_loop, _remainder_without_accepted_mass])
+def _poisson_without_inverse_probability(drawer, accept):
+    """The Poisson estimator adding accepted arrivals' plain masses (biased low)."""
+    token, n0 = first_accepted(drawer, accept)
+    mass_x = drawer.mass(token)
+    drawer.remove(token)
+    weight = mass_x + sum(drawer.mass(t) for t in drawer.poisson_sample(poisson_horizon(
+        mass_x, drawer.remaining, n0)) if accept(t))
+    return Draw(token, math.log(weight), n0)
+
+
+@pytest.mark.parametrize("estimator", [
+    _without_psi0, _one_loop, _remainder_without_accepted_mass, _poisson_without_inverse_probability,
+])
 def test_the_exact_check_rejects_biased_estimators(estimator):
-    mass, accepted = CASES["paper-example"]
+    mass, accepted = CASES["paper-example"] if estimator is not _poisson_without_inverse_probability \
+        else CASES["two-valid"]
     with pytest.raises(AssertionError):
         assert_properly_weighted(estimator, mass, accepted)
 

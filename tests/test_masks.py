@@ -140,7 +140,7 @@ MASS = np.array([0.05, 0.3, 0.1, 0.25, 0.1, 0.2, 0.0])
 def _samplers():
     return {
         "never": AWRS(masks="never"),
-        "auto, mask after the first rejection": AWRS(masks="auto", initial_mask_seconds=0.0),
+        "auto, mask after the first rejection": AWRS(masks="auto", mask_cost=0.0),
         "always": AWRS(masks="always"),
         "two-loop, always": AWRS("two-loop", masks="always"),
     }
@@ -189,6 +189,46 @@ def test_mask_modes_are_validated():
     result = awrs.generate(model, [], Regex("a+"), masks="always", particles=4, max_tokens=4, seed=0)
     assert result.samples and all(set(s.text) == {"a"} for s in result.samples)
     assert result.stats.masks > 0
+
+
+def test_same_seed_same_samples_whatever_the_clock_says(monkeypatch):
+    """Mask decisions read no clock: a run where every timing is scrambled (checks look free,
+    masks look ruinous, then the reverse) gives the same samples as an ordinary one."""
+    import itertools
+    import time as time_module
+
+    from awrs.smc import SMCConfig, run_smc
+
+    vocab = [bytes([a, b]) for a in b"abcd" for b in b"abcd"] + [b"<eos>"]
+    model = awrs.TableModel(vocab, lambda context: np.full(len(vocab), 1.0 / len(vocab)), eos=len(vocab) - 1)
+
+    def run():
+        stats = Stats()
+        sampler = AWRS(masks="auto", mask_cost=2.0)  # a mask after two rejections, if any
+        population = run_smc(model, [], Regex("(ab|cd)+"), sampler, SMCConfig(particles=8, max_tokens=5),
+                             np.random.default_rng(3), stats=stats)
+        return population.tokens, population.log_weights.tolist(), stats.masks
+
+    reference = run()
+    ticks = itertools.count()
+    monkeypatch.setattr(time_module, "perf_counter", lambda: (next(ticks) % 7) ** 3 * 1e3)
+    assert run() == reference
+    assert reference[2] > 0  # the run did use masks, so their timing could have mattered
+
+
+def test_auto_reuses_the_masks_a_run_has_computed():
+    vocab = awrs.Vocabulary((b"a", b"b", b"c", b"<eos>"), frozenset({3}))
+    constraint = Regex("a+")
+    sampler = AWRS(masks="auto")
+    rng = np.random.default_rng(0)
+    mass = np.array([0.05, 0.5, 0.4, 0.05])
+    first = TokenChecker(constraint, constraint.start(), vocab, Stats())
+    assert not sampler._mask_first(first)
+    sampler.remember_mask(first)
+    second = TokenChecker(constraint, constraint.start(), vocab, Stats())
+    draw = sampler.propose(mass, np.cumsum(mass), second, rng)
+    assert draw.token == 0 and draw.log_weight == pytest.approx(math.log(0.05))  # exact weight
+    assert second._stats.constraint_checks <= 2 and second._stats.masks == 1  # the token, is_complete
 
 
 # --- grammar masks (llguidance over the vocabulary) ---------------------------------------

@@ -51,6 +51,27 @@ def test_mass_drawer_exhausts_and_rebuilds():
     assert d.remaining == 0.0
 
 
+def test_poisson_sample_includes_each_token_independently():
+    """MassDrawer realises Poisson sampling with a race: token y is included with probability
+    1 - exp(-p(y) * horizon), independently of the others (the enumeration tests assume it)."""
+    mass = np.array([0.5, 0.3, 0.15, 0.05])
+    rng = np.random.default_rng(11)
+    horizon = 2.0
+    n = 40_000
+    single = np.zeros(4)
+    pair = 0
+    for _ in range(n):
+        arrived = MassDrawer(mass, rng).poisson_sample(horizon)
+        single[arrived] += 1
+        pair += 0 in arrived and 3 in arrived
+    inclusion = 1 - np.exp(-mass * horizon)
+    for token in range(4):
+        p = inclusion[token]
+        assert within(single[token] / n, p, math.sqrt(p * (1 - p) / n)), token
+    joint = inclusion[0] * inclusion[3]
+    assert within(pair / n, joint, math.sqrt(joint * (1 - joint) / n))
+
+
 def test_mass_drawer_restrict_keeps_only_given_tokens():
     d = MassDrawer(np.array([0.6, 0.3, 0.1]), np.random.default_rng(2))
     d.remove(1)
@@ -164,7 +185,8 @@ def test_masking_and_awrs_give_the_same_local_distribution():
 def test_masking_checks_every_token_and_awrs_few():
     constraint = Regex("a+b?")
     rng = np.random.default_rng(6)
-    for sampler, bound in ((Masking(), len(VOCAB) + 1), (AWRS(), 3)):  # +1: the EOS-pruning hint
+    # +1: the EOS-pruning hint; AWRS: loop 1 plus the Poisson estimator's few arrivals
+    for sampler, bound in ((Masking(), len(VOCAB) + 1), (AWRS(), 5), (AWRS("two-loop"), 3)):
         checker = _checker(constraint, b"a")
         sampler.propose(MASS, np.cumsum(MASS), checker, rng)
         stats = checker._stats

@@ -65,15 +65,18 @@ CONSTRAINT_CASES = {
 
 
 @pytest.mark.parametrize("case", CONSTRAINT_CASES)
-@pytest.mark.parametrize("sampler", ["remainder", "two-loop", "masking", "eager-masks", "always-masks"])
+@pytest.mark.parametrize("sampler", [
+    "poisson", "remainder", "two-loop", "masking", "eager-masks", "always-masks", "auto-masks",
+])
 def test_likelihood_estimate_is_unbiased(case, sampler):
     make_model, make_constraint, max_tokens = CONSTRAINT_CASES[case]
     model, constraint = make_model(), make_constraint()
     truth = sum(exact_target(model, [], constraint, max_tokens).values())
     token_sampler = {
         "masking": lambda: Masking(weighted=True),
-        "eager-masks": lambda: AWRS(masks="auto", initial_mask_seconds=0.0),  # mask at 1st rejection
+        "eager-masks": lambda: AWRS(masks="auto", mask_cost=0.0),  # mask at 1st rejection
         "always-masks": lambda: AWRS(masks="always"),
+        "auto-masks": lambda: AWRS(masks="auto"),  # reuses masks the run computed
     }.get(sampler, lambda: AWRS(sampler, masks="never"))()
     values = smc_likelihoods(
         model, constraint, token_sampler, runs=600, particles=3, max_tokens=max_tokens, ess=0.9
@@ -244,3 +247,27 @@ def test_jobs_batched_together_each_match_their_own_exact_target():
                 text = model.vocab.decode(tokens)
                 posterior[text] = posterior.get(text, 0.0) + weight
         assert total_variation(posterior, exact) < 0.05
+
+
+def _half_dead_end_model():
+    """'a' or 'b' first, each 0.5; after 'a' the model never says 'c', so under ``(a|b)c``
+    every particle that took 'a' dead-ends at the next step; after 'b', 'c' is certain."""
+    table = {(): [0.5, 0.5, 0.0, 0.0], (0,): [0.6, 0.0, 0.0, 0.4], (1,): [0.0, 0.0, 1.0, 0.0]}
+    return awrs.models.TableModel.from_table(["a", "b", "c", "<eos>"], table, eos=3,
+                                             default=[0.0, 0.0, 0.0, 1.0])
+
+
+def test_dead_particles_are_replaced_and_the_population_keeps_its_size():
+    model, constraint = _half_dead_end_model(), Regex("(a|b)c")
+    n = 16
+    config = SMCConfig(particles=n, max_tokens=4, ess_threshold=0.5)
+    truth = sum(exact_target(model, [], constraint, 4).values())  # 0.5
+    likelihoods = []
+    for seed in range(300):
+        population = run_smc(model, [], constraint, AWRS(), config, np.random.default_rng(seed))
+        texts = {model.vocab.decode([t for t in tokens if t != 3]) for tokens in population.tokens}
+        assert np.isfinite(population.log_weights).sum() == n  # before the fix: about n / 2
+        assert texts == {b"bc"}
+        likelihoods.append(float(np.mean(np.exp(population.log_weights))))
+    mean, se = mean_and_se(likelihoods)
+    assert abs(mean - truth) < 5 * se

@@ -15,7 +15,9 @@ Not here: tokens. Samplers turn token ids into bytes through :class:`awrs.vocab.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -81,6 +83,16 @@ class Constraint(ABC):
     #: True if :meth:`token_mask` returns exactly the tokens :meth:`advance` accepts. Samplers
     #: may then draw from the masked distribution with one check and the exact weight.
     exact_masks: bool = False
+
+    #: What one :meth:`token_mask` costs, in token checks: a fixed price, so that sampling
+    #: decides when to mask without reading a clock (the same seed gives the same samples on
+    #: any machine). ``inf``: no mask engine.
+    mask_cost: float = math.inf
+
+    def mask_key(self, state: State) -> Hashable | None:
+        """States with equal keys have equal masks (a mask computed once is then free); None
+        if masks are not shared between states."""
+        return None
 
     def candidate_tokens(self, state: State, vocab: Vocabulary) -> np.ndarray | None:
         """A cheap hint: token ids that may be accepted after ``state`` (EOS excluded), or None.

@@ -12,6 +12,7 @@ a factor on finished texts).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -35,6 +36,8 @@ class All(Constraint):
             raise ConfigError("All() needs at least one constraint")
         self.parts: tuple[Constraint, ...] = tuple(flat)
         self.exact_masks = all(c.exact_masks for c in flat)
+        costs = [c.mask_cost for c in flat if c.mask_cost != math.inf]
+        self.mask_cost = sum(costs) if costs else math.inf
 
     @property
     def timeouts(self) -> int:
@@ -86,6 +89,10 @@ class All(Constraint):
                 kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=True)
         return kept
 
+    def mask_key(self, state: State):
+        keys = tuple(c.mask_key(s) for c, s in zip(self.parts, state))
+        return None if any(k is None for k in keys) else keys
+
     @property
     def critic(self) -> Score | None:
         scores = [c.critic for c in self.parts if getattr(c, "critic", None) is not None]
@@ -103,6 +110,7 @@ class Scored(Constraint):
         self.base = constraint
         self.critic: Score = score
         self.exact_masks = constraint.exact_masks
+        self.mask_cost = constraint.mask_cost
 
     def describe(self) -> str:
         return f"{self.base.describe()} (scored)"
@@ -124,6 +132,9 @@ class Scored(Constraint):
 
     def token_mask(self, state: State, vocab) -> np.ndarray | None:
         return self.base.token_mask(state, vocab)
+
+    def mask_key(self, state: State):
+        return self.base.mask_key(state)
 
     @property
     def timeouts(self) -> int:

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from ..errors import ConfigError
 from .base import DEAD, Constraint, State
-from .grammar import Grammar
+from .grammar import GRAMMAR_MASK_COST, Grammar
 from .grammar_sql import schema_grammar
 
 PREPARE_CACHE_SIZE = 4096
@@ -170,6 +170,7 @@ class Sql(Constraint):
         return self.grammar.next_bytes(state[0])
 
     exact_masks = True  # prefixes are the grammar's alone; the database is asked at the end
+    mask_cost = GRAMMAR_MASK_COST
 
     def token_mask(self, state: State, vocab):
         return self.grammar.token_mask(state[0], vocab)

@@ -89,12 +89,28 @@ def _auto_backend(path) -> str:
     if importlib.util.find_spec("llama_cpp") is None:
         return "hf"
     try:
-        from .llamacpp import _llama
+        verdict = _checked_build(path)
+    except ModelError:  # installed but its library does not load, or no GGUF to test with
+        return "hf"
+    if not verdict.ok:  # a build that crashes or fails must not take the process down
+        import sys
 
-        _llama()
-    except ModelError:  # installed but broken (e.g. built for another CPU): transformers
+        print(f"awrs: using transformers: {verdict.message()}", file=sys.stderr, flush=True)
         return "hf"
     return "llamacpp"
+
+
+def _checked_build(path):
+    """The installed llama.cpp build's verdict (probed in a subprocess, cached per library)."""
+    from .embedded import embedded_gguf_path
+    from .llamacpp import _llama
+    from .llamacpp_probe import check_build
+
+    _llama()
+    gguf = embedded_gguf_path() if path is None else Path(path).expanduser()
+    if not gguf.is_file():
+        raise ModelError(f"no GGUF file at {gguf}: the llamacpp backend reads a .gguf file")
+    return check_build(gguf)
 
 
 def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
@@ -106,6 +122,9 @@ def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
     if unknown:
         raise ConfigError(f"unknown llamacpp options {unknown}; allowed: {sorted(allowed)}")
     options.setdefault("n_gpu_layers", 0 if device == "cpu" else -1)
+    verdict = _checked_build(path)
+    if not verdict.ok:
+        raise ModelError(verdict.message())
     if path is None:
         options.setdefault("name", EMBEDDED_NAME)
         return LlamaCppModel(embedded_gguf_path(), **options)

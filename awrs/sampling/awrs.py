@@ -28,7 +28,7 @@ Estimators (choose with ``estimator=``):
     Unbiased because, by memorylessness, loop 2 continues the race to the second arrival of the
     accepted-token process; exactly one continuation loop is allowed (more are biased).
 
-``"remainder"`` (awrs's default; derived here)
+``"remainder"`` (derived here; awrs's default before the Poisson estimator)
     After loop 1 the mass is split into three known parts: R0 (all rejected), x (accepted,
     mass p(x)) and the untested rest U, of mass m_U = P - psi0 - p(x). Hence, exactly,
 
@@ -46,6 +46,28 @@ Estimators (choose with ``estimator=``):
     constraint check beyond loop 1, and only a fraction q of one when U is light compared
     with p(x); theta bounds the extra relative variance the roulette adds (<= theta * m_U / p(x)).
 
+``"poisson"`` (awrs's default; derived here)
+    The remainder's decomposition Z = p(x) + Z_U, with Z_U estimated by *Poisson sampling* of
+    U instead of one draw. Continue the exponential race on U from time 0 (a fresh race, by
+    memorylessness) up to a horizon theta fixed by loop 1: every token y of U arrives before
+    theta independently, with probability pi_y = 1 - exp(-p(y) theta). Check the arrivals and
+    weight each accepted one by its inverse inclusion probability (Horvitz-Thompson):
+
+        w = p(x) + sum_{y in U, T_y < theta, y in A} p(y) / pi_y.
+
+    E[w | loop 1] = p(x) + Z_U = Z, so (x, w) is properly weighted. The inclusions are
+    independent, so
+
+        Var(w | loop 1) = sum_{y in U ∩ A} p(y)^2 (1 - pi_y) / pi_y  <=  Z_U / theta,
+
+    and expected checks are sum_{y in U} pi_y <= m_U theta. With
+    theta = 1 / (c * max(p(x), Zg)), Zg = (p(x) + m_U) / (n0 + 1) a loop-1 guess of Z, the
+    relative variance given loop 1 is at most c * max(p(x), Zg) / Z: at most c whenever the
+    guess does not exceed Z, and bounded in every case by c * (p(x) + m_U) / Z, a bound with
+    no heavy tail of the remainder's kind (a rare weight of m_U). Expected extra checks are
+    at most (n0 + 1) / c, and close to none when U is light (m_U << p(x)). c is
+    ``variance`` (default 0.25).
+
 ``"lcd"``: loop 1 only, weight 1 (not properly weighted; for locally constrained decoding).
 
 On a dead end (loop 1 exhausts every token with positive mass) Z = 0 exactly: the draw returns
@@ -62,9 +84,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import ConstraintError
 from .draw import NO_TOKEN
 
 DEFAULT_ROULETTE = 0.1
+DEFAULT_POISSON_VARIANCE = 0.25  # c: the bound on the relative variance added given loop 1
 
 
 class Drawer(Protocol):
@@ -74,9 +98,14 @@ class Drawer(Protocol):
     def remove(self, token: int) -> None: ...
     def mass(self, token: int) -> float: ...
     def coin(self, probability: float) -> bool: ...
-    def restrict(self, tokens) -> None: ...
+    def restrict(self, tokens, *, exact: bool = False) -> None: ...
+    def poisson_sample(self, horizon: float) -> list[int]:
+        """Remove and return the tokens left whose race clocks ring before ``horizon``:
+        each independently with probability 1 - exp(-mass * horizon)."""
+        ...
     @property
     def remaining(self) -> float: ...
+    only_accepted: bool  # every token left is accepted (an exact mask was applied)
 
 
 Accept = Callable[[int], bool]
@@ -163,7 +192,66 @@ def remainder(
     return Draw(token, _log(weight), rejections)
 
 
+def inclusion_probability(mass: float, horizon: float) -> float:
+    """P(an Exp(mass) clock rings before ``horizon``), accurate for tiny products."""
+    return -math.expm1(-mass * horizon) if horizon != math.inf else (1.0 if mass > 0 else 0.0)
+
+
+def poisson_horizon(
+    mass_x: float, untested: float, rejections: int, *, variance: float = DEFAULT_POISSON_VARIANCE
+) -> float:
+    """The horizon theta of the Poisson estimator, from loop 1 alone (see the module docstring).
+
+    Expected arrivals are at most untested * theta <= (n0 + 1) / variance.
+    """
+    if untested <= 0.0:
+        return 0.0
+    guess = max(mass_x, (mass_x + untested) / (rejections + 1))
+    return 1.0 / (variance * guess)
+
+
+def poisson(
+    drawer: Drawer, accept: Accept, prune: Prune | None = None, *, variance: float = DEFAULT_POISSON_VARIANCE
+) -> Draw:
+    """The Poisson estimator: w = p(x) + Horvitz-Thompson estimate of Z_U. See the module docstring.
+
+    Pruning at any time keeps it exact: pruned tokens are rejections, and an accepted token's
+    inclusion depends only on its own clock.
+    """
+    token, rejections = first_accepted(drawer, accept, prune)
+    if token == NO_TOKEN:
+        return Draw(NO_TOKEN, -math.inf, rejections)
+    mass_x = drawer.mass(token)
+    drawer.remove(token)
+    horizon = poisson_horizon(mass_x, drawer.remaining, rejections, variance=variance)
+    if prune is not None and drawer.remaining * horizon > 1.0:  # worth removing known rejections
+        prune(drawer)
+        horizon = poisson_horizon(mass_x, drawer.remaining, rejections, variance=variance)
+    if drawer.only_accepted:  # an exact mask left only valid tokens: Z is the mass left
+        return Draw(token, _log(mass_x + drawer.remaining), rejections)
+    weight = mass_x
+    if horizon > 0.0:
+        for other in drawer.poisson_sample(horizon):
+            if accept(other):
+                mass = drawer.mass(other)
+                weight += mass / inclusion_probability(mass, horizon)
+            else:
+                rejections += 1
+    return Draw(token, _log(weight), rejections)
+
+
+def exact(drawer: Drawer, accept: Accept, *, weighted: bool = True) -> Draw:
+    """A drawer restricted to exactly the accepted set: one draw, one check, w = Z exactly."""
+    token = drawer.draw()
+    if token == NO_TOKEN:
+        return Draw(NO_TOKEN, -math.inf, 0)
+    if not accept(token):
+        raise ConstraintError(f"the constraint's exact mask allowed token {token} that advance() rejects")
+    return Draw(token, _log(drawer.remaining) if weighted else 0.0, 0)
+
+
 ESTIMATORS: dict[str, Callable[..., Draw]] = {
+    "poisson": poisson,
     "remainder": remainder,
     "two-loop": two_loop,
     "lcd": lcd,

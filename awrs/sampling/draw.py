@@ -42,7 +42,7 @@ class MassDrawer:
 
     __slots__ = (
         "_mass", "_rng", "_cum", "_total", "_removed", "_removed_mass",
-        "_draws", "_order", "_position", "_last",
+        "_draws", "_order", "_position", "_last", "only_accepted",
     )
 
     def __init__(
@@ -58,6 +58,7 @@ class MassDrawer:
         self._order: list[int] | None = None
         self._position = 0
         self._last = NO_TOKEN
+        self.only_accepted = False  # set by restrict(..., exact=True): every token left is valid
 
     def mass(self, token: int) -> float:
         return float(self._mass[token])
@@ -126,8 +127,13 @@ class MassDrawer:
                 return token
         return NO_TOKEN
 
-    def restrict(self, tokens: np.ndarray) -> None:
-        """Remove every token not in ``tokens`` (used to prune tokens known to be rejected)."""
+    def restrict(self, tokens: np.ndarray, *, exact: bool = False) -> None:
+        """Remove every token not in ``tokens`` (used to prune tokens known to be rejected).
+
+        ``exact``: ``tokens`` is exactly the accepted set, so every token left is valid and
+        the mass left is the local normaliser (estimators may then use it as is).
+        """
+        self.only_accepted = self.only_accepted or exact
         kept = np.zeros_like(self._mass)
         kept[tokens] = self._mass[tokens]
         if self._removed:
@@ -136,6 +142,29 @@ class MassDrawer:
         self._cum = np.cumsum(kept)
         self._total = float(self._cum[-1]) if len(self._cum) else 0.0
         self._removed_mass = 0.0
+
+    def poisson_sample(self, horizon: float) -> list[int]:
+        """Continue the exponential race from time 0 up to ``horizon``: the tokens whose
+        clocks ring first, removed and returned in arrival order.
+
+        Given the order of arrivals, the gaps between them are independent exponentials with
+        the rate of the mass still in the race, so each token is included independently with
+        probability 1 - exp(-mass * horizon), which is all the Poisson estimator needs.
+        """
+        arrived: list[int] = []
+        clock = 0.0
+        while True:
+            left = self.remaining
+            if left <= 0.0:
+                return arrived
+            clock += self._rng.exponential() / left
+            if clock >= horizon:
+                return arrived
+            token = self.draw()
+            if token == NO_TOKEN:
+                return arrived
+            self.remove(token)
+            arrived.append(token)
 
     def coin(self, probability: float) -> bool:
         """True with the given probability (used for unbiased random truncation)."""

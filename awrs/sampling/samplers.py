@@ -20,11 +20,14 @@ Masks. A constraint with a mask engine (:meth:`~awrs.constraints.base.Constraint
 e.g. a regular :class:`~awrs.constraints.regex.Regex`) can name every allowed token at once.
 AWRS decides per particle and step whether asking is worth it (``masks="auto"``): rejected
 draws are cheap checks, a mask is one whole-vocabulary computation, so it keeps drawing until
-the checks of this step have cost as much as a mask is expected to (the mean of the masks it
-computed so far), then removes every token outside the mask -- the rule that never pays more
-than twice the cheaper choice in hindsight. Removing tokens a mask rules out is removing known
-rejections, which keeps the weights exact. ``masks="always"`` asks before the first draw (with an
-exact mask: one draw, one check, the exact normaliser as weight); ``"never"`` checks only.
+this step's rejections have cost as much as a mask (the constraint's fixed ``mask_cost``, in
+checks) -- ski rental, which never pays more than twice the cheaper choice in hindsight -- and
+then removes every token outside the mask. A mask this run has already computed (same
+``mask_key``, e.g. the same automaton state) costs nothing more, so it is used before the
+first draw. No decision reads a clock: the same seed gives the same samples on any machine.
+Removing tokens a mask rules out is removing known rejections, which keeps the weights exact;
+with an exact mask the mass left *is* the normaliser, and the weight is exact.
+``masks="always"`` asks before the first draw; ``"never"`` checks only.
 """
 
 from __future__ import annotations
@@ -32,18 +35,18 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
+from functools import partial
 
 import numpy as np
 
 from ..constraints.base import DEAD, Constraint, State
-from ..errors import ConfigError, ConstraintError
+from ..errors import ConfigError
 from ..stats import Stats
 from ..vocab import Vocabulary
-from .awrs import DEFAULT_ROULETTE, ESTIMATORS, Draw, remainder
+from .awrs import DEFAULT_POISSON_VARIANCE, DEFAULT_ROULETTE, ESTIMATORS, Draw, exact
 from .draw import NO_TOKEN, MassDrawer
 
 MASK_MODES = ("auto", "always", "never")
-INITIAL_MASK_SECONDS = 1e-3  # what a first mask is assumed to cost, before any was measured
 
 
 class TokenChecker:
@@ -53,7 +56,8 @@ class TokenChecker:
     can still be satisfied after their bytes. Calls are counted and timed in ``stats``.
     """
 
-    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete", "spent")
+    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete", "spent",
+                 "mask_cost_override")
 
     def __init__(self, constraint: Constraint, state: State, vocab: Vocabulary, stats: Stats):
         self._constraint = constraint
@@ -62,7 +66,8 @@ class TokenChecker:
         self._stats = stats
         self._after: dict[int, State] = {}
         self._complete: bool | None = None
-        self.spent = 0.0  # seconds of token checks so far
+        self.spent = 0.0  # seconds of token checks so far (reported, never used to decide)
+        self.mask_cost_override: float | None = None
 
     @property
     def eos_ids(self) -> np.ndarray:
@@ -71,6 +76,16 @@ class TokenChecker:
     @property
     def exact_masks(self) -> bool:
         return self._constraint.exact_masks
+
+    @property
+    def mask_cost(self) -> float:
+        """A mask's price in checks (the constraint's, unless the sampler overrides it)."""
+        if self.mask_cost_override is not None:
+            return self.mask_cost_override
+        return self._constraint.mask_cost
+
+    def mask_key(self):
+        return self._constraint.mask_key(self._state)
 
     def candidates(self) -> np.ndarray | None:
         """Token ids that may be accepted, from the constraint's hint; None if any may.
@@ -138,56 +153,44 @@ class _Pruner:
     """Removes tokens known to be rejected while AWRS's first loop runs.
 
     After the first rejection it applies the constraint's cheap hint; in ``"auto"`` mode it
-    then applies the token mask once this step's checks have cost as much as a mask is
-    expected to (``"always"``: at the first call; ``"never"``: not at all).
+    then applies the token mask once this step's rejections have cost as much as a mask (the
+    constraint's fixed :attr:`~awrs.constraints.base.Constraint.mask_cost`, in checks; never a
+    clock); ``"always"``: at the first call; ``"never"``: not at all.
     """
 
-    __slots__ = ("_accept", "_sampler", "_hinted", "_masking")
+    __slots__ = ("_accept", "_sampler", "_hinted", "_masking", "_calls")
 
     def __init__(self, accept: TokenChecker, sampler: AWRS, *, masking: bool = True) -> None:
         self._accept = accept
         self._sampler = sampler
         self._hinted = False
         self._masking = masking and sampler.masks != "never"
+        self._calls = 0
 
     def __call__(self, drawer) -> bool:
+        self._calls += 1
         if not self._hinted:
             self._hinted = True
             candidates = self._accept.candidates()
             if candidates is not None:
                 drawer.restrict(candidates)
-        if self._masking and (
-            self._sampler.masks == "always" or self._accept.spent >= self._sampler.expected_mask_seconds
-        ):
+        if self._masking and (self._sampler.masks == "always" or self._calls >= self._accept.mask_cost):
             self._masking = False
-            started = time.perf_counter()
             mask = self._accept.mask()
             if mask is not None:  # None: no mask engine, or none for this text; checks only
-                drawer.restrict(mask)
-                self._sampler.record_mask(time.perf_counter() - started)
+                self._sampler.remember_mask(self._accept)
+                if self._accept.exact_masks:
+                    drawer.restrict(_without_eos_unless_complete(mask, self._accept), exact=True)
+                else:
+                    drawer.restrict(mask)
         return self._masking
 
 
-def _masked_draw(
-    mass: np.ndarray, candidates: np.ndarray, accept: TokenChecker, rng, weighted: bool
-) -> Draw:
-    """With an exact mask the local normaliser is known: one draw, one check, exact weight.
-
-    Only EOS needs a check to know whether it is in the mask (``is_complete``).
-    """
-    eos = accept.eos_ids
-    if not accept.is_complete():
-        candidates = candidates[~np.isin(candidates, eos)]
-    masked = _only(mass, candidates)
-    drawer = MassDrawer(masked, rng)
-    token = drawer.draw()
-    if token == NO_TOKEN:
-        return Draw(NO_TOKEN, -math.inf, 0)
-    if not accept(token):
-        raise ConstraintError(
-            f"the constraint's exact mask allowed token {token} that advance() rejects"
-        )
-    return Draw(token, math.log(drawer.remaining) if weighted else 0.0, 0)
+def _without_eos_unless_complete(candidates: np.ndarray, accept: TokenChecker) -> np.ndarray:
+    """An exact mask with EOS (which every mask includes) kept only if the text is complete."""
+    if accept.is_complete():
+        return candidates
+    return candidates[~np.isin(candidates, accept.eos_ids)]
 
 
 class TokenSampler(ABC):
@@ -222,19 +225,26 @@ class AWRS(TokenSampler):
     """Adaptive weighted rejection sampling (see :mod:`awrs.sampling.awrs`).
 
     Args:
-        estimator: ``"remainder"`` (default, lowest variance), ``"two-loop"`` (the paper's) or
-            ``"lcd"`` (no weights: fast locally constrained decoding).
+        estimator: ``"poisson"`` (default: bounded relative variance), ``"remainder"``,
+            ``"two-loop"`` (the paper's) or ``"lcd"`` (no weights: fast locally constrained
+            decoding).
         roulette: the remainder estimator's truncation parameter theta (0 disables truncation).
-        masks: when to use the constraint's token masks: ``"auto"`` (when the checks of a step
-            have cost as much as a mask; see the module docstring), ``"always"`` or ``"never"``.
-            The two-loop estimator prunes only before its first loop, so under ``"auto"`` it
-            never masks.
-        initial_mask_seconds: what a mask is assumed to cost until one has been measured.
+        variance: the Poisson estimator's bound c on its relative variance given loop 1.
+        masks: when to use the constraint's token masks: ``"auto"`` (see the module
+            docstring), ``"always"`` or ``"never"``. The two-loop estimator prunes only
+            before its first loop, so under ``"auto"`` it masks only where a mask is known.
+        mask_cost: overrides the constraint's price of a mask, in checks (``0``: mask at the
+            first rejection).
+
+    One instance serves one run: under ``"auto"`` it remembers which masks the run has
+    computed (by :meth:`~awrs.constraints.base.Constraint.mask_key`) and uses them from then
+    on. That memory is per run, not per process, so samples never depend on what other runs
+    left in a cache.
     """
 
     def __init__(
-        self, estimator: str = "remainder", *, roulette: float = DEFAULT_ROULETTE, masks: str = "auto",
-        initial_mask_seconds: float = INITIAL_MASK_SECONDS,
+        self, estimator: str = "poisson", *, roulette: float = DEFAULT_ROULETTE,
+        variance: float = DEFAULT_POISSON_VARIANCE, masks: str = "auto", mask_cost: float | None = None,
     ):
         if estimator not in ESTIMATORS:
             raise ConfigError(
@@ -242,42 +252,50 @@ class AWRS(TokenSampler):
             )
         if roulette < 0:
             raise ConfigError(f"roulette must be >= 0, got {roulette}")
+        if not variance > 0:
+            raise ConfigError(f"variance must be > 0, got {variance}")
         if masks not in MASK_MODES:
             raise ConfigError(f"unknown masks mode {masks!r}; choose one of {', '.join(MASK_MODES)}")
         self.estimator = estimator
         self.roulette = roulette
+        self.variance = variance
         self.masks = masks
+        self.mask_cost = mask_cost
         self.name = "lcd" if estimator == "lcd" else f"awrs[{estimator}]"
         self.weighted = estimator != "lcd"
-        self._estimate = ESTIMATORS[estimator]
-        self._initial_mask_seconds = initial_mask_seconds
-        self._mask_seconds = 0.0
-        self._mask_count = 0
+        options = {"remainder": {"roulette": roulette}, "poisson": {"variance": variance}}
+        self._estimate = partial(ESTIMATORS[estimator], **options.get(estimator, {}))
+        self._masked_keys: set = set()
 
-    @property
-    def expected_mask_seconds(self) -> float:
-        """The mean cost of the masks computed so far (a guess before the first)."""
-        if not self._mask_count:
-            return self._initial_mask_seconds
-        return self._mask_seconds / self._mask_count
+    def remember_mask(self, accept: TokenChecker) -> None:
+        key = accept.mask_key()
+        if key is not None:
+            self._masked_keys.add(key)
 
-    def record_mask(self, seconds: float) -> None:
-        self._mask_seconds += seconds
-        self._mask_count += 1
+    def _mask_first(self, accept: TokenChecker) -> bool:
+        if not accept.exact_masks or self.masks == "never":
+            return False
+        if self.masks == "always":
+            return True
+        key = accept.mask_key()
+        return key is not None and key in self._masked_keys
 
     def propose(self, mass, cumsum, accept, rng) -> Draw:
         tried_mask = False
-        if self.masks == "always" and accept.exact_masks:
+        if self._mask_first(accept):
             mask = accept.mask()
             if mask is not None:
-                return _masked_draw(mass, mask, accept, rng, self.weighted)
+                self.remember_mask(accept)
+                drawer = MassDrawer(mass, rng, cumsum)
+                drawer.restrict(_without_eos_unless_complete(mask, accept), exact=True)
+                return exact(drawer, accept, weighted=self.weighted)
             tried_mask = True  # no mask for this text (e.g. bytes the vocabulary cannot spell)
+        if self.mask_cost is not None:
+            accept.mask_cost_override = self.mask_cost
         drawer = MassDrawer(mass, rng, cumsum)
         prune = _Pruner(accept, self, masking=not tried_mask)
         if self.masks == "always":
             prune(drawer)  # hint and mask before the first draw
-        if self._estimate is remainder:
-            return remainder(drawer, accept, prune, roulette=self.roulette)
         return self._estimate(drawer, accept, prune)
 
 

@@ -1,0 +1,109 @@
+"""``awrs doctor``: what a bug report needs, in one paste.
+
+Python and awrs versions, the optional extras that import, each backend's load and one-token
+decode time, the CPU features llama.cpp was built for against those the machine reports, and
+where the caches live. A backend that fails is reported, never raised: the point of this
+command is to work on a broken installation.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+EXTRAS = {
+    "hf": ("torch", "transformers", "gguf"),
+    "llamacpp": ("llama_cpp",),
+    "json": ("jsonschema",),
+    "grammar": ("llguidance", "lark"),
+    "smiles": ("partialsmiles", "rdkit"),
+    "server": ("fastapi", "uvicorn"),
+    "eval": ("matplotlib",),
+    "test": ("pytest", "hypothesis"),
+}
+DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python", "rdkit": "rdkit", "gguf": "gguf"}
+CPU_FEATURES = ("avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                "amx_tile", "amx_int8", "amx_bf16")
+
+
+def _version(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return importlib.metadata.version(DISTRIBUTIONS.get(module, module))
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
+
+
+def _timed_backend(backend: str) -> str:
+    from .models import load_model
+
+    start = time.perf_counter()
+    try:
+        model = load_model(backend=backend, verbose=False)
+    except Exception as err:  # noqa: BLE001 - reported, not raised
+        return f"unavailable: {err}"
+    loaded = time.perf_counter() - start
+    prompt = model.encode("The colour of the sky is")
+    start = time.perf_counter()
+    session = model.open(prompt, 1)
+    session.logprobs()
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    session.step([0], [int(prompt[-1])])
+    session.logprobs()
+    step = time.perf_counter() - start
+    session.close()
+    return (f"{model.name} loads in {loaded:.2f} s; prompt ({len(prompt)} tokens) {prefill * 1e3:.0f} ms; "
+            f"one-token decode {step * 1e3:.1f} ms")
+
+
+def _llamacpp_build() -> list[str]:
+    from .models.llamacpp_build import cpu_library, instruction_families, recorded_flags
+
+    library = cpu_library()
+    if library is None:
+        return ["llama.cpp build: not installed (make setup-llamacpp)"]
+    lines = [f"llama.cpp library: {library}"]
+    flags = recorded_flags()
+    lines.append(f"llama.cpp built for: {flags.get('LLAMA_CPU', 'unknown (not built by make setup-llamacpp)')}"
+                 + (f" ({flags['CMAKE_ARGS']})" if "CMAKE_ARGS" in flags else ""))
+    try:
+        found = instruction_families(library)
+        lines.append(f"llama.cpp instructions: {found['amx']} AMX tile, {found['avx512']} AVX-512 (zmm)")
+    except (OSError, FileNotFoundError) as err:
+        lines.append(f"llama.cpp instructions: not checked ({err})")
+    try:
+        from .models.llamacpp import _llama
+
+        info = _llama().llama_print_system_info().decode(errors="replace").strip()
+        lines.append(f"llama.cpp system info: {info}")
+    except Exception as err:  # noqa: BLE001
+        lines.append(f"llama.cpp system info: unavailable ({err})")
+    return lines
+
+
+def report(*, backends: bool = True, out: Callable[[str], None] = print) -> None:
+    """Print the report line by line (``backends=False`` skips loading models)."""
+    from . import __version__
+    from .models.embedded import cache_dir
+    from .models.llamacpp_build import host_cpu_flags
+
+    out(f"awrs {__version__} on Python {platform.python_version()} ({sys.executable})")
+    out(f"platform: {platform.platform()}; {platform.machine()}")
+    for extra, modules in EXTRAS.items():
+        versions = [f"{m} {_version(m) or 'missing'}" for m in modules]
+        ok = all(_version(m) for m in modules)
+        out(f"extra [{extra}]: {'yes' if ok else 'no'} ({', '.join(versions)})")
+    flags = host_cpu_flags()
+    out("CPU reports: " + (" ".join(f for f in CPU_FEATURES if f in flags) or "unknown"))
+    for line in _llamacpp_build():
+        out(line)
+    out(f"model cache: {cache_dir()} (converted models, llama.cpp probe verdicts; $AWRS_CACHE_DIR moves it)")
+    if backends:
+        for backend in ("hf", "llamacpp"):
+            out(f"backend {backend}: {_timed_backend(backend)}")
