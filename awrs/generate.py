@@ -284,9 +284,12 @@ def _package(
     else:  # independent draws of one distribution: equal weights among survivors
         log_weights = np.where(alive, 0.0, -np.inf)
         log_ml = None
+    # A text the model did not end (EOS forced at the token limit) is valid only for samplers
+    # whose weights account for the limit; an unconstrained draw cut short is not a sample.
     valid = [
         bool(alive[i]) and (
-            sampler.checks_during_generation or constraint.accepts(model.vocab.decode(population.tokens[i]))
+            sampler.checks_during_generation
+            or (not population.truncated[i] and constraint.accepts(model.vocab.decode(population.tokens[i])))
         )
         for i in range(len(population))
     ]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constraints.base import Constraint, State
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .models.base import LanguageModel
 from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
 from .sampling.draw import NO_TOKEN
@@ -52,6 +52,7 @@ class Particles:
     log_weights: np.ndarray  # (N,) float64
     finished: np.ndarray  # (N,) bool: ended by EOS or dead
     twists: np.ndarray  # (N,) float64: critic score currently included in log_weights
+    truncated: np.ndarray = None  # (N,) bool: ended by an EOS forced at the token limit
     ancestry: list[np.ndarray] = field(default_factory=list)  # ancestor indices per resampling
 
     @classmethod
@@ -62,6 +63,7 @@ class Particles:
             log_weights=np.zeros(n),
             finished=np.zeros(n, dtype=bool),
             twists=np.zeros(n),
+            truncated=np.zeros(n, dtype=bool),
         )
 
     def __len__(self) -> int:
@@ -73,6 +75,7 @@ class Particles:
         self.log_weights = self.log_weights[indices]
         self.finished = self.finished[indices]
         self.twists = self.twists[indices]
+        self.truncated = self.truncated[indices]
         self.ancestry.append(np.asarray(indices))
 
 
@@ -104,7 +107,14 @@ def token_masses(logprobs: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, n
     mass = np.exp(logprobs, dtype=np.float64)
     if len(vocab.blocked_array):
         mass[:, vocab.blocked_array] = 0.0
-    return mass, np.cumsum(mass, axis=1)
+    cumsum = np.cumsum(mass, axis=1)
+    if cumsum.shape[1] and not np.isfinite(cumsum[:, -1]).all():  # NaN anywhere reaches the end
+        rows = np.flatnonzero(~np.isfinite(cumsum[:, -1])).tolist()
+        raise ModelError(
+            f"the model returned NaN or infinite log-probabilities for rows {rows[:8]}: its weights "
+            "or arithmetic are broken (try the other backend, or --backend hf)"
+        )
+    return mass, cumsum
 
 
 def _checked_score(critic: Critic, text: str, finished: bool) -> float:
@@ -184,6 +194,7 @@ class _Run:
             particles.tokens[i].append(draw.token)
             if draw.token in vocab.eos_ids:
                 particles.finished[i] = True
+                particles.truncated[i] = at_limit
             elif sampler.checks_during_generation:
                 particles.states[i] = checker.state_after(draw.token)
         stats.tokens += len(self.active)

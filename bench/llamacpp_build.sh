@@ -36,5 +36,6 @@ fi
 "$PY" -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
 "$PY" -m pip install --quiet "llama-cpp-python==$VERSION" --no-binary llama-cpp-python  # its deps; already satisfied
 LIB_DIR="$("$PY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent / "lib")')"
-printf 'LLAMA_CPU=%s\nCMAKE_ARGS=%s\n' "$CPU" "$FLAGS" > "$LIB_DIR/awrs-build-flags.txt"
+LIB_SHA="$(sha256sum "$LIB_DIR"/libggml-cpu.so | cut -c1-64)"
+printf 'LLAMA_CPU=%s\nCMAKE_ARGS=%s\nLIBRARY_SHA256=%s\n' "$CPU" "$FLAGS" "$LIB_SHA" > "$LIB_DIR/awrs-build-flags.txt"
 echo "llama-cpp-python $VERSION installed for $CPU ($LIB_DIR)"

@@ -142,3 +142,12 @@ def test_should_stop_ends_a_run_cleanly_and_keeps_finished_samples():
     assert result.samples and all(len(s.text) <= 2 for s in result.samples)
     with pytest.raises(ConfigError, match="time_limit"):
         awrs.generate(model, [], awrs.Regex("a*"), time_limit=0)
+
+
+def test_unconstrained_texts_cut_at_the_token_limit_are_not_valid():
+    """With EOS forced at the limit, 'aaa' is not a text the model ended: it must not count."""
+    model = awrs.TableModel([b"a", b"<eos>"], lambda context: [0.9, 0.1], eos=1)
+    result = awrs.generate(model, [], awrs.Regex("a+"), method="unconstrained", particles=64, max_tokens=3, seed=0)
+    cut = [s for s in result.samples if s.text == "aaa"]
+    assert cut and not any(s.valid for s in cut)
+    assert all(s.valid for s in result.samples if s.text in ("a", "aa"))

@@ -243,3 +243,22 @@ def test_exact_masks_give_the_exact_weight_with_one_check():
     for token in range(6):
         g = MASS[token] / z if token in valid else 0.0
         assert within(counts[token] / n, g, math.sqrt(max(g * (1 - g), 1e-12) / n))
+
+
+def test_nan_masses_are_a_model_error_not_a_hang():
+    """A NaN in the model's output used to make MassDrawer redraw forever."""
+    import signal
+
+    import awrs
+    from awrs.errors import ModelError
+
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("MassDrawer hung")))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ModelError, match="finite"):
+            MassDrawer(np.array([0.5, np.nan, 0.5]), np.random.default_rng(0)).draw()
+        model = awrs.TableModel([b"a", b"b", b"<eos>"], lambda context: [0.5, float("nan"), 0.5], eos=2)
+        with pytest.raises(ModelError, match="NaN"):
+            awrs.generate(model, [], Regex("a+"), particles=2, max_tokens=3, seed=0)
+    finally:
+        signal.alarm(0)

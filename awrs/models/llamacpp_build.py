@@ -10,6 +10,7 @@ Not here: running the library (:mod:`awrs.models.llamacpp_probe` does, in a subp
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ def cpu_library() -> Path | None:
 
 
 def recorded_flags() -> dict[str, str]:
-    """The flags awrs's build script recorded (empty if the library was built some other way)."""
+    """The flags awrs's build script recorded (empty if the library was built some other way,
+    or replaced since: the record names the library's SHA-256)."""
     cpu = cpu_library()
     if cpu is None:
         return {}
@@ -41,7 +43,10 @@ def recorded_flags() -> dict[str, str]:
     if not path.is_file():
         return {}
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key.strip(): value.strip() for key, value in pairs}
+    flags = {key.strip(): value.strip() for key, value in pairs}
+    if flags.get("LIBRARY_SHA256") != hashlib.sha256(cpu.read_bytes()).hexdigest():
+        return {}  # the record belongs to another library (reinstalled some other way)
+    return flags
 
 
 def instruction_families(library: Path) -> dict[str, int]:

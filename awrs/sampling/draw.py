@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ModelError
+
 REBUILD_FRACTION = 0.95
 ORDER_AFTER_DRAWS = 48  # sequential draws in one call before switching to a precomputed order
 
@@ -52,6 +54,8 @@ class MassDrawer:
         self._rng = rng
         self._cum = np.cumsum(mass) if cumsum is None else cumsum
         self._total = float(self._cum[-1]) if len(self._cum) else 0.0
+        if not np.isfinite(self._total):  # a NaN mass would make every draw miss, forever
+            raise ModelError(f"token masses must be finite and non-negative; their sum is {self._total}")
         self._removed: set[int] = set()
         self._removed_mass = 0.0  # mass removed since the cumulative sum was last built
         self._draws = 0

@@ -1,0 +1,155 @@
+"""AWRS-SMC against the exact global posterior of the real embedded model (issue 12).
+
+Each case is a finite language. The exact posterior p(x | constraint) is computed here, apart
+from awrs's samplers: plain transformers (AutoModelForCausalLM on the converted embedded model)
+scores every tokenization of every string -- every token sequence whose bytes spell it within the
+token limit, followed by an EOS token -- by a search over token prefixes. Paths whose probability
+falls below 1e-13 of the prompt's are dropped (together they hold far less than the tolerance).
+Token bytes come from the tokenizer's own byte-level table, not from awrs.
+
+Then awrs.generate runs 16 seeds x 64 particles (transformers backend), and the test asserts
+TV(mean posterior, exact) <= 0.03 plus the Monte Carlo error of that mean (three standard
+errors, estimated from the runs), and that exp(log-ML) is an unbiased estimate of
+P(constraint) (its mean within 20 %, its median within 0.5 nats).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import pytest
+import regex
+
+import awrs
+from awrs.constraints import Regex
+
+pytestmark = pytest.mark.model
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+RUNS, PARTICLES = 16, 64  # 16 runs: exp(log-ML) has a relative spread of ~0.3 per run
+CASES = {
+    # LCD puts ~0.8 on " cat xylophone." (p ~ 4e-9 under the posterior)
+    "lcd-trap": ("My favourite animal is the", [" cat xylophone.", " dog.", " horse."], 12),
+    # many tokenizations per string, spread mass among the strings
+    "tokenizations": ("Is water wet? Answer:", [" yes", " no", " maybe", " yes!", " no!"], 6),
+    # multi-byte UTF-8: é, è and ô split across tokens
+    "utf-8": ("The French word for coffee is", [" café", " caffè", " kahvô"], 8),
+}
+PRUNE_BELOW = 1e-13
+
+
+def byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's byte-level BPE table: printable bytes stand for themselves, the others are
+    shifted to code points from 256 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + shifted)
+            shifted += 1
+    return table
+
+
+@cache
+def reference():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from awrs.models.embedded import embedded_gguf_path, ensure_converted
+
+    directory = ensure_converted(embedded_gguf_path(), verbose=False)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    decoder = {c: b for b, c in byte_level_alphabet().items()}
+    special = set(tokenizer.all_special_ids) | {i for i in tokenizer.added_tokens_decoder}
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    token_bytes = [None if i in special or p is None else bytes(decoder[c] for c in p) for i, p in enumerate(pieces)]
+    eos = {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")} - {None}
+    return tokenizer, model, token_bytes, sorted(eos)
+
+
+def exact_posterior(prompt: str, strings: list[str], max_tokens: int) -> tuple[dict[str, float], float]:
+    """{string: p(string | constraint)} and log P(constraint), by enumerating tokenizations."""
+    tokenizer, model, token_bytes, eos = reference()
+    targets = {s.encode(): s for s in strings}
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    mass = {s: 0.0 for s in strings}
+    pieces = [(token, piece) for token, piece in enumerate(token_bytes)
+              if piece and any(piece in t for t in targets)]  # the only tokens that can take part
+    frontier = [((), b"", 0.0)]  # (token ids, bytes, log probability)
+    for depth in range(max_tokens + 1):
+        if not frontier:
+            break
+        with torch.no_grad():
+            width = max(len(ids) for ids, _, _ in frontier)
+            batch = torch.tensor([prompt_ids + list(ids) + [0] * (width - len(ids)) for ids, _, _ in frontier])
+            attention = torch.tensor([[1] * (len(prompt_ids) + len(ids)) + [0] * (width - len(ids))
+                                      for ids, _, _ in frontier])
+            logits = model(input_ids=batch, attention_mask=attention).logits
+        following = []
+        for row, (ids, text, logp) in enumerate(frontier):
+            last = len(prompt_ids) + len(ids) - 1
+            logprobs = torch.log_softmax(logits[row, last].double(), dim=-1).numpy()
+            if text in targets:
+                mass[targets[text]] += math.exp(logp) * float(np.exp(logprobs[eos]).sum())
+            if depth == max_tokens:
+                continue
+            for token, piece in pieces:
+                longer = text + piece
+                if any(t.startswith(longer) for t in targets):
+                    value = logp + float(logprobs[token])
+                    if value > math.log(PRUNE_BELOW):
+                        following.append((ids + (token,), longer, value))
+        frontier = following
+    total = sum(mass.values())
+    return {s: m / total for s, m in mass.items()}, math.log(total)
+
+
+@cache
+def shared_model():
+    # transformers: 64 rows in one batched float32 pass are cheap here, and the reference
+    # above uses the same weights (llama.cpp's 4-bit kernels differ by KL ~1e-3)
+    return awrs.load_model(backend="hf", verbose=False)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("masks", ["auto", "never", "always"])
+def test_awrs_smc_matches_the_exact_posterior(case, masks):
+    prompt, strings, max_tokens = CASES[case]
+    exact, log_p = exact_posterior(prompt, strings, max_tokens)
+    model = shared_model()
+    pattern = "|".join(regex.escape(s) for s in strings)
+    shares = np.zeros((RUNS, len(strings)))
+    ratios = []
+    for seed in range(RUNS):
+        result = awrs.generate(model, prompt, Regex(f"(?:{pattern})"), particles=PARTICLES,
+                               max_tokens=max_tokens, seed=seed, masks=masks)
+        assert set(result.posterior) <= set(strings)
+        shares[seed] = [result.posterior.get(s, 0.0) for s in strings]
+        ratios.append(result.log_marginal_likelihood - log_p)
+    mean = shares.mean(axis=0)
+    truth = np.array([exact[s] for s in strings])
+    tv = 0.5 * float(np.abs(mean - truth).sum())
+    # One SMC run's posterior is noisy (64 particles, resampled lineages): the mean of RUNS
+    # runs is judged against 0.03 plus three of its own standard errors, which a sampler
+    # biased like LCD (TV ~0.8 on the first case) or the old default (0.13) still fails.
+    noise = 1.5 * float((shares.std(axis=0, ddof=1) / math.sqrt(RUNS)).sum())
+    assert tv <= 0.03 + noise, (case, masks, dict(zip(strings, mean)), exact, noise)
+    ratios = np.array(ratios)
+    assert abs(float(np.mean(np.exp(ratios))) - 1.0) <= 0.2, (case, masks, ratios)
+    assert abs(float(np.median(ratios))) <= 0.5, (case, masks, ratios)
+
+
+def test_the_exact_posterior_tells_lcd_apart():
+    """The reference is sharp: locally constrained decoding, which commits to " cat" first,
+    is far from it on the first case (the issue measured 0.80 on " cat xylophone.")."""
+    prompt, strings, max_tokens = CASES["lcd-trap"]
+    exact, _ = exact_posterior(prompt, strings, max_tokens)
+    pattern = "|".join(regex.escape(s) for s in strings)
+    result = awrs.generate(shared_model(), prompt, Regex(f"(?:{pattern})"), method="lcd", particles=PARTICLES,
+                           max_tokens=max_tokens, seed=0)
+    assert result.posterior.get(" cat xylophone.", 0.0) > 0.5 > exact[" cat xylophone."]
