@@ -101,15 +101,23 @@ def _auto_backend(path) -> str:
 
 
 def _checked_build(path):
-    """The installed llama.cpp build's verdict (probed in a subprocess, cached per library)."""
-    from .embedded import embedded_gguf_path
+    """The installed llama.cpp build's verdict (probed in a subprocess, cached per library).
+
+    The probe decodes with the embedded model when it is installed (a file known to be good,
+    so the verdict is about the build), else with the model being loaded.
+    """
     from .llamacpp import _llama
-    from .llamacpp_probe import check_build
+    from .llamacpp_probe import Verdict, check_build
 
     _llama()
-    gguf = embedded_gguf_path() if path is None else Path(path).expanduser()
-    if not gguf.is_file():
-        raise ModelError(f"no GGUF file at {gguf}: the llamacpp backend reads a .gguf file")
+    try:
+        from .embedded import embedded_gguf_path
+
+        gguf = embedded_gguf_path()
+    except ModelError:
+        gguf = None if path is None else Path(path).expanduser()
+    if gguf is None or not gguf.is_file():
+        return Verdict(True, "")  # nothing to probe with: loading will tell
     return check_build(gguf)
 
 
@@ -122,15 +130,16 @@ def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
     if unknown:
         raise ConfigError(f"unknown llamacpp options {unknown}; allowed: {sorted(allowed)}")
     options.setdefault("n_gpu_layers", 0 if device == "cpu" else -1)
+    if path is None:
+        gguf = embedded_gguf_path()
+        options.setdefault("name", EMBEDDED_NAME)
+    else:
+        gguf = Path(path).expanduser()
+        if not gguf.exists():
+            raise ModelError(f"no model at {gguf}: the llamacpp backend reads a .gguf file")
+        if not gguf.is_file() or gguf.suffix != ".gguf":
+            raise ModelError(f"{gguf} is not a .gguf file; the llamacpp backend reads GGUF models only")
     verdict = _checked_build(path)
     if not verdict.ok:
         raise ModelError(verdict.message())
-    if path is None:
-        options.setdefault("name", EMBEDDED_NAME)
-        return LlamaCppModel(embedded_gguf_path(), **options)
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ModelError(f"no model at {path}: the llamacpp backend reads a .gguf file")
-    if not path.is_file() or path.suffix != ".gguf":
-        raise ModelError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
-    return LlamaCppModel(path, **options)
+    return LlamaCppModel(gguf, **options)
