@@ -85,7 +85,7 @@ def collect(model, per_task: int, seed: int) -> list[tuple[str, np.ndarray, np.n
     for name, prompt, constraint, chat in tasks():
         found: list = []
         job = Job(model.prompt_ids(prompt, chat=chat), constraint, Recorder(found, per_task),
-                  SMCConfig(particles=4, max_tokens=40, ess_threshold=0.0), np.random.default_rng(seed))
+                  SMCConfig(particles=8, max_tokens=40, ess_threshold=0.0), np.random.default_rng(seed))
         run_smc_many(model, [job])
         rows += [(name, mass, accepted) for mass, accepted in found]
         print(f"  {name}: {len(found)} distributions", file=sys.stderr, flush=True)
