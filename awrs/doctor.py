@@ -25,7 +25,7 @@ EXTRAS = {
     "eval": ("matplotlib",),
     "test": ("pytest", "hypothesis"),
 }
-DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python", "rdkit": "rdkit", "gguf": "gguf"}
+DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python"}  # where the distribution's name is not the module's
 CPU_FEATURES = ("avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                 "amx_tile", "amx_int8", "amx_bf16")
 

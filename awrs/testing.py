@@ -22,7 +22,7 @@ import numpy as np
 
 from .constraints.base import DEAD, Constraint
 from .models.table import TableModel
-from .sampling.awrs import Draw
+from .sampling.awrs import Draw, inclusion_probability
 from .sampling.draw import NO_TOKEN
 
 
@@ -83,8 +83,6 @@ class _ScriptedDrawer:
     def poisson_sample(self, horizon: float) -> list[int]:
         """Independent coins per token (the law MassDrawer's race realises), so every branch
         can be enumerated."""
-        from .sampling.awrs import inclusion_probability
-
         arrived = [int(t) for t in self._left() if self.coin(inclusion_probability(self._mass[t], horizon))]
         self._removed.update(arrived)
         return arrived

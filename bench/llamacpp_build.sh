@@ -34,7 +34,7 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   rm -rf "$WHEELS" && mv "$WHEELS.partial" "$WHEELS"
 fi
 "$PY" -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
-"$PY" -m pip install --quiet "llama-cpp-python==$VERSION" --no-binary llama-cpp-python  # its deps; already satisfied
+"$PY" -m pip install --quiet "$WHEELS"/llama_cpp_python-*.whl  # its dependencies (a wheel: nothing compiles)
 LIB_DIR="$("$PY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent / "lib")')"
 LIB_SHA="$(sha256sum "$LIB_DIR"/libggml-cpu.so | cut -c1-64)"
 printf 'LLAMA_CPU=%s\nCMAKE_ARGS=%s\nLIBRARY_SHA256=%s\n' "$CPU" "$FLAGS" "$LIB_SHA" > "$LIB_DIR/awrs-build-flags.txt"

@@ -27,10 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import awrs  # noqa: E402
-from awrs.constraints import Predicate, Regex  # noqa: E402
-from awrs.sampling.awrs import DEFAULT_POISSON_VARIANCE, DEFAULT_ROULETTE, poisson_horizon  # noqa: E402
-from awrs.sampling.samplers import AWRS, TokenSampler  # noqa: E402
+import awrs
+from awrs.constraints import Predicate, Regex
+from awrs.sampling.awrs import DEFAULT_POISSON_VARIANCE, DEFAULT_ROULETTE, poisson_horizon
+from awrs.sampling.samplers import AWRS, TokenSampler
 
 FIXTURES = ROOT / "tests" / "fixtures"
 

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from awrs.sampling.awrs import (
-    Draw, first_accepted, inclusion_probability, lcd, poisson, poisson_horizon, remainder, two_loop,
+    Draw,
+    first_accepted,
+    inclusion_probability,
+    lcd,
+    poisson,
+    poisson_horizon,
+    remainder,
+    two_loop,
 )
 from awrs.sampling.draw import NO_TOKEN
 from awrs.testing import enumerate_estimator, estimator_moments

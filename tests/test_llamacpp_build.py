@@ -54,7 +54,7 @@ def test_the_instruction_scan_finds_amx_and_avx512(tmp_path: Path):
         "void wide(void) { __asm__ volatile (\"vpxord %%zmm0, %%zmm0, %%zmm0\" ::: \"xmm0\"); }\n"
     )
     library = tmp_path / "libk.so"
-    built = subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True)
+    built = subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True, check=False)
     if built.returncode != 0:
         pytest.skip(f"this assembler cannot assemble AMX: {built.stderr.decode()[:200]}")
     found = instruction_families(library)

@@ -106,19 +106,18 @@ def _checked_build(path):
     The probe decodes with the embedded model when it is installed (a file known to be good,
     so the verdict is about the build), else with the model being loaded.
     """
+    from .embedded import embedded_gguf_path
     from .llamacpp import _llama
     from .llamacpp_probe import Verdict, check_build
 
-    _llama()
     try:
-        from .embedded import embedded_gguf_path
-
         gguf = embedded_gguf_path()
     except ModelError:
         gguf = None if path is None else Path(path).expanduser()
-    if gguf is None or not gguf.is_file():
-        return Verdict(True, "")  # nothing to probe with: loading will tell
-    return check_build(gguf)
+    verdict = check_build(gguf) if gguf is not None and gguf.is_file() else Verdict(True, "")
+    if verdict.ok:
+        _llama()  # loads the library in this process; raises ModelError if it cannot
+    return verdict
 
 
 def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:

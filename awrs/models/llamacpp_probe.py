@@ -101,7 +101,7 @@ def run_probe(gguf: Path, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> Verdict:
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD, str(gguf)],
-            env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )
     except subprocess.TimeoutExpired:
         return Verdict(False, f"the test decode did not finish in {timeout:.0f} s")

@@ -56,8 +56,7 @@ class TokenChecker:
     can still be satisfied after their bytes. Calls are counted and timed in ``stats``.
     """
 
-    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete", "spent",
-                 "mask_cost_override")
+    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete", "spent")
 
     def __init__(self, constraint: Constraint, state: State, vocab: Vocabulary, stats: Stats):
         self._constraint = constraint
@@ -67,7 +66,6 @@ class TokenChecker:
         self._after: dict[int, State] = {}
         self._complete: bool | None = None
         self.spent = 0.0  # seconds of token checks so far (reported, never used to decide)
-        self.mask_cost_override: float | None = None
 
     @property
     def eos_ids(self) -> np.ndarray:
@@ -79,9 +77,7 @@ class TokenChecker:
 
     @property
     def mask_cost(self) -> float:
-        """A mask's price in checks (the constraint's, unless the sampler overrides it)."""
-        if self.mask_cost_override is not None:
-            return self.mask_cost_override
+        """What a mask costs, in checks (the constraint's fixed price)."""
         return self._constraint.mask_cost
 
     def mask_key(self):
@@ -158,14 +154,17 @@ class _Pruner:
     clock); ``"always"``: at the first call; ``"never"``: not at all.
     """
 
-    __slots__ = ("_accept", "_sampler", "_hinted", "_masking", "_calls")
+    __slots__ = ("_accept", "_sampler", "_hinted", "_masking", "_calls", "_price")
 
     def __init__(self, accept: TokenChecker, sampler: AWRS, *, masking: bool = True) -> None:
         self._accept = accept
         self._sampler = sampler
         self._hinted = False
         self._masking = masking and sampler.masks != "never"
-        self._calls = 0
+        self._calls = 0  # rejections so far (plus the Poisson estimator's one call after loop 1)
+        self._price = 0.0 if sampler.masks == "always" else (
+            accept.mask_cost if sampler.mask_cost is None else sampler.mask_cost
+        )
 
     def __call__(self, drawer) -> bool:
         self._calls += 1
@@ -174,7 +173,7 @@ class _Pruner:
             candidates = self._accept.candidates()
             if candidates is not None:
                 drawer.restrict(candidates)
-        if self._masking and (self._sampler.masks == "always" or self._calls >= self._accept.mask_cost):
+        if self._masking and self._calls >= self._price:
             self._masking = False
             mask = self._accept.mask()
             if mask is not None:  # None: no mask engine, or none for this text; checks only
@@ -290,8 +289,6 @@ class AWRS(TokenSampler):
                 drawer.restrict(_without_eos_unless_complete(mask, accept), exact=True)
                 return exact(drawer, accept, weighted=self.weighted)
             tried_mask = True  # no mask for this text (e.g. bytes the vocabulary cannot spell)
-        if self.mask_cost is not None:
-            accept.mask_cost_override = self.mask_cost
         drawer = MassDrawer(mass, rng, cumsum)
         prune = _Pruner(accept, self, masking=not tried_mask)
         if self.masks == "always":
