@@ -252,7 +252,7 @@ def test_nan_masses_are_a_model_error_not_a_hang():
     import awrs
     from awrs.errors import ModelError
 
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("MassDrawer hung")))
+    previous = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("MassDrawer hung")))
     signal.alarm(20)
     try:
         with pytest.raises(ModelError, match="finite"):
@@ -262,3 +262,4 @@ def test_nan_masses_are_a_model_error_not_a_hang():
             awrs.generate(model, [], Regex("a+"), particles=2, max_tokens=3, seed=0)
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
