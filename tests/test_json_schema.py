@@ -297,6 +297,26 @@ def test_keywords(name):
         assert not reference(schema, value), f"test bug: {text!r} is valid"
 
 
+@pytest.mark.parametrize(
+    "pattern, text",
+    [
+        (r"^\w+$", "x²½"),  # re: isalnum; the regex package: not word characters
+        (r"^a\sb$", "a\x1cb"),  # re: isspace; the regex package: not White_Space
+        (r"^[\w.]+$", "a.²"),  # inside a class
+        (r"^x\b", "x\u0301"),  # a combining mark: a word character for regex only, so a boundary for re
+        (r"^\D+$", "\U00010d40"),  # Garay digit: not decimal for re
+    ],
+)
+def test_pattern_prefixes_use_the_meaning_jsonschema_checks(pattern, text):
+    """Prefix pruning and jsonschema agree on ``\\w \\s \\d \\b``: each text is valid, so
+    every prefix must live, byte by byte."""
+    schema = {"type": "string", "pattern": pattern}
+    assert reference(schema, text)
+    constraint = JsonSchema(schema)
+    state = assert_prefixes_alive(constraint, compact(text))
+    assert constraint.is_complete(state)
+
+
 def test_prefix_pruning_is_early():
     """The prefix itself is rejected, not only the completed text."""
     early = {

@@ -18,6 +18,7 @@ from typing import Any
 import regex as _regex
 
 from ..errors import ConfigError
+from .re_classes import as_re_means
 
 # Kinds of JSON values, as bits, so that a set of allowed kinds is an int.
 K_OBJ, K_ARR, K_STR, K_NUM, K_TRUE, K_FALSE, K_NULL = 1, 2, 4, 8, 16, 32, 64
@@ -158,7 +159,8 @@ def kind_of(value: Any) -> int:
 
 
 def compile_pattern(pattern: str, where: str):
-    """The pattern as jsonschema runs it (``re``) and as a prefix matcher (``regex``, partial)."""
+    """The pattern as jsonschema runs it (``re``) and as a prefix matcher (``regex``, partial,
+    with ``re``'s meaning of the class escapes)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -166,7 +168,7 @@ def compile_pattern(pattern: str, where: str):
         except (re.error, TypeError, OverflowError, RecursionError) as err:
             raise ConfigError(f"invalid pattern {pattern!r} in {where}: {err}") from None
         try:
-            partial = _regex.compile(pattern)
+            partial = _regex.compile(as_re_means(pattern))
         except Exception:  # a pattern only `re` understands: no prefix pruning for it
             partial = None
     return exact, partial
