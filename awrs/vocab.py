@@ -41,7 +41,9 @@ class Vocabulary:
             their literal content, but they are never emitted as text.
         eos_ids: ids that end a sequence (a model may have several).
         special_ids: ids that are control tokens (EOS ids included). Non-EOS special tokens are
-            never proposed: samplers give them zero probability.
+            never proposed: samplers give them zero probability. Tokens with no bytes (other
+            than EOS) are added here: they would write nothing, so every check of them would
+            pass while the token tries and masks, built from bytes, cannot hold them.
     """
 
     tokens: tuple[bytes, ...]
@@ -55,7 +57,8 @@ class Vocabulary:
         for i in self.eos_ids | self.special_ids:
             if not 0 <= i < size:
                 raise ValueError(f"token id {i} is outside the vocabulary of {size} tokens")
-        object.__setattr__(self, "special_ids", frozenset(self.special_ids) | self.eos_ids)
+        empty = {i for i, token in enumerate(self.tokens) if not token}
+        object.__setattr__(self, "special_ids", frozenset(self.special_ids) | self.eos_ids | empty)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -49,3 +49,31 @@ def test_sentencepiece_style_bytes_match_the_tokenizer():
     for _ in range(200):
         ids = [int(i) for i in rng.choice(pieces, size=6)]
         assert vocab.decode(ids).decode("utf-8") == tokenizer.decode(ids)
+
+
+def test_empty_tokens_are_never_proposed():
+    """A token with no bytes passes every check but has no place in tries and masks, so it is
+    blocked like a control token: masks and checks then weigh the same tokens, and the weights
+    estimate P(constraint) over texts written without it (as the exact enumeration counts)."""
+    import awrs
+    from awrs.constraints import Regex
+    from awrs.models.table import TableModel
+    from awrs.testing import exact_target
+
+    vocab = Vocabulary((b"a", b"", b"<eos>"), frozenset({2}))
+    assert vocab.special_ids == {1, 2} and list(vocab.blocked_array) == [1]
+    assert vocab.first_bytes.tolist() == [ord("a"), -1, -1]
+    assert Vocabulary((b"",), frozenset({0})).special_ids == {0}  # an empty EOS stays EOS
+
+    model = TableModel(["a", "", "<eos>"], lambda context: [0.3, 0.4, 0.3], eos=2)
+    constraint = Regex("a")
+    truth = sum(exact_target(model, [], constraint, max_tokens=4).values())
+    assert truth == pytest.approx(0.3 * 0.3)  # 'a' then EOS; paths through '' are not texts
+    for masks in ("always", "never"):
+        runs = [
+            awrs.generate(model, [], constraint, particles=8, max_tokens=4, masks=masks, seed=seed)
+            for seed in range(20)
+        ]
+        assert all(r.samples and {s.text for s in r.samples} == {"a"} for r in runs), masks
+        mean = np.mean([np.exp(r.log_marginal_likelihood) for r in runs])
+        assert mean == pytest.approx(truth, rel=0.05), masks
