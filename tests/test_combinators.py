@@ -54,6 +54,21 @@ def test_soft_score_reweights_the_posterior():
     assert total_variation(posterior, exact) < 0.04
 
 
+def test_nested_soft_scores_all_apply():
+    """A scored constraint inside ``&``, scored again, keeps every score (they add)."""
+    model = hashed_model(seed=13)
+    likes_b = Regex(r"[ab]{1,3}").scored(lambda text, finished: math.log(4.0) if finished and "b" in text else 0.0)
+    short = (likes_b & Predicate(lambda s: "aa" not in s)).scored(
+        lambda text, finished: -math.log(2.0) * len(text) if finished else 0.0
+    )
+    assert short.critic("ab", True) == pytest.approx(math.log(4.0) - 2 * math.log(2.0))
+    exact = exact_target(model, [], short, 3)
+    exact = normalize({t: p * (4.0 if b"b" in t else 1.0) / 2.0 ** len(t) for t, p in exact.items()})
+    result = awrs.generate(model, [], short, particles=4000, max_tokens=3, seed=1)
+    posterior = {t.encode(): p for t, p in result.posterior.items()}
+    assert total_variation(posterior, exact) < 0.04
+
+
 def test_soft_scores_need_a_weighted_method():
     scored = Regex("a").scored(lambda text, finished: 0.0)
     with pytest.raises(ConfigError, match="soft score"):

@@ -108,9 +108,18 @@ class Scored(Constraint):
         if not callable(score):
             raise ConfigError("score must be a function (text, finished) -> log weight")
         self.base = constraint
-        self.critic: Score = score
+        self.score: Score = score
         self.exact_masks = constraint.exact_masks
         self.mask_cost = constraint.mask_cost
+
+    @property
+    def critic(self) -> Score:
+        """This score plus any the wrapped constraint carries (``a.scored(f) & b`` wrapped again)."""
+        inner = getattr(self.base, "critic", None)
+        if inner is None:
+            return self.score
+        score = self.score
+        return lambda text, finished: score(text, finished) + inner(text, finished)
 
     def describe(self) -> str:
         return f"{self.base.describe()} (scored)"
