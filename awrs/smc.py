@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constraints.base import Constraint, State
+from .constraints.base import Constraint, State, split_utf8
 from .errors import ConfigError, ModelError
 from .models.base import LanguageModel
 from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
@@ -328,7 +328,10 @@ def _apply_critic(
         done = bool(particles.finished[i])
         if not done and not twisting:
             continue
-        text = vocab.decode(particles.tokens[i]).decode("utf-8", errors="replace")
+        data = vocab.decode(particles.tokens[i])
+        # a prefix may end inside a UTF-8 character: the critic sees the characters before it
+        parts = None if done else split_utf8(data)
+        text = parts[0] if parts is not None else data.decode("utf-8", errors="replace")
         score = _checked_score(critic, text, done)
         particles.log_weights[i] += score - particles.twists[i]
         particles.twists[i] = 0.0 if done else score

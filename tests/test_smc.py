@@ -169,6 +169,20 @@ def test_utf8_characters_split_across_tokens():
     assert all(constraint.accepts(s.text) for s in result.samples)
 
 
+def test_the_critic_sees_whole_characters():
+    """A prefix that ends inside 'é' reaches the critic without the half character."""
+    model = awrs.TableModel([b"\xc3", b"\xa9", b"e", b"<eos>"], lambda c: [0.4, 0.3, 0.2, 0.1], eos=3)
+    seen: list[tuple[str, bool]] = []
+
+    def critic(text: str, finished: bool) -> float:
+        seen.append((text, finished))
+        return 0.0
+
+    awrs.generate(model, [], Regex("é+"), particles=20, max_tokens=6, seed=5, critic=critic)
+    assert seen and all("\ufffd" not in text for text, _ in seen)
+    assert {text for text, _ in seen} <= {"é" * k for k in range(4)}
+
+
 def test_predicate_constraint_in_smc():
     model = hashed_model(seed=5)
     no_double = Predicate(lambda s: "aa" not in s and "bb" not in s and "cc" not in s)
