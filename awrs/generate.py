@@ -353,6 +353,8 @@ def _rejection(
     budget = max_attempts if max_attempts is not None else 50 * config.particles
     if budget < 1:
         raise ConfigError(f"max_attempts must be at least 1, got {budget}")
+    # Attempts are read in particle order, as if made one at a time, and reading stops at the
+    # N-th acceptance: the rest of that batch is discarded, so the estimate below is unbiased.
     accepted: list[list[int]] = []
     attempts = 0
     while len(accepted) < config.particles and attempts < budget:
@@ -361,14 +363,18 @@ def _rejection(
         population = run_smc(
             model, prompt_ids, constraint, Rejection(), round_config, rng, stats=stats, on_step=on_step
         )
-        attempts += batch
-        accepted.extend(population.tokens[i] for i in np.flatnonzero(np.isfinite(population.log_weights)))
-    kept = accepted[: config.particles]
+        for i in range(batch):
+            attempts += 1
+            if np.isfinite(population.log_weights[i]):
+                accepted.append(population.tokens[i])
+                if len(accepted) == config.particles:
+                    break
     samples = [
-        Sample(_decode(model, ids), 1.0 / len(kept), 0.0, tuple(ids)) for ids in kept
+        Sample(_decode(model, ids), 1.0 / len(accepted), 0.0, tuple(ids)) for ids in accepted
     ]
+    estimate = rejection_estimate(len(accepted), attempts, config.particles)
     message = None
-    if not kept:
+    if not accepted:
         message = (
             f"rejection sampling found no text satisfying the {constraint.describe()} in "
             f"{attempts} attempts (raise max_attempts, or use awrs-smc)"
@@ -377,12 +383,27 @@ def _rejection(
         method="rejection",
         samples=samples,
         posterior=_posterior(samples),
-        log_marginal_likelihood=math.log(len(accepted) / attempts) if accepted else -math.inf,
+        log_marginal_likelihood=math.log(estimate) if estimate > 0 else -math.inf,
         stats=stats,
         eos_token_ids=sorted(model.vocab.eos_ids),
         message=message,
         extra={"attempts": attempts, "accepted": len(accepted)},
     )
+
+
+def rejection_estimate(accepted: int, attempts: int, wanted: int) -> float:
+    """An unbiased estimate of P(constraint) from attempts read one by one until the
+    ``wanted``-th acceptance or the budget, whichever came first.
+
+    Given where reading stopped, every order of the earlier outcomes is equally likely, so
+    E[first attempt accepted | stop] is unbiased (Rao-Blackwell): stopped by the budget with k
+    acceptances in n attempts, k / n; stopped at the N-th acceptance on attempt n, the first
+    n - 1 attempts hold N - 1 acceptances: (N - 1) / (n - 1) (1 when n = 1). The plain ratio
+    N / n is biased upwards (for N = 1 it is 1 / n, with E[1/n] = -p log p / (1 - p) != p).
+    """
+    if accepted < wanted:
+        return accepted / attempts if attempts else 0.0
+    return 1.0 if attempts == 1 else (wanted - 1) / (attempts - 1)
 
 
 def _progress_bar(config: SMCConfig, method: str):

@@ -130,6 +130,41 @@ def test_rejection_sampling_is_exact_and_estimates_the_probability():
     assert abs(math.exp(result.log_marginal_likelihood) - p) < 5 * se
 
 
+def test_rejection_estimate_is_unbiased_under_its_stopping_rule():
+    """Exact: every outcome sequence of the budget, read until the N-th acceptance."""
+    from itertools import product
+
+    from awrs.generate import rejection_estimate
+
+    for wanted, budget, p in [(1, 5, 0.3), (2, 6, 0.3), (3, 7, 0.6), (2, 2, 0.9)]:
+        mean = 0.0
+        for outcomes in product((0, 1), repeat=budget):
+            accepted = attempts = 0
+            for accept in outcomes:
+                attempts += 1
+                accepted += accept
+                if accepted == wanted:
+                    break
+            if attempts < budget and any(outcomes[attempts:]):
+                continue  # the same stopped run as the all-rejected tail below
+            chance = np.prod([p if a else 1 - p for a in outcomes[:attempts]])
+            mean += chance * rejection_estimate(accepted, attempts, wanted)
+        assert mean == pytest.approx(p), (wanted, budget)
+
+
+def test_rejection_log_ml_is_unbiased_end_to_end():
+    # 'a' first with probability 0.3, then EOS: P(constraint) = 0.3.
+    model = awrs.TableModel(["a", "b", "<eos>"], lambda c: [0.3, 0.5, 0.2] if not c else [0, 0, 1], eos=2)
+    for particles in (1, 3):
+        estimates = [
+            math.exp(awrs.generate(model, [], Regex("a"), particles=particles, max_tokens=2,
+                                   method="rejection", seed=seed).log_marginal_likelihood)
+            for seed in range(600)
+        ]
+        mean, se = np.mean(estimates), np.std(estimates) / math.sqrt(len(estimates))
+        assert abs(mean - 0.3) < 4 * se + 1e-9, (particles, mean, se)
+
+
 def test_forced_eos_targets_the_length_limited_conditional():
     # 'a' forever with EOS probability 0.1 per step: the limit decides the target.
     model = awrs.TableModel(["a", "<eos>"], lambda c: [0.9, 0.1], eos=1)
