@@ -317,6 +317,21 @@ def test_pattern_prefixes_use_the_meaning_jsonschema_checks(pattern, text):
     assert constraint.is_complete(state)
 
 
+def test_prefixes_inside_escapes_and_after_commas_can_be_continued():
+    """No dead ends: a prefix is pruned once no character an unfinished escape may still write
+    fits, and once a comma leaves no property name that may follow."""
+    name = {"type": "string", "maxLength": 3, "pattern": "^[a-z]+$"}
+    one_of = {"oneOf": [{"properties": {"key": name}, "additionalProperties": False},
+                        {"properties": {"keys": {"type": "array", "items": name}}, "additionalProperties": False}],
+              "type": "object"}
+    constraint = JsonSchema(one_of)
+    for dead in ['{"\\uf', '{"\\u01', '{"keys":[],', '{"key":"abc\\u', '{"key":"a\\u004']:
+        assert not constraint.accepts_prefix(dead), dead
+    for alive in ['{"\\u', '{"\\u006', '{"\\u006b', '{"k\\u0065', '{"key":"ab\\u', '{"key":"a\\u006']:
+        assert constraint.accepts_prefix(alive), alive
+    assert constraint.accepts('{"k\\u0065y":"a\\u0062"}') and reference(one_of, {"key": "ab"})
+
+
 def test_prefix_pruning_is_early():
     """The prefix itself is rejected, not only the completed text."""
     early = {

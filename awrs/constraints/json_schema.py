@@ -43,6 +43,7 @@ constants (``json_schema_values.py``), the ``next_bytes`` hint (``json_schema_hi
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from typing import Any
@@ -517,6 +518,8 @@ class JsonSchema(Constraint):
                 threads = self._string_prefix(threads, sub)
             elif mode == M_KEYSTR:
                 threads = self._key_prefix(threads, sub)
+            elif mode == M_KEY:  # after a comma a name must follow: some name must be left
+                threads = self._key_prefix(threads, ("", "", b"", False))
             elif mode == M_NUMBER:
                 threads = self._number_prefix(threads, sub)
             if threads is DEAD:
@@ -700,20 +703,32 @@ class JsonSchema(Constraint):
     # --- prefix checks at the end of an advance --------------------------------------------
 
     def _string_prefix(self, threads, sub):
-        chars, _, _, high = sub
+        chars, esc, _, high = sub
         text = chars[:-1] if high else chars  # a high surrogate may still pair with the next escape
         count = len(chars)
-        new = tuple(t for t in threads if t[1].str_prefix_trivial or t[1].str_prefix_ok(text, count))
+
+        def alive(t, text, count):
+            return t[1].str_prefix_trivial or t[1].str_prefix_ok(text, count)
+
+        span = None if high else escape_span(esc)
+        if span is None:
+            new = tuple(t for t in threads if alive(t, text, count))
+        else:  # inside an escape: some character it may still write must keep the string alive
+            new = tuple(t for t in threads if some_char_fits(span, lambda c, t=t: alive(t, text + c, count + 1)))
         return new if new else DEAD
 
     def _key_prefix(self, threads, sub):
-        chars, _, _, high = sub
+        chars, esc, _, high = sub
         text = chars[:-1] if high else chars
-        new = tuple(
-            t
-            for t in threads
-            if not (t[1].restricted_atoms or t[1].has_pnames) or t[1].key_prefix_ok(text, t[2])
-        )
+
+        def alive(t, text):
+            return not (t[1].restricted_atoms or t[1].has_pnames) or t[1].key_prefix_ok(text, t[2])
+
+        span = None if high else escape_span(esc)
+        if span is None:
+            new = tuple(t for t in threads if alive(t, text))
+        else:
+            new = tuple(t for t in threads if some_char_fits(span, lambda c, t=t: alive(t, text + c)))
         return new if new else DEAD
 
     def _number_prefix(self, threads, sub):
@@ -725,6 +740,41 @@ class JsonSchema(Constraint):
 
     def next_bytes(self, state: State) -> frozenset[int] | None:
         return json_schema_hints.next_bytes(self, state)
+
+
+# Characters tried first for an unfinished escape, then the rest of its range.
+_LIKELY_CHARS = tuple(range(0x20, 0x7F))
+_LIKELY_SET = frozenset(_LIKELY_CHARS)
+
+
+def escape_span(esc: str) -> tuple[int, int] | None:
+    """The code points an unfinished escape may still write (None outside one): after a
+    backslash any (``\\uXXXX``), after ``\\u`` and k hex digits the 16^(4-k) that share them."""
+    if not esc:
+        return None
+    digits = esc[1:]  # esc is "\\" or "u" followed by the hex digits read so far
+    width = 4 * (4 - len(digits))
+    low = int(digits, 16) << width if digits else 0
+    return low, low + (1 << width) - 1
+
+
+def some_char_fits(span: tuple[int, int], fits) -> bool:
+    """Whether ``fits(c)`` holds for some character c in ``span``, likely characters first.
+
+    Surrogates are not tried: a span of only surrogates counts as fitting (they pair with a
+    later escape). A span is at most 65,536 characters; a dead one is scanned whole (a few
+    ms for a length limit, up to ~0.4 s for a regex), which happens only where the text could
+    not be finished anyway, instead of leaving a prefix no token can continue.
+    """
+    low, high = span
+    likely = [c for c in _LIKELY_CHARS if low <= c <= high]
+    rest = (c for c in range(low, high + 1) if not (c in _LIKELY_SET or 0xD800 <= c <= 0xDFFF))
+    tried = 0
+    for cp in itertools.chain(likely, rest):
+        if fits(chr(cp)):
+            return True
+        tried += 1
+    return tried == 0
 
 
 def _number_value(text: str):
