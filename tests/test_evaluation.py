@@ -186,6 +186,10 @@ def test_json_domain_skips_unreadable_and_uncompilable_schemas(tmp_path):
     assert dom.score(inst, '{"a": 1}')["score"] == 1.0
     assert dom.score(inst, '{"a": "x"}')["score"] == 0.0
     assert dom.score(inst, '{"a": 1')["valid"] is False
+    assert not dom.constraint(inst).accepts('{"a": 1}') and dom.constraint(inst).accepts('{"a":1}')
+    spaced = get_domain("json-free")
+    assert spaced.name == "json-free" and spaced.folder == dom.folder
+    assert spaced.constraint(inst).accepts('{"a": 1}') and spaced.constraint(inst).accepts('{"a":1}')
 
 
 def _spider_root(tmp_path) -> Path:

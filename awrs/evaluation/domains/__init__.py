@@ -15,6 +15,7 @@ from ..base import Domain
 DOMAINS: dict[str, str] = {
     "patterns": "patterns",
     "json": "json_schema",
+    "json-free": "json_free_whitespace",
     "spider": "spider",
     "molecules": "molecules",
     "goal_inference": "goal_inference",
