@@ -7,9 +7,10 @@ token limit, followed by an EOS token -- by a search over token prefixes. Paths 
 falls below 1e-13 of the prompt's are dropped (together they hold far less than the tolerance).
 Token bytes come from the tokenizer's own byte-level table, not from awrs.
 
-Then awrs.generate runs 16 seeds x 64 particles (transformers backend) and
-:func:`posterior_problems` checks the posterior and the likelihood estimate; the same checks
-are shown to fail the old default estimator.
+Then awrs.generate runs 16 seeds x 64 particles (transformers backend; 8 seeds for the paper's
+two-loop estimator) under masks auto, never and always, and :func:`posterior_problems` checks
+the posterior and the likelihood estimate; the same checks are shown to fail the old default
+estimator.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def shared_model():
     return awrs.load_model(backend="hf", verbose=False)
 
 
-def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "poisson") -> list[str]:
-    """What is wrong with AWRS-SMC's posterior and log-ML on ``case``, over RUNS seeds (empty: nothing).
+def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "poisson", runs: int = RUNS) -> list[str]:
+    """What is wrong with AWRS-SMC's posterior and log-ML on ``case``, over ``runs`` seeds (empty: nothing).
 
     Three checks, each able to fail on its own:
 
@@ -132,9 +133,9 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
     prompt, strings, max_tokens = CASES[case]
     exact, log_p = exact_posterior(prompt, strings, max_tokens)
     pattern = "|".join(regex.escape(s) for s in strings)
-    shares = np.zeros((RUNS, len(strings)))
-    ratios = np.zeros(RUNS)
-    for seed in range(RUNS):
+    shares = np.zeros((runs, len(strings)))
+    ratios = np.zeros(runs)
+    for seed in range(runs):
         result = awrs.generate(shared_model(), prompt, Regex(f"(?:{pattern})"), particles=PARTICLES,
                                max_tokens=max_tokens, seed=seed, masks=masks, estimator=estimator)
         assert set(result.posterior) <= set(strings)
@@ -144,7 +145,7 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
     truth = np.array([exact[s] for s in strings])
     problems = []
     tv = 0.5 * float(np.abs(mean - truth).sum())
-    allowed = 0.03 + 1.5 * float((shares.std(axis=0, ddof=1) / math.sqrt(RUNS)).sum())
+    allowed = 0.03 + 1.5 * float((shares.std(axis=0, ddof=1) / math.sqrt(runs)).sum())
     if tv > allowed:
         problems.append(f"TV {tv:.3f} > {allowed:.3f}: {dict(zip(strings, mean.round(3)))} vs {exact}")
     excluded = truth < 1e-4
@@ -159,6 +160,27 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
 @pytest.mark.parametrize("masks", ["auto", "never", "always"])
 def test_awrs_smc_matches_the_exact_posterior(case, masks):
     assert posterior_problems(case, masks=masks) == []
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("masks", ["auto", "never"])
+def test_the_papers_two_loop_estimator_matches_too(case, masks):
+    """The other estimator kept for comparison, at the issue's 8 runs x 64 particles. (Under
+    ``masks="always"`` a regex's exact masks give exact weights and no estimator runs: see
+    the next test.) The remainder estimator is not asserted: it fails these checks, below."""
+    assert posterior_problems(case, masks=masks, estimator="two-loop", runs=8) == []
+
+
+def test_with_exact_masks_no_estimator_runs():
+    """``masks="always"`` on an automaton: every step draws from the exact mask with the exact
+    weight, so both estimators give the same run, token for token."""
+    prompt, strings, max_tokens = CASES["tokenizations"]
+    constraint = Regex("|".join(regex.escape(s) for s in strings))
+    runs = [awrs.generate(shared_model(), prompt, constraint, particles=16, max_tokens=max_tokens, seed=3,
+                          masks="always", estimator=estimator) for estimator in ("poisson", "two-loop")]
+    assert [s.token_ids for s in runs[0].samples] == [s.token_ids for s in runs[1].samples]
+    assert runs[0].log_marginal_likelihood == runs[1].log_marginal_likelihood
+    assert runs[0].stats.rejections == 0
 
 
 def test_the_checks_catch_the_old_default():
