@@ -1,7 +1,6 @@
 """Constraints: incremental byte-level checks of texts and their prefixes."""
 
-from .base import DEAD, Constraint, State
-from .combinators import All, Scored
+from .base import DEAD, All, Constraint, Scored, State
 from .grammar import Grammar
 from .json_schema import JsonSchema
 from .predicate import Predicate

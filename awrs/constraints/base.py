@@ -10,6 +10,13 @@ The contract every constraint keeps, because AWRS and SMC are exact only under i
   cannot be completed: that only costs pruning, and is caught at ``is_complete``);
 * ``is_complete`` is true exactly when the text so far is valid as a whole.
 
+The algebra lives here too, because ``&`` and ``.scored`` build it: ``All(a, b)`` accepts a
+text when every part does; its state is the tuple of the parts' states, so particles still share
+them. Hints and masks combine by intersection, and the mask is exact only when every part's is.
+``Scored(constraint, score)`` keeps the constraint's hard check and carries a soft score
+``score(text, finished) -> log weight``, which SMC applies as a critic (a twist on prefixes, a
+factor on finished texts).
+
 Not here: tokens. Samplers turn token ids into bytes through :class:`awrs.vocab.Vocabulary`.
 """
 
@@ -17,10 +24,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..vocab import Vocabulary
@@ -133,15 +142,11 @@ class Constraint(ABC):
         return type(self).__name__
 
     def __and__(self, other: Constraint) -> Constraint:
-        """``a & b``: texts both accept (see :class:`~awrs.constraints.combinators.All`)."""
-        from .combinators import All
-
+        """``a & b``: texts both accept (see :class:`All`)."""
         return All(self, other)
 
-    def scored(self, score) -> Constraint:
+    def scored(self, score: Score) -> Constraint:
         """This constraint with a soft score ``(text, finished) -> log weight`` for SMC."""
-        from .combinators import Scored
-
         return Scored(self, score)
 
 
@@ -163,3 +168,135 @@ def split_utf8(data: bytes) -> tuple[str, bytes] | None:
             return None
         head, tail = data[: err.start], data[err.start :]
         return head.decode("utf-8"), tail
+
+
+# --- combining constraints -------------------------------------------------------------
+
+Score = Callable[[str, bool], float]
+
+
+class All(Constraint):
+    """Texts accepted by every one of ``constraints``."""
+
+    def __init__(self, *constraints: Constraint) -> None:
+        flat: list[Constraint] = []
+        for c in constraints:
+            if not isinstance(c, Constraint):
+                raise ConfigError(f"All() takes constraints, got {type(c).__name__}")
+            flat.extend(c.parts if isinstance(c, All) else [c])
+        if not flat:
+            raise ConfigError("All() needs at least one constraint")
+        self.parts: tuple[Constraint, ...] = tuple(flat)
+        self.exact_masks = all(c.exact_masks for c in flat)
+        costs = [c.mask_cost for c in flat if c.mask_cost != math.inf]
+        self.mask_cost = sum(costs) if costs else math.inf
+
+    @property
+    def timeouts(self) -> int:
+        return sum(getattr(c, "timeouts", 0) for c in self.parts)
+
+    def describe(self) -> str:
+        return " and ".join(c.describe() for c in self.parts)
+
+    def __repr__(self) -> str:
+        return "All(" + ", ".join(map(repr, self.parts)) + ")"
+
+    def start(self) -> tuple:
+        return tuple(c.start() for c in self.parts)
+
+    def advance(self, state: State, data: bytes) -> State:
+        out = []
+        for c, s in zip(self.parts, state):
+            s = c.advance(s, data)
+            if s is DEAD:
+                return DEAD
+            out.append(s)
+        return tuple(out)
+
+    def is_complete(self, state: State) -> bool:
+        return all(c.is_complete(s) for c, s in zip(self.parts, state))
+
+    def next_bytes(self, state: State) -> frozenset[int] | None:
+        allowed: frozenset[int] | None = None
+        for c, s in zip(self.parts, state):
+            mine = c.next_bytes(s)
+            if mine is not None:
+                allowed = mine if allowed is None else allowed & mine
+        return allowed
+
+    def candidate_tokens(self, state: State, vocab) -> np.ndarray | None:
+        kept: np.ndarray | None = None
+        for c, s in zip(self.parts, state):
+            mine = c.candidate_tokens(s, vocab)
+            if mine is not None:
+                mine = np.asarray(mine, dtype=np.int64)
+                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=False)
+        return kept
+
+    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        kept: np.ndarray | None = None
+        for c, s in zip(self.parts, state):
+            mine = c.token_mask(s, vocab)
+            if mine is not None:
+                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=True)
+        return kept
+
+    def mask_key(self, state: State):
+        keys = tuple(c.mask_key(s) for c, s in zip(self.parts, state))
+        return None if any(k is None for k in keys) else keys
+
+    @property
+    def critic(self) -> Score | None:
+        scores = [c.critic for c in self.parts if getattr(c, "critic", None) is not None]
+        if not scores:
+            return None
+        return lambda text, finished: sum(score(text, finished) for score in scores)
+
+
+class Scored(Constraint):
+    """A constraint with a soft score that SMC applies as a critic."""
+
+    def __init__(self, constraint: Constraint, score: Score) -> None:
+        if not callable(score):
+            raise ConfigError("score must be a function (text, finished) -> log weight")
+        self.base = constraint
+        self.score: Score = score
+        self.exact_masks = constraint.exact_masks
+        self.mask_cost = constraint.mask_cost
+
+    @property
+    def critic(self) -> Score:
+        """This score plus any the wrapped constraint carries (``a.scored(f) & b`` wrapped again)."""
+        inner = getattr(self.base, "critic", None)
+        if inner is None:
+            return self.score
+        score = self.score
+        return lambda text, finished: score(text, finished) + inner(text, finished)
+
+    def describe(self) -> str:
+        return f"{self.base.describe()} (scored)"
+
+    def start(self) -> State:
+        return self.base.start()
+
+    def advance(self, state: State, data: bytes) -> State:
+        return self.base.advance(state, data)
+
+    def is_complete(self, state: State) -> bool:
+        return self.base.is_complete(state)
+
+    def next_bytes(self, state: State) -> frozenset[int] | None:
+        return self.base.next_bytes(state)
+
+    def candidate_tokens(self, state: State, vocab) -> np.ndarray | None:
+        return self.base.candidate_tokens(state, vocab)
+
+    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        return self.base.token_mask(state, vocab)
+
+    def mask_key(self, state: State):
+        return self.base.mask_key(state)
+
+    @property
+    def timeouts(self) -> int:
+        return getattr(self.base, "timeouts", 0)

@@ -11,7 +11,7 @@ Not here: the lexer and its states (``json_schema.py``).
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .base import CONTINUATION_BYTES, DEAD, State
 from .json_schema_values import (
@@ -37,11 +37,16 @@ from .json_schema_values import (
     WS,
 )
 
-if TYPE_CHECKING:
-    from .json_schema import JsonSchema
+
+class Lexer(Protocol):
+    """What the hint reads of a JsonSchema: its whitespace policy and the always-true branch."""
+
+    free_whitespace: bool
+    max_whitespace: int
+    true_alts: tuple
 
 
-def next_bytes(schema: JsonSchema, state: State) -> frozenset[int] | None:
+def next_bytes(schema: Lexer, state: State) -> frozenset[int] | None:
     """The bytes a valid continuation of ``state`` may start with (None: any). See JsonSchema."""
     if state is DEAD:
         return frozenset()

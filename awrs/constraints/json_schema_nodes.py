@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .json_schema_values import (
     CACHE_LIMIT,
@@ -26,8 +26,16 @@ from .json_schema_values import (
     partial_search,
 )
 
-if TYPE_CHECKING:
-    from .json_schema_compile import Compiler
+
+class Compiler(Protocol):
+    """What compiled pieces ask of the compiler that made them (json_schema_compile.Compiler)."""
+
+    draft4_integers: bool
+    format_checker: Any
+
+    def conjunction(self, nodes: list) -> tuple: ...
+
+    def run_checks(self, checks: tuple, value: Any) -> bool: ...
 
 
 class Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import (
+from ..cli_options import (
     add_model_options,
     load_model_from_args,
     positive_float,

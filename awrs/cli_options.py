@@ -1,0 +1,76 @@
+"""What every ``awrs`` command line shares: argument types, the model options, and how errors
+are reported. The main parser (``awrs.cli``) and the harness's (``awrs.evaluation.cli``) both
+build on it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from .errors import AwrsError, ConstraintError
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) -> None:
+    parser.add_argument(
+        "--model", default=None, metavar="PATH",
+        help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
+    )
+    backends = ["auto", "hf", "llamacpp"] + (["both"] if both else [])
+    parser.add_argument("--backend", choices=backends, default="auto",
+                        help="model backend: transformers (hf), llama.cpp (GGUF files) or auto (the "
+                             "default: llama.cpp when llama-cpp-python is installed, else hf)"
+                        + ("; both: side by side" if both else ""))
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for the llamacpp backend (default: all cores)")
+    parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
+                        help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
+
+
+def run_reporting_errors(command: Callable[[], int]) -> int:
+    """Run a command; awrs errors become one line on stderr (exit 1 for a failing constraint
+    check, 2 for bad input), never a traceback."""
+    try:
+        return command()
+    except ConstraintError as err:
+        print(f"awrs: error: {err}", file=sys.stderr)
+        return 1
+    except AwrsError as err:
+        print(f"awrs: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("awrs: interrupted", file=sys.stderr)
+        return 130
+
+
+def load_model_from_args(args, backend: str | None = None):
+    from .models import load_model
+
+    backend = backend or args.backend
+    options = {}
+    if backend in ("llamacpp", "auto"):
+        if args.threads:
+            options["n_threads"] = args.threads
+        if getattr(args, "n_ctx", None):
+            options["n_ctx"] = args.n_ctx
+    return load_model(args.model, backend=backend, **options)
