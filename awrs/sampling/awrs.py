@@ -1,6 +1,8 @@
 r"""Adaptive weighted rejection sampling (AWRS): one token and an unbiased weight.
 
-This module is the one place where the AWRS weights are computed.
+This module is the one place where incremental weights are computed: the AWRS estimators, the
+exact weight of a draw from an exact mask (``exact``, also token masking's), and the weight of
+the EOS forced at the token limit (``forced_eos``). Samplers choose and call; they do not compute.
 
 Setting. At one step the model gives every token y a mass p(y) (absolute probabilities; tokens
 that may never be proposed have mass 0, so the total may be below 1). ``accept(y)`` says whether
@@ -83,6 +85,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from ..errors import ConstraintError
 from .draw import NO_TOKEN
@@ -248,6 +252,15 @@ def exact(drawer: Drawer, accept: Accept, *, weighted: bool = True) -> Draw:
     if not accept(token):
         raise ConstraintError(f"the constraint's exact mask allowed token {token} that advance() rejects")
     return Draw(token, _log(drawer.remaining) if weighted else 0.0, 0)
+
+
+def forced_eos(mass: np.ndarray, eos: np.ndarray, accept: Accept, *, weighted: bool = True) -> Draw:
+    """End the text at the token limit: w = p(EOS), so the target becomes p(x | length <= limit)
+    (a text that is not complete there dies: no EOS is accepted)."""
+    token = int(eos[0])
+    if not accept(token):
+        return Draw(NO_TOKEN, -math.inf, 1)
+    return Draw(token, _log(float(mass[eos].sum())) if weighted else 0.0, 0)
 
 
 ESTIMATORS: dict[str, Callable[..., Draw]] = {

@@ -43,7 +43,7 @@ from ..constraints.base import DEAD, Constraint, State
 from ..errors import ConfigError
 from ..stats import Stats
 from ..vocab import Vocabulary
-from .awrs import DEFAULT_POISSON_VARIANCE, DEFAULT_ROULETTE, ESTIMATORS, Draw, exact
+from .awrs import DEFAULT_POISSON_VARIANCE, DEFAULT_ROULETTE, ESTIMATORS, Draw, exact, forced_eos
 from .draw import NO_TOKEN, MassDrawer
 
 MASK_MODES = ("auto", "always", "never")
@@ -210,14 +210,8 @@ class TokenSampler(ABC):
     def force_eos(
         self, mass: np.ndarray, accept: TokenChecker, eos: np.ndarray, rng: np.random.Generator
     ) -> Draw:
-        """End the text at the token limit; weight p(EOS) targets p(x | length <= limit)."""
-        token = int(eos[0])
-        if not accept(token):
-            return Draw(NO_TOKEN, -math.inf, 1)
-        if not self.weighted:
-            return Draw(token, 0.0, 0)
-        eos_mass = float(mass[eos].sum())
-        return Draw(token, math.log(eos_mass) if eos_mass > 0 else -math.inf, 0)
+        """End the text at the token limit (weight: :func:`~awrs.sampling.awrs.forced_eos`)."""
+        return forced_eos(mass, eos, accept, weighted=self.weighted)
 
 
 class AWRS(TokenSampler):
@@ -312,14 +306,8 @@ class Masking(TokenSampler):
         if candidates is not None:
             mass = _only(mass, candidates)
         allowed = np.fromiter((accept(t) for t in range(len(mass))), dtype=bool, count=len(mass))
-        masked = np.where(allowed, mass, 0.0)
-        drawer = MassDrawer(masked, rng)
-        token = drawer.draw()
-        rejections = int(len(mass) - allowed.sum())
-        if token == NO_TOKEN:
-            return Draw(NO_TOKEN, -math.inf, rejections)
-        weight = math.log(drawer.remaining) if self.weighted else 0.0
-        return Draw(token, weight, rejections)
+        draw = exact(MassDrawer(np.where(allowed, mass, 0.0), rng), accept, weighted=self.weighted)
+        return Draw(draw.token, draw.log_weight, int(len(mass) - allowed.sum()))
 
 
 class Unconstrained(TokenSampler):
