@@ -1,15 +1,22 @@
 """The ``awrs`` command line: parse arguments, call the library, print.
 
-    awrs generate --prompt TEXT (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles)
-                  [--chat] [--particles N] [--max-tokens N] [--method M] [--seed S] [--model PATH] [--json]
+    awrs generate --prompt TEXT (--regex R | --json-schema F [--whitespace W] | --grammar F [--start R]
+                  | --sql-db F | --smiles) [--chat] [--system TEXT] [--particles N] [--max-tokens N]
+                  [--method M] [--estimator E] [--masks auto|always|never] [--ess-threshold X]
+                  [--seed S] [--time-limit SECONDS] [model options] [--json]
     awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
-    awrs coverage json|spider|patterns --data DIR [--limit N] [--examples K] [--seed S] [--json]
-    awrs eval DOMAIN --data DIR --out FILE.jsonl [--method M] [--particles N] [--max-tokens N] [--limit K]
-              [--seed S] [--model PATH]
+    awrs coverage json|spider|patterns --data DIR [--limit N] [--examples K] [--seed S]
+                  [--constraint grammar|sql|sql-shipped] [--pieces chars|tokenizer] [--json]
+    awrs eval DOMAIN --data DIR --out FILE.jsonl [--method M] [--particles N] [--max-tokens N]
+              [--limit K] [--seed S] [--time-limit SECONDS] [model options] [--json]
     awrs report RESULTS.jsonl... --out REPORT.md [--plot REPORT.png]
-    awrs serve [--model PATH] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
-    awrs bench [--particles N] [--json]
+    awrs serve [model options] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
+    awrs bench [--particles N] [--max-tokens N] [--masking-tokens N] [--repeats N] [--seed S]
+               [--data DIR] [model options, --backend both] [--json]
     awrs doctor [--no-backends]
+
+Model options (``cli_options.add_model_options``): --model PATH, --backend auto|hf|llamacpp,
+--threads N, --n-ctx CELLS.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
 on stderr and exit code 2; never a traceback.
