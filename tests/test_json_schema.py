@@ -297,6 +297,19 @@ def test_keywords(name):
         assert not reference(schema, value), f"test bug: {text!r} is valid"
 
 
+def test_rewritten_classes_match_what_re_matches_on_every_code_point():
+    import re
+
+    import regex
+
+    from awrs.constraints.re_classes import as_re_means
+
+    every = "".join(map(chr, range(0x110000)))
+    for pattern in (r"\w", r"\W", r"\s", r"\S", r"\d", r"\D", r"[^\w\s.]"):
+        ours = [m.start() for m in regex.finditer(as_re_means(pattern), every)]
+        assert ours == [m.start() for m in re.finditer(pattern, every)], pattern
+
+
 @pytest.mark.parametrize(
     "pattern, text",
     [

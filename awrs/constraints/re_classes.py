@@ -13,27 +13,21 @@ from __future__ import annotations
 import functools
 import re
 
+from .char_sets import SURROGATES, category, complement
+
 _CLASS_ESCAPES = "wWsSdD"
 _ASCII_FLAG = re.compile(r"\(\?[a-zA-Z]*a[a-zA-Z]*[):-]")
+_NAMES = {"w": "word", "s": "space", "d": "digit"}
 
 
 @functools.cache
 def _ranges(escape: str) -> str:
     """The code points ``re`` matches with ``\\<escape>``, as the inside of a character class."""
-    positive = escape.lower()
-    every = "".join(map(chr, range(0x110000)))
-    runs = [(m.start(), m.end() - 1) for m in re.finditer(f"\\{positive}+", every)]
-    if escape != positive:
-        gaps, start = [], 0
-        for first, last in runs:
-            if first > start:
-                gaps.append((start, first - 1))
-            start = last + 1
-        if start <= 0x10FFFF:
-            gaps.append((start, 0x10FFFF))
-        runs = gaps
+    members = category(_NAMES[escape.lower()], ascii_only=False)
+    if escape.isupper():  # \W \S \D: everything else, lone surrogates included (JSON allows them)
+        members = (*complement(members), SURROGATES)  # (char sets leave surrogates out)
     return "".join(
-        f"\\U{first:08x}" if first == last else f"\\U{first:08x}-\\U{last:08x}" for first, last in runs
+        f"\\U{first:08x}" if first == last else f"\\U{first:08x}-\\U{last:08x}" for first, last in members
     )
 
 
