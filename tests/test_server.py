@@ -379,7 +379,8 @@ def test_disconnected_client_frees_its_work(slow):
     def health():
         return httpx.get(slow.url + "/health", timeout=TIMEOUT).json()
 
-    before = health()
+    cancelled = ("awrs_requests_total", (("outcome", "cancelled"),))
+    before, counted_before = health(), scrape(slow)[cancelled]
     calls_before = slow.model.calls
     body = {"prompt": "x", "max_tokens": 64, "guided_regex": "[a-z]{60}", "particles": 8, "seed": 0}
     with pytest.raises(httpx.ReadTimeout):  # gives up after 0.5 s and closes the connection
@@ -387,7 +388,8 @@ def test_disconnected_client_frees_its_work(slow):
     deadline = time.monotonic() + TIMEOUT
     while True:
         now = health()
-        if now["cancelled"] > before["cancelled"] and now["running"] == 0 and now["pending"] == 0:
+        if (now["cancelled"] > before["cancelled"] and now["running"] == 0 and now["pending"] == 0
+                and scrape(slow)[cancelled] == counted_before + 1):
             break
         assert time.monotonic() < deadline, now
         time.sleep(0.05)
@@ -634,3 +636,45 @@ def test_full_queue_is_429_and_shutdown_is_503():
     with pytest.raises(ApiError) as caught:
         batcher.submit(ticket())
     assert caught.value.status == 503
+
+
+def scrape(live) -> dict[tuple[str, tuple], float]:
+    """``GET /metrics`` parsed: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(live.url + "/metrics", timeout=TIMEOUT).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_tokens_and_time():
+    pytest.importorskip("prometheus_client")
+    with LiveServer(create_app(ToyChatModel(), limits=LIMITS)) as live:
+        start = scrape(live)
+        assert start[("awrs_requests_total", (("outcome", "ok"),))] == 0
+        assert start[("awrs_queue_length", ())] == 0 and start[("awrs_running_rows", ())] == 0
+        tokens = 0
+        for seed in range(2):
+            reply = post(live, COMPLETIONS, {"prompt": "x", "guided_regex": "[ab]{2,5}", "particles": 3, "seed": seed})
+            tokens += reply.json()["awrs"]["stats"]["tokens"]
+        assert post(live, COMPLETIONS, {"prompt": "x", "particles": 0}).status_code == 400
+        assert httpx.get(live.url + "/v1/nothing", timeout=TIMEOUT).status_code == 404  # not a completion
+        after = scrape(live)
+        outcomes = {dict(labels)["outcome"]: v for (name, labels), v in after.items() if name == "awrs_requests_total"}
+        assert outcomes == {"ok": 2, "invalid": 1, "rejected": 0, "cancelled": 0, "error": 0}
+        assert after[("awrs_particle_tokens_total", ())] == tokens > 0
+        for histogram in ("awrs_request_seconds", "awrs_time_to_first_token_seconds", "awrs_queue_wait_seconds",
+                          "awrs_rejections_per_token"):
+            assert after[(histogram + "_count", ())] == 2, histogram
+        assert 0 < after[("awrs_time_to_first_token_seconds_sum", ())] <= after[("awrs_request_seconds_sum", ())]
+        assert after[("awrs_seconds_total", (("part", "model"),))] > 0
+        assert after[("awrs_constraint_checks_total", ())] > 0 and after[("awrs_batches_total", ())] >= 1
+        assert after[("awrs_queue_length", ())] == 0 and after[("awrs_running_requests", ())] == 0
+
+
+def test_metrics_need_the_api_key_when_there_is_one():
+    pytest.importorskip("prometheus_client")
+    with LiveServer(create_app(ToyChatModel(), limits=LIMITS, api_key="k")) as live:
+        assert httpx.get(live.url + "/metrics", timeout=TIMEOUT).status_code == 401
+        ok = httpx.get(live.url + "/metrics", headers={"Authorization": "Bearer k"}, timeout=TIMEOUT)
+        assert ok.status_code == 200 and "awrs_requests_total" in ok.text

@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP API: ``create_app(model, limits=...)`` and ``serve(...)``.
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health``. A request's constraint comes from ``response_format`` (``json_schema`` or
-``json_object``) or from vLLM's extension fields ``guided_regex``, ``guided_json``,
+``GET /health``, ``GET /metrics`` (Prometheus, see ``metrics.py``). A request's constraint
+comes from ``response_format`` (``json_schema`` or ``json_object``) or from vLLM's extension
+fields ``guided_regex``, ``guided_json``,
 ``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
 ``method``, ``seed``, ``ess_threshold``, ``masks`` and ``time_limit``. ``n`` returns the ``n`` most
 probable texts of the posterior as choices; the response's ``awrs`` field carries the
@@ -44,12 +45,14 @@ from ..sampling.samplers import MASK_MODES
 from .batcher import Batcher, Outcome, Ticket
 from .errors import ApiError, bad_request, error_body
 from .limits import Limits
+from .metrics import ServerMetrics
 from .schemas import ChatCompletionRequest, CompletionRequest, _Common, message_dicts, parse_body
 
 log = logging.getLogger("awrs.server")
 
 #: How often a waiting handler checks whether its client is still connected (seconds).
 DISCONNECT_POLL = 0.1
+COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 #: Bytes read and thrown away from an oversized body before answering 413, so that the client
 #: sees the answer instead of a reset connection.
 DRAIN_LIMIT = 64 * 1024 * 1024
@@ -268,9 +271,10 @@ def create_app(
 
         model = load_model()
     name = model_name or getattr(model, "name", None) or "awrs"
+    metrics = ServerMetrics(lambda: batcher.load())
     batcher = Batcher(
         model, max_batch_particles=limits.max_batch_particles, max_pending=limits.max_pending,
-        max_prompt_tokens=limits.max_prompt_tokens, batch_window=limits.batch_window,
+        max_prompt_tokens=limits.max_prompt_tokens, batch_window=limits.batch_window, metrics=metrics,
     )
     created = int(time.time())
     eos_ids = frozenset(model.vocab.eos_ids)
@@ -286,33 +290,39 @@ def create_app(
     app = FastAPI(title="awrs", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.batcher = batcher
+    app.state.metrics = metrics
     app.state.limits = limits
     app.state.model_name = name
 
     # -- errors: always OpenAI's shape -----------------------------------------------------
 
+    def answer(request: Request, response: Response) -> Response:
+        if request.url.path in COMPLETION_PATHS:
+            metrics.count_request(response.status_code)
+        return response
+
     @app.exception_handler(ApiError)
-    async def _api_error(_request, exc: ApiError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+    async def _api_error(request, exc: ApiError):
+        return answer(request, JSONResponse(exc.body(), status_code=exc.status))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request, exc):
+    async def _http_error(request, exc):
         status = exc.status_code
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         err = ApiError(status, message, code={404: "not_found", 405: "method_not_allowed"}.get(status))
-        return JSONResponse(err.body(), status_code=status, headers=getattr(exc, "headers", None))
+        return answer(request, JSONResponse(err.body(), status_code=status, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request, exc):
-        return JSONResponse(bad_request(f"invalid request: {exc.errors()[:1]}").body(), status_code=400)
+    async def _validation_error(request, exc):
+        return answer(request, JSONResponse(bad_request(f"invalid request: {exc.errors()[:1]}").body(), status_code=400))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request, exc):
+    async def _unexpected(request, exc):
         log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=exc)
-        return JSONResponse(
+        return answer(request, JSONResponse(
             error_body(f"internal server error: {type(exc).__name__}", "server_error", None, "internal_error"),
             status_code=500,
-        )
+        ))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -383,7 +393,7 @@ def create_app(
         ticket = Ticket(prompt=prompt, constraint=constraint, options=options)
         outcome = await run(request, ticket)
         if outcome is None:
-            return Response(status_code=499)
+            return answer(request, Response(status_code=499))
         choices = _choices(outcome, parsed.n, options["max_tokens"], eos_ids)
         ext = _extension(outcome, options, constraint)
         usage = _usage(outcome, choices)
@@ -392,11 +402,11 @@ def create_app(
         if not parsed.stream:
             body = dict(head, object=kind, choices=[_choice(c, k, chat) for k, c in enumerate(choices)],
                         usage=usage, awrs=ext)
-            return JSONResponse(body)
+            return answer(request, JSONResponse(body))
         chunks = _stream_chunks(head, choices, usage, ext, chat=chat,
                                 include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage))
-        return StreamingResponse(_replay(chunks), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return answer(request, StreamingResponse(_replay(chunks), media_type="text/event-stream",
+                                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -431,6 +441,12 @@ def create_app(
     async def models(request: Request):
         check_auth(request)
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "awrs"}]}
+
+    @app.get("/metrics")
+    async def prometheus_metrics(request: Request):
+        check_auth(request)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/health")
     async def health():

@@ -29,6 +29,7 @@ from ..generate import generate_many
 from ..models.base import LanguageModel
 from ..result import Result
 from .errors import ApiError
+from .metrics import ServerMetrics
 
 log = logging.getLogger("awrs.server")
 
@@ -50,6 +51,8 @@ class Ticket:
     cancelled: str | None = None
     prompt_ids: list[int] | None = None
     enqueued: float = field(default_factory=time.monotonic)
+    started: float | None = None  # its batch began
+    first_step: float | None = None  # its first next-token distribution was ready
 
     @property
     def particles(self) -> int:
@@ -79,13 +82,15 @@ class Batcher:
         max_pending: tickets queued at once; :meth:`submit` refuses more (429).
         max_prompt_tokens: longest prompt in tokens, or ``None``.
         batch_window: seconds to wait after an idle spell before starting a batch.
+        metrics: where finished requests and batches are recorded (``/metrics``), if anywhere.
     """
 
     def __init__(
         self, model: LanguageModel, *, max_batch_particles: int = 256, max_pending: int = 1024,
-        max_prompt_tokens: int | None = None, batch_window: float = 0.005,
+        max_prompt_tokens: int | None = None, batch_window: float = 0.005, metrics: ServerMetrics | None = None,
     ) -> None:
         self.model = model
+        self.metrics = metrics
         self.max_batch_particles = max_batch_particles
         self.max_pending = max_pending
         self.max_prompt_tokens = max_prompt_tokens
@@ -164,6 +169,12 @@ class Batcher:
         out["last_batch"] = self.last_batch
         out["worker_alive"] = self.alive
         return out
+
+    def load(self) -> dict:
+        """Requests queued, requests running and their particles (the model's rows), now."""
+        with self._cond:
+            return {"pending": len(self._pending), "running": len(self._running),
+                    "running_rows": sum(t.particles for t in self._running)}
 
     # -- worker -----------------------------------------------------------------------------
 
@@ -250,7 +261,9 @@ class Batcher:
         ticket.prompt_ids = ids
 
     def _should_stop(self, ticket: Ticket):
-        def stop() -> str | None:
+        def stop() -> str | None:  # called once per step, the first time with its first distribution
+            if ticket.first_step is None:
+                ticket.first_step = time.monotonic()
             if ticket.cancelled is not None:
                 return ticket.cancelled
             if self._stopping:
@@ -270,6 +283,8 @@ class Batcher:
         number = self.counters["batches"] + 1
         info = {"id": number, "requests": len(batch), "particles": sum(t.particles for t in batch)}
         started = time.perf_counter()
+        for ticket in batch:
+            ticket.started = time.monotonic()
         try:
             results: list[Result | BaseException] = list(generate_many(self.model, self._requests(batch)))
         except Exception as err:  # noqa: BLE001 -- isolated below, request by request
@@ -293,6 +308,8 @@ class Batcher:
             c["particle_tokens"] += tokens
             c["busy_seconds"] += seconds
             self.last_batch = dict(info, seconds=round(seconds, 4), particle_tokens=tokens)
+        if self.metrics is not None:
+            self.metrics.observe_batch(seconds, tokens)
         for ticket, result in zip(batch, results):
             with self._cond:
                 if ticket.cancelled is not None:
@@ -302,9 +319,17 @@ class Batcher:
                 else:
                     self.counters["errors"] += 1
             if isinstance(result, Result):
+                if self.metrics is not None:
+                    self._record(ticket, result)
                 _resolve(ticket, outcome=Outcome(result, len(ticket.prompt_ids or ()), dict(info)))
             else:
                 _resolve(ticket, error=_as_api_error(result))
+
+    def _record(self, ticket: Ticket, result: Result) -> None:
+        now = time.monotonic()
+        first = None if ticket.first_step is None else ticket.first_step - ticket.enqueued
+        self.metrics.observe_result(result, waited=(ticket.started or now) - ticket.enqueued, first_token=first,
+                                    total=now - ticket.enqueued)
 
     def _count_error(self) -> None:
         with self._cond:
