@@ -99,6 +99,58 @@ def test_many_concurrent_clients_are_batched_and_all_answered():
     assert model.calls - calls_before < steps  # fewer model calls than requests' steps
 
 
+def test_clients_that_leave_under_load_lose_nothing_and_leave_nothing_behind():
+    """50 concurrent requests, 10 of which hang up mid-way: the other 40 get their full, valid
+    answers, the 10 are counted as cancelled, and afterwards no request, row or ticket remains."""
+    import gc
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from awrs.server.batcher import Ticket
+
+    model = ToyChatModel(delay=0.002)  # 40 rows: ~80 ms a step, so the long requests run for seconds
+    app = create_app(model, limits={"max_batch_particles": BATCH_PARTICLES, "max_tokens": 40})
+    leaving = set(range(2, 50, 5))  # 10 of them
+    with LiveServer(app) as server:
+        before = httpx.get(server.url + "/health").json()
+
+        async def leave(i: int) -> None:
+            body = {"prompt": f"request {i}", "max_tokens": 40, "guided_regex": "[a-z]{38}", "particles": 4,
+                    "seed": i}
+            async with httpx.AsyncClient(timeout=httpx.Timeout(BOUND, read=0.3 + 0.02 * i)) as client:
+                with pytest.raises(httpx.ReadTimeout):  # hangs up: the connection is closed
+                    await client.post(server.url + "/v1/completions", json=body)
+
+        async def main():
+            async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
+                                          timeout=BOUND) as client:
+                tasks = [leave(i) if i in leaving else _ask(client, i) for i in range(50)]
+                return await asyncio.wait_for(asyncio.gather(*tasks), BOUND)
+
+        answers = [a for a in asyncio.run(main()) if a is not None]
+        deadline = time.monotonic() + BOUND
+        while True:  # the server notices a hang-up within its poll interval, then stops the rows
+            after = httpx.get(server.url + "/health").json()
+            if after["cancelled"] - before["cancelled"] == len(leaving) and after["running"] == 0:
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.05)
+        text = httpx.get(server.url + "/metrics").text
+        metrics = {(s.name, tuple(s.labels.values())): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+
+    assert sorted(i for i, *_ in answers) == sorted(set(range(50)) - leaving)
+    for i, text, ext, pattern in answers:
+        assert regex.fullmatch(pattern, text), (i, text, pattern)
+    assert after["requests"] - before["requests"] == 40 and after["errors"] == before["errors"]
+    assert after["pending"] == 0 and after["running"] == 0
+    assert metrics[("awrs_requests_total", ("ok",))] == 40
+    assert metrics[("awrs_requests_total", ("cancelled",))] == len(leaving)
+    assert metrics[("awrs_running_rows", ())] == 0 and metrics[("awrs_queue_length", ())] == 0
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, Ticket)]  # every request's state was freed
+
+
 # -- throughput with the embedded model ------------------------------------------------------------
 
 SENTENCE = r"[A-Z][a-z]+( [a-z]+){2,8}\."
