@@ -78,7 +78,7 @@ def _llamacpp_build() -> list[str]:
     except (OSError, FileNotFoundError) as err:
         lines.append(f"llama.cpp instructions: not checked ({err})")
     try:
-        from .models.llamacpp import _llama
+        from .models.llamacpp_lib import llama as _llama
 
         info = _llama().llama_print_system_info().decode(errors="replace").strip()
         lines.append(f"llama.cpp system info: {info}")

@@ -23,7 +23,7 @@ def _missing(backend: str) -> str | None:
     if backend == "hf":
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
         return f"needs {', '.join(missing)}" if missing else None
-    from awrs.models.llamacpp import _llama
+    from awrs.models.llamacpp_lib import llama as _llama
 
     try:
         _llama()  # imports llama_cpp the way the backend does

@@ -11,7 +11,8 @@ import pytest
 
 import awrs
 from awrs.models.embedded import embedded_gguf_path
-from awrs.models.llamacpp import DEFAULT_N_CTX, DEFAULT_N_SEQ_MAX, LlamaCppModel, _llama
+from awrs.models.llamacpp import DEFAULT_N_CTX, DEFAULT_N_SEQ_MAX, LlamaCppModel
+from awrs.models.llamacpp_lib import llama as _llama
 
 pytestmark = pytest.mark.model
 
@@ -214,7 +215,7 @@ def test_random_resampling_matches_fresh_evaluation_and_frees_memory(cpp):
     divergences = [assert_close(got[row], fresh(cpp, prompt + history)) for row, history in enumerate(histories)]
     assert np.median(divergences) < 1e-3
     session.close()
-    assert sorted(cpp._free) == list(range(cpp.n_seq_max))
+    assert sorted(cpp.pool._free) == list(range(cpp.n_seq_max))
 
 
 def test_all_rows_finished_then_closed(cpp):
@@ -222,7 +223,7 @@ def test_all_rows_finished_then_closed(cpp):
     session.step(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
     assert session.rows == 0 and session.logprobs().shape == (0, len(cpp.vocab))
     session.close()
-    assert len(cpp._free) == cpp.n_seq_max
+    assert cpp.pool.in_use() == 0
     with pytest.raises(awrs.ModelError, match="closed"):
         session.step(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
 
@@ -256,7 +257,7 @@ def test_overlapping_sessions_share_the_model(cpp):
     del one  # not closed: its sequences come back at the next open or step
     two.close()
     cpp.open(p, 1).close()
-    assert len(cpp._free) == cpp.n_seq_max
+    assert cpp.pool.in_use() == 0
 
 
 # -- limits and bad input -------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def test_limits_are_model_errors_that_say_how_to_raise_them():
     assert i == 14  # 200 + 14 * 4 = 256 cells
     with pytest.raises(awrs.ModelError, match="cannot continue"):
         session.step(np.arange(4), np.array([1, 2, 3, 4]))
-    assert len(small._free) == small.n_seq_max  # the broken session gave its rows back
+    assert small.pool.in_use() == 0  # the broken session gave its rows back
 
     # one row growing past n_ctx
     session = small.open(prompt, 1)

@@ -107,7 +107,7 @@ def _checked_build(path):
     so the verdict is about the build), else with the model being loaded.
     """
     from .embedded import embedded_gguf_path
-    from .llamacpp import _llama
+    from .llamacpp_lib import llama as _llama
     from .llamacpp_probe import Verdict, check_build
 
     try:

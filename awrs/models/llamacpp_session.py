@@ -1,0 +1,114 @@
+"""A llama.cpp decoding session: rows of one or more prompts, each a llama.cpp sequence id.
+
+``step(parents, tokens)`` re-maps sequence ids (a row's first child keeps its id, further
+children get ids the parent's cells are copied to, childless rows are freed), then one
+``llama_decode`` evaluates one token per row. Ids come from the model's
+:class:`~awrs.models.llamacpp_pool.SequencePool`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import ModelError
+from .base import DecodingSession
+from .llamacpp_lib import LOG, limit_hint
+
+if TYPE_CHECKING:
+    from .llamacpp import LlamaCppModel
+
+
+class LlamaCppSession(DecodingSession):
+    """Rows of one prompt; row ``i`` is llama.cpp sequence ``self._seqs[i]``."""
+
+    def __init__(self, model: LlamaCppModel, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray):
+        self._model = model
+        self._seqs = seqs
+        self._lengths = lengths  # tokens in each row (prompt included)
+        self._logprobs = logprobs
+        self._broken: str | None = None
+        # an unclosed session hands its ids back when collected (freed at the next open/step)
+        self._finalizer = model.pool.adopt(self, seqs)
+
+    @property
+    def rows(self) -> int:
+        return len(self._seqs)
+
+    def logprobs(self) -> np.ndarray:
+        return self._logprobs
+
+    def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
+        model = self._model
+        if self._broken:
+            raise ModelError(f"this decoding session cannot continue: {self._broken}")
+        if not self._finalizer.alive:
+            raise ModelError("this decoding session was closed")
+        parents = np.asarray(parents, dtype=np.int64).reshape(-1)
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        old = self._seqs
+        if len(parents) != len(tokens):
+            raise ModelError(f"step got {len(parents)} parents but {len(tokens)} tokens")
+        if len(parents) and (parents.min() < 0 or parents.max() >= len(old)):
+            raise ModelError(f"parents must be row indices in [0, {len(old)}), got {parents.tolist()}")
+        if len(tokens) and (tokens.min() < 0 or tokens.max() >= model._n_vocab):
+            raise ModelError(f"token ids must be in [0, {model._n_vocab}), got {tokens.tolist()}")
+        longest = int(self._lengths[parents].max()) if len(parents) else 0
+        if longest + 1 > model.n_ctx:
+            raise ModelError(
+                f"a row would reach {longest + 1} tokens but the llamacpp backend's context "
+                f"holds n_ctx={model.n_ctx}; " + limit_hint("n_ctx")
+            )
+        model._check_open()
+        model.pool.collect_orphans()
+
+        # Which old rows survive; their first child inherits the sequence id.
+        seqs: list[int | None] = [None] * len(parents)
+        claimed = np.zeros(len(old), dtype=bool)
+        extra: list[int] = []
+        for i, p in enumerate(parents.tolist()):
+            if claimed[p]:
+                extra.append(i)
+            else:
+                claimed[p] = True
+                seqs[i] = old[p]
+        dropped = np.flatnonzero(~claimed).tolist()
+        model.pool.require(len(extra) - len(dropped), len(old))  # checked before anything changes
+        for j in dropped:  # rows without children: free their cells
+            model.pool.release(old[j])
+        for i in extra:  # sources are kept ids: none is overwritten before it is copied
+            seqs[i] = model.pool.copy_of(old[parents[i]])
+        self._seqs = [int(s) for s in seqs]
+        self._finalizer.detach()
+        self._finalizer = model.pool.adopt(self, self._seqs)
+
+        rows = len(self._seqs)
+        positions = self._lengths[parents]
+        if rows == 0:
+            self._logprobs = np.zeros((0, model._n_vocab), dtype=np.float32)
+            self._lengths = positions
+            return
+        LOG.mark()
+        code = model._decode(tokens.tolist(), positions.tolist(), self._seqs, [True] * rows)
+        if code != 0:
+            self._broken = str(model._decode_error(code, f"extending {rows} rows to {longest + 1} tokens"))
+            self.close()
+            raise ModelError(self._broken)
+        self._lengths = positions + 1
+        self._logprobs = log_softmax(model._logits(rows))
+
+    def close(self) -> None:
+        if self._finalizer.detach() is not None:
+            for s in self._seqs:
+                self._model.pool.release(s)
+        self._seqs = []
+        self._logprobs = np.zeros((0, self._model._n_vocab), dtype=np.float32)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32, in place."""
+    logits -= logits.max(axis=1, keepdims=True)
+    norm = np.log(np.exp(logits).sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    logits -= norm
+    return logits
