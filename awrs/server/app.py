@@ -255,87 +255,36 @@ async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
 # -- the app -------------------------------------------------------------------------------
 
 
-def create_app(
-    model: LanguageModel | None = None, *, limits: Limits | Mapping | None = None,
-    model_name: str | None = None, api_key: str | None = None,
-):
-    """A FastAPI app serving ``model`` (``None``: the embedded model) within ``limits``.
+class _Service:
+    """What the endpoints share: the batcher, limits, the model's name and EOS ids, metrics and
+    the API key; and the steps of answering a completion request."""
 
-    The batching worker starts with the app (or at the first request) and stops at shutdown.
-    ``app.state.batcher`` is the :class:`~awrs.server.batcher.Batcher`; ``app.state.limits``
-    the :class:`Limits`. With ``api_key``, every request needs ``Authorization: Bearer KEY``.
-    """
-    limits = Limits.from_options(limits)
-    if model is None:
-        from ..models import load_model
+    def __init__(self, model: LanguageModel, limits: Limits, name: str, api_key: str | None) -> None:
+        self.limits, self.name, self.api_key = limits, name, api_key
+        self.metrics = ServerMetrics(lambda: self.batcher.load())
+        self.batcher = Batcher(
+            model, max_batch_particles=limits.max_batch_particles, max_pending=limits.max_pending,
+            max_prompt_tokens=limits.max_prompt_tokens, batch_window=limits.batch_window, metrics=self.metrics,
+        )
+        self.created = int(time.time())
+        self.eos_ids = frozenset(model.vocab.eos_ids)
 
-        model = load_model()
-    name = model_name or getattr(model, "name", None) or "awrs"
-    metrics = ServerMetrics(lambda: batcher.load())
-    batcher = Batcher(
-        model, max_batch_particles=limits.max_batch_particles, max_pending=limits.max_pending,
-        max_prompt_tokens=limits.max_prompt_tokens, batch_window=limits.batch_window, metrics=metrics,
-    )
-    created = int(time.time())
-    eos_ids = frozenset(model.vocab.eos_ids)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        batcher.start()
-        try:
-            yield
-        finally:
-            await run_in_threadpool(batcher.stop)
-
-    app = FastAPI(title="awrs", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    app.state.batcher = batcher
-    app.state.metrics = metrics
-    app.state.limits = limits
-    app.state.model_name = name
-
-    # -- errors: always OpenAI's shape -----------------------------------------------------
-
-    def answer(request: Request, response: Response) -> Response:
+    def answer(self, request: Request, response: Response) -> Response:
+        """``response``, counted in the metrics when it answers a completion request."""
         if request.url.path in COMPLETION_PATHS:
-            metrics.count_request(response.status_code)
+            self.metrics.count_request(response.status_code)
         return response
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request, exc: ApiError):
-        return answer(request, JSONResponse(exc.body(), status_code=exc.status))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, exc):
-        status = exc.status_code
-        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        err = ApiError(status, message, code={404: "not_found", 405: "method_not_allowed"}.get(status))
-        return answer(request, JSONResponse(err.body(), status_code=status, headers=getattr(exc, "headers", None)))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request, exc):
-        return answer(request, JSONResponse(bad_request(f"invalid request: {exc.errors()[:1]}").body(), status_code=400))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request, exc):
-        log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=exc)
-        return answer(request, JSONResponse(
-            error_body(f"internal server error: {type(exc).__name__}", "server_error", None, "internal_error"),
-            status_code=500,
-        ))
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def check_auth(request: Request) -> None:
-        if api_key is None:
+    def check_auth(self, request: Request) -> None:
+        if self.api_key is None:
             return
         header = request.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
+        if not hmac.compare_digest(token.encode(), self.api_key.encode()):
             raise ApiError(401, "invalid or missing API key", code="invalid_api_key")
 
-    async def read_body(request: Request) -> bytes:
-        limit = limits.max_body_bytes
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
         too_large = ApiError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -360,14 +309,20 @@ def create_app(
             raise too_large
         return bytes(body)
 
-    def check_model(requested: str | None) -> None:
-        if requested is not None and requested != name:
-            raise ApiError(404, f"the model {requested!r} does not exist; this server has {name!r}",
+    def check_model(self, requested: str | None) -> None:
+        if requested is not None and requested != self.name:
+            raise ApiError(404, f"the model {requested!r} does not exist; this server has {self.name!r}",
                            param="model", code="model_not_found")
 
-    async def run(request: Request, ticket: Ticket) -> Outcome | None:
+    async def prepare(self, request: Request, cls):
+        self.check_auth(request)
+        parsed = parse_body(await self.read_body(request), cls)
+        self.check_model(parsed.model)
+        return parsed
+
+    async def run(self, request: Request, ticket: Ticket) -> Outcome | None:
         """Queue ``ticket`` and wait for it; ``None`` if the client went away."""
-        future = asyncio.wrap_future(batcher.submit(ticket))
+        future = asyncio.wrap_future(self.batcher.submit(ticket))
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL)
@@ -382,37 +337,98 @@ def create_app(
             future.cancel()
             raise
 
-    async def prepare(request: Request, cls):
-        check_auth(request)
-        parsed = parse_body(await read_body(request), cls)
-        check_model(parsed.model)
-        return parsed
-
-    async def complete(request: Request, parsed: _Common, prompt, options: dict, *, chat: bool):
+    async def complete(self, request: Request, parsed: _Common, prompt, options: dict, *, chat: bool):
         constraint = await run_in_threadpool(build_constraint, parsed)
         ticket = Ticket(prompt=prompt, constraint=constraint, options=options)
-        outcome = await run(request, ticket)
+        outcome = await self.run(request, ticket)
         if outcome is None:
-            return answer(request, Response(status_code=499))
-        choices = _choices(outcome, parsed.n, options["max_tokens"], eos_ids)
+            return self.answer(request, Response(status_code=499))
+        choices = _choices(outcome, parsed.n, options["max_tokens"], self.eos_ids)
         ext = _extension(outcome, options, constraint)
         usage = _usage(outcome, choices)
         prefix, kind = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
-        head = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
+        head = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.name}
         if not parsed.stream:
             body = dict(head, object=kind, choices=[_choice(c, k, chat) for k, c in enumerate(choices)],
                         usage=usage, awrs=ext)
-            return answer(request, JSONResponse(body))
+            return self.answer(request, JSONResponse(body))
         chunks = _stream_chunks(head, choices, usage, ext, chat=chat,
                                 include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage))
-        return answer(request, StreamingResponse(_replay(chunks), media_type="text/event-stream",
-                                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
+        return self.answer(request, StreamingResponse(_replay(chunks), media_type="text/event-stream",
+                                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
 
-    # -- endpoints -----------------------------------------------------------------------------
+
+def create_app(
+    model: LanguageModel | None = None, *, limits: Limits | Mapping | None = None,
+    model_name: str | None = None, api_key: str | None = None,
+):
+    """A FastAPI app serving ``model`` (``None``: the embedded model) within ``limits``.
+
+    The batching worker starts with the app (or at the first request) and stops at shutdown.
+    ``app.state.batcher`` is the :class:`~awrs.server.batcher.Batcher`; ``app.state.limits``
+    the :class:`Limits`. With ``api_key``, every request needs ``Authorization: Bearer KEY``.
+    """
+    limits = Limits.from_options(limits)
+    if model is None:
+        from ..models import load_model
+
+        model = load_model()
+    service = _Service(model, limits, model_name or getattr(model, "name", None) or "awrs", api_key)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        service.batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.batcher.stop)
+
+    app = FastAPI(title="awrs", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.batcher = service.batcher
+    app.state.metrics = service.metrics
+    app.state.limits = limits
+    app.state.model_name = service.name
+    _add_error_handlers(app, service)
+    _add_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, service: _Service) -> None:
+    """Every error in OpenAI's shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return service.answer(request, JSONResponse(exc.body(), status_code=exc.status))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        err = ApiError(status, message, code={404: "not_found", 405: "method_not_allowed"}.get(status))
+        return service.answer(request, JSONResponse(err.body(), status_code=status,
+                                                    headers=getattr(exc, "headers", None)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc):
+        return service.answer(request, JSONResponse(bad_request(f"invalid request: {exc.errors()[:1]}").body(),
+                                                    status_code=400))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc):
+        log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return service.answer(request, JSONResponse(
+            error_body(f"internal server error: {type(exc).__name__}", "server_error", None, "internal_error"),
+            status_code=500,
+        ))
+
+
+def _add_routes(app: FastAPI, service: _Service) -> None:
+    limits = service.limits
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        parsed: ChatCompletionRequest = await prepare(request, ChatCompletionRequest)
+        parsed: ChatCompletionRequest = await service.prepare(request, ChatCompletionRequest)
         messages = message_dicts(parsed.messages)
         max_tokens = parsed.max_tokens
         if parsed.max_completion_tokens is not None:
@@ -421,11 +437,11 @@ def create_app(
                                   code="invalid_value")
             max_tokens = parsed.max_completion_tokens
         options = request_options(parsed, limits, max_tokens=max_tokens)
-        return await complete(request, parsed, messages, options, chat=True)
+        return await service.complete(request, parsed, messages, options, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        parsed: CompletionRequest = await prepare(request, CompletionRequest)
+        parsed: CompletionRequest = await service.prepare(request, CompletionRequest)
         prompt = parsed.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
             if len(prompt) != 1:
@@ -435,25 +451,24 @@ def create_app(
                 )
             prompt = prompt[0]
         options = request_options(parsed, limits, max_tokens=parsed.max_tokens)
-        return await complete(request, parsed, prompt, options, chat=False)
+        return await service.complete(request, parsed, prompt, options, chat=False)
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_auth(request)
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "awrs"}]}
+        service.check_auth(request)
+        return {"object": "list", "data": [{"id": service.name, "object": "model", "created": service.created,
+                                            "owned_by": "awrs"}]}
 
     @app.get("/metrics")
     async def prometheus_metrics(request: Request):
-        check_auth(request)
-        body, content_type = metrics.exposition()
+        service.check_auth(request)
+        body, content_type = service.metrics.exposition()
         return Response(body, media_type=content_type)
 
     @app.get("/health")
     async def health():
-        snapshot = batcher.snapshot()
-        return dict(status="ok", model=name, **snapshot, limits=limits.as_dict())
-
-    return app
+        snapshot = service.batcher.snapshot()
+        return dict(status="ok", model=service.name, **snapshot, limits=limits.as_dict())
 
 
 def _choice(c: dict, index: int, chat: bool) -> dict:
