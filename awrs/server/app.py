@@ -29,7 +29,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +46,7 @@ from .batcher import Batcher, Outcome, Ticket
 from .errors import ApiError, bad_request, error_body
 from .limits import Limits
 from .metrics import ServerMetrics
+from .responses import choice, choices_of, extension, replay, stream_chunks, usage_of
 from .schemas import ChatCompletionRequest, CompletionRequest, _Common, message_dicts, parse_body
 
 log = logging.getLogger("awrs.server")
@@ -206,52 +207,6 @@ def _in_range(name: str, value: int, low: int, high: int) -> None:
                           code="limit_exceeded")
 
 
-# -- responses -----------------------------------------------------------------------------
-
-
-def _choices(outcome: Outcome, n: int, max_tokens: int, eos_ids: frozenset) -> list[dict]:
-    """The ``n`` most probable texts: ``{"text", "probability", "finish_reason", "tokens"}``."""
-    result = outcome.result
-    out = []
-    for text, probability in list(result.posterior.items())[:n]:
-        sample = next((s for s in result.samples if s.text == text and s.valid), None)
-        ids = sample.token_ids if sample is not None else ()
-        tokens = len(ids) - (1 if ids and ids[-1] in eos_ids else 0)
-        finish = "length" if tokens >= max_tokens else "stop"
-        out.append({"text": text, "probability": probability, "finish_reason": finish, "tokens": tokens})
-    if not out:
-        out.append({"text": "", "probability": None, "finish_reason": "length", "tokens": 0})
-    return out
-
-
-def _extension(outcome: Outcome, options: dict, constraint) -> dict:
-    ext = outcome.result.to_json()
-    ext.pop("eos_token_ids", None)
-    ext["particles"] = options["particles"]
-    ext["max_tokens"] = options["max_tokens"]
-    ext["constraint"] = constraint.describe()
-    ext["batch"] = outcome.batch
-    return ext
-
-
-def _usage(outcome: Outcome, choices: list[dict]) -> dict:
-    completion = sum(c["tokens"] for c in choices)
-    return {
-        "prompt_tokens": outcome.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": outcome.prompt_tokens + completion,
-    }
-
-
-def _sse(obj) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
-
-
-async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -343,18 +298,18 @@ class _Service:
         outcome = await self.run(request, ticket)
         if outcome is None:
             return self.answer(request, Response(status_code=499))
-        choices = _choices(outcome, parsed.n, options["max_tokens"], self.eos_ids)
-        ext = _extension(outcome, options, constraint)
-        usage = _usage(outcome, choices)
+        choices = choices_of(outcome, parsed.n, options["max_tokens"], self.eos_ids)
+        ext = extension(outcome, options, constraint)
+        usage = usage_of(outcome, choices)
         prefix, kind = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
         head = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.name}
         if not parsed.stream:
-            body = dict(head, object=kind, choices=[_choice(c, k, chat) for k, c in enumerate(choices)],
+            body = dict(head, object=kind, choices=[choice(c, k, chat) for k, c in enumerate(choices)],
                         usage=usage, awrs=ext)
             return self.answer(request, JSONResponse(body))
-        chunks = _stream_chunks(head, choices, usage, ext, chat=chat,
-                                include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage))
-        return self.answer(request, StreamingResponse(_replay(chunks), media_type="text/event-stream",
+        chunks = stream_chunks(head, choices, usage, ext, chat=chat,
+                               include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage))
+        return self.answer(request, StreamingResponse(replay(chunks), media_type="text/event-stream",
                                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
 
 
@@ -469,43 +424,6 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     async def health():
         snapshot = service.batcher.snapshot()
         return dict(status="ok", model=service.name, **snapshot, limits=limits.as_dict())
-
-
-def _choice(c: dict, index: int, chat: bool) -> dict:
-    if chat:
-        return {"index": index, "message": {"role": "assistant", "content": c["text"]},
-                "finish_reason": c["finish_reason"], "logprobs": None, "probability": c["probability"]}
-    return {"index": index, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None,
-            "probability": c["probability"]}
-
-
-def _stream_chunks(head: dict, choices: list[dict], usage: dict, ext: dict, *, chat: bool,
-                   include_usage: bool) -> list[bytes]:
-    """The whole answer as OpenAI chunks: per choice, role, text, finish; then usage; [DONE]."""
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(index: int, delta_or_text, finish, **more) -> bytes:
-        if chat:
-            choice = {"index": index, "delta": delta_or_text, "finish_reason": finish, "logprobs": None}
-        else:
-            choice = {"index": index, "text": delta_or_text, "finish_reason": finish, "logprobs": None}
-        return _sse(dict(head, object=kind, choices=[choice], **extra, **more))
-
-    out = []
-    for k, c in enumerate(choices):
-        if chat:
-            out.append(chunk(k, {"role": "assistant", "content": ""}, None))
-            out.append(chunk(k, {"content": c["text"]}, None))
-        else:
-            out.append(chunk(k, c["text"], None))
-        last = k == len(choices) - 1
-        more = {"awrs": ext} if last else {}
-        out.append(chunk(k, {} if chat else "", c["finish_reason"], **more))
-    if include_usage:
-        out.append(_sse(dict(head, object=kind, choices=[], usage=usage)))
-    out.append(b"data: [DONE]\n\n")
-    return out
 
 
 def serve(
