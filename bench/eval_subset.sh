@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's evaluation table: every domain x method on a fixed subset of the shared data,
-# with the embedded model on llama.cpp, 5 particles, seed 0. About 2.5 hours on 2 CPU cores.
+# with the embedded model on llama.cpp, 5 particles, seed 0. About 3 hours on 2 CPU cores.
 # Resumable: re-running skips the instances already in the results files.
 #
 #   bench/eval_subset.sh [DATA_DIR] [OUT_DIR]      (defaults: ../shared/data, eval-results)
@@ -17,6 +17,12 @@ for method in awrs-smc lcd unconstrained sample-rerank; do
   for split in Github_trivial Github_easy Github_medium Glaiveai2K WashingtonPost; do  # 8 schemas each
     "$AWRS" eval json --data "$DATA/jsonschemabench/$split" --method $method $COMMON --limit 8 --out "$OUT/eval-json.jsonl"
   done
+  if [ "$method" = awrs-smc ] || [ "$method" = lcd ]; then  # the same schemas, JSON whitespace allowed
+    for split in Github_trivial Github_easy Github_medium Glaiveai2K WashingtonPost; do
+      "$AWRS" eval json-free --data "$DATA/jsonschemabench/$split" --method $method $COMMON --limit 8 \
+        --out "$OUT/eval-json-free.jsonl"
+    done
+  fi
   "$AWRS" eval spider --data "$DATA" --method $method $COMMON --max-tokens 150 --limit 60 --out "$OUT/eval-spider.jsonl"
   "$AWRS" eval goal_inference --data "$DATA" --method $method $COMMON --limit 20 --out "$OUT/eval-goal.jsonl"
 done
