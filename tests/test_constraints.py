@@ -55,6 +55,19 @@ def test_utf8_split_across_advances(engine):
     assert constraint.advance(constraint.start(), b"\xc3(") is DEAD  # broken sequence
 
 
+def test_an_unfinished_character_lives_only_if_one_of_its_completions_fits():
+    """A dead end the evaluation met: after 'z', the pattern (the regex package reads ``&&``
+    literally without V1, so a letter class then ']') needs ']'; an unfinished 3- or 4-byte
+    character cannot be it, although some character may follow 'z'."""
+    constraint = Regex(r"[\p{Letter}&&[^\p{Lu}]]", engine="backtracking")
+    after = constraint.advance(constraint.start(), b"z")
+    assert after is not DEAD and constraint.accepts("z]")
+    assert constraint.advance(after, b"\xe2") is DEAD  # U+2000..U+2FFF: 4,096 completions
+    assert constraint.advance(after, b"\xf0\x9f") is DEAD  # U+1F000..U+1FFFF
+    letters = Regex(r"[a-z]\p{Letter}+", engine="backtracking")
+    assert letters.advance(letters.advance(letters.start(), b"z"), b"\xe2") is not DEAD  # U+2C00.. are letters
+
+
 @pytest.mark.parametrize("engine", ["automaton", "backtracking"])
 def test_pending_bytes_after_a_final_match_are_rejected(engine):
     """A token that starts a multi-byte character cannot follow a text that admits no more."""
