@@ -225,20 +225,19 @@ class All(Constraint):
         return allowed
 
     def candidate_tokens(self, state: State, vocab) -> np.ndarray | None:
-        kept: np.ndarray | None = None
-        for c, s in zip(self.parts, state):
-            mine = c.candidate_tokens(s, vocab)
-            if mine is not None:
-                mine = np.asarray(mine, dtype=np.int64)
-                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=False)
-        return kept
+        return self._intersection([c.candidate_tokens(s, vocab) for c, s in zip(self.parts, state)], unique=False)
 
     def token_mask(self, state: State, vocab) -> np.ndarray | None:
+        return self._intersection([c.token_mask(s, vocab) for c, s in zip(self.parts, state)], unique=True)
+
+    @staticmethod
+    def _intersection(sets: list, *, unique: bool) -> np.ndarray | None:
+        """The token ids every part allows (a part's None allows all; all None: None)."""
         kept: np.ndarray | None = None
-        for c, s in zip(self.parts, state):
-            mine = c.token_mask(s, vocab)
+        for mine in sets:
             if mine is not None:
-                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=True)
+                mine = np.asarray(mine, dtype=np.int64)
+                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=unique)
         return kept
 
     def mask_key(self, state: State):
