@@ -148,6 +148,7 @@ class _Run:
     def __init__(self, job: Job, vocab: Vocabulary) -> None:
         self.job = job
         self.vocab = vocab
+        self.checker = job.constraint.compile(vocab)
         self.particles = Particles.start(job.config.particles, job.constraint.start())
         self.active = np.arange(job.config.particles)  # particle behind each of this job's rows
         self.parents = np.zeros(0, dtype=np.int64)  # for the next model call, in local rows
@@ -175,7 +176,7 @@ class _Run:
         eos = vocab.eos_array
         mass, cumsum = token_masses(logprobs, vocab)
         for row, i in enumerate(self.active):
-            checker = TokenChecker(job.constraint, particles.states[i], vocab, stats)
+            checker = TokenChecker(self.checker, particles.states[i], stats)
             at_limit = len(particles.tokens[i]) >= config.max_tokens
             if at_limit:
                 draw = sampler.force_eos(mass[row], checker, eos, rng)

@@ -194,11 +194,11 @@ def test_awrs_is_exact_on_the_real_next_token_distribution(backend_model):
     mass, cumsum = token_masses(session.logprobs(), model.vocab)
     session.close()
     state = constraint.start()
-    checker = TokenChecker(constraint, state, model.vocab, Stats())
+    checker = TokenChecker(constraint.compile(model.vocab), state, Stats())
     allowed = np.array([checker(t) for t in range(len(model.vocab))])
     z = float(mass[0][allowed].sum())
     assert 0 < z < 1
-    exact = Masking(weighted=True).propose(mass[0], cumsum[0], TokenChecker(constraint, state, model.vocab, Stats()),
+    exact = Masking(weighted=True).propose(mass[0], cumsum[0], TokenChecker(constraint.compile(model.vocab), state, Stats()),
                                            np.random.default_rng(0))
     assert exact.log_weight == pytest.approx(math.log(z), rel=1e-9)
 
@@ -207,7 +207,7 @@ def test_awrs_is_exact_on_the_real_next_token_distribution(backend_model):
     counts: dict[int, int] = {}
     weights = np.empty(n)
     for k in range(n):
-        draw = AWRS().propose(mass[0], cumsum[0], TokenChecker(constraint, state, model.vocab, Stats()), rng)
+        draw = AWRS().propose(mass[0], cumsum[0], TokenChecker(constraint.compile(model.vocab), state, Stats()), rng)
         counts[draw.token] = counts.get(draw.token, 0) + 1
         weights[k] = math.exp(draw.log_weight)
     assert weights.mean() == pytest.approx(z, abs=5 * weights.std() / math.sqrt(n) + 1e-12)
@@ -234,4 +234,4 @@ def test_token_masks_on_the_real_vocabulary(backend_model):
             assert state is not DEAD, prefix
             expected = [t for t, token in enumerate(vocab.tokens)
                         if t not in vocab.special_ids and constraint.advance(state, token) is not DEAD]
-            assert constraint.token_mask(state, vocab).tolist() == expected, (constraint, prefix)
+            assert constraint.compile(vocab).token_mask(state).tolist() == expected, (constraint, prefix)

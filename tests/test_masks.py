@@ -31,7 +31,7 @@ PATTERNS = [
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_regular_patterns_get_the_automaton(pattern):
-    assert Regex(pattern).engine == "automaton" and Regex(pattern).exact_masks
+    assert Regex(pattern).engine == "automaton" and Regex(pattern).compile(_vocabulary()).exact_masks
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_regular_patterns_get_the_automaton(pattern):
 )
 def test_other_patterns_keep_the_backtracking_engine(pattern, flags):
     constraint = Regex(pattern, flags)
-    assert constraint.engine == "backtracking" and not constraint.exact_masks
+    assert constraint.engine == "backtracking" and not constraint.compile(_vocabulary()).exact_masks
     with pytest.raises(ConfigError, match="cannot be compiled to an automaton"):
         Regex(pattern, flags, engine="automaton")
 
@@ -116,19 +116,19 @@ def test_token_masks_are_exactly_the_accepted_tokens(pattern, data):
         t for t, token in enumerate(vocab.tokens)
         if t not in vocab.special_ids and token and constraint.advance(state, token) is not DEAD
     ]
-    assert constraint.token_mask(state, vocab).tolist() == expected
-    assert constraint.token_mask(state, vocab).tolist() == expected  # cached
+    assert constraint.compile(vocab).token_mask(state).tolist() == expected
+    assert constraint.compile(vocab).token_mask(state).tolist() == expected  # cached
 
 
 def test_masks_combine_by_intersection():
     vocab = _vocabulary()
     both = Regex("[abc]+") & Regex("a.*")
-    assert both.exact_masks
-    assert both.token_mask(both.start(), vocab).tolist() == [0, 6, 7]  # a, ab, abc
+    assert both.compile(vocab).exact_masks
+    assert both.compile(vocab).token_mask(both.start()).tolist() == [0, 6, 7]  # a, ab, abc
     with_predicate = Regex("[abc]+") & Predicate(lambda s: "cc" not in s)
-    assert not with_predicate.exact_masks
-    assert with_predicate.token_mask(with_predicate.start(), vocab).tolist() == [0, 1, 2, 6, 7, 8]
-    assert Regex(r"(a)\1").token_mask(("", b""), vocab) is None
+    assert not with_predicate.compile(vocab).exact_masks
+    assert with_predicate.compile(vocab).token_mask(with_predicate.start()).tolist() == [0, 1, 2, 6, 7, 8]
+    assert Regex(r"(a)\1").compile(vocab).token_mask(("", b"")) is None
 
 
 # --- the sampler with masks: exact by Monte Carlo ---------------------------------------
@@ -155,7 +155,7 @@ def test_awrs_with_masks_is_properly_weighted(name, exact):
     'ab' makes the mask a strict superset (AWRS then checks the predicate on top of it).
     """
     constraint = Regex("a+b?") if exact else Regex("a+b?") & Predicate(lambda s: "ab" not in s[1:])
-    assert constraint.exact_masks == exact
+    assert constraint.compile(VOCAB).exact_masks == exact
     valid = [0, 1, 2, 5] if exact else [0, 1, 5]
     z = MASS[valid].sum()
     sampler = _samplers()[name]
@@ -164,7 +164,7 @@ def test_awrs_with_masks_is_properly_weighted(name, exact):
     n = 40_000
     counts, weighted, stats = np.zeros(len(MASS)), np.zeros(len(MASS)), Stats()
     for _ in range(n):
-        draw = sampler.propose(MASS, np.cumsum(MASS), TokenChecker(constraint, state, VOCAB, stats), rng)
+        draw = sampler.propose(MASS, np.cumsum(MASS), TokenChecker(constraint.compile(VOCAB), state, stats), rng)
         counts[draw.token] += 1
         weighted[draw.token] += math.exp(draw.log_weight)
     for token in range(len(MASS)):
@@ -222,10 +222,10 @@ def test_auto_reuses_the_masks_a_run_has_computed():
     sampler = AWRS(masks="auto")
     rng = np.random.default_rng(0)
     mass = np.array([0.05, 0.5, 0.4, 0.05])
-    first = TokenChecker(constraint, constraint.start(), vocab, Stats())
+    first = TokenChecker(constraint.compile(vocab), constraint.start(), Stats())
     assert not sampler._mask_first(first)
     sampler.remember_mask(first)
-    second = TokenChecker(constraint, constraint.start(), vocab, Stats())
+    second = TokenChecker(constraint.compile(vocab), constraint.start(), Stats())
     draw = sampler.propose(mass, np.cumsum(mass), second, rng)
     assert draw.token == 0 and draw.log_weight == pytest.approx(math.log(0.05))  # exact weight
     assert second._stats.constraint_checks <= 2 and second._stats.masks == 1  # the token, is_complete
@@ -274,7 +274,7 @@ def test_grammar_token_masks_are_exactly_the_accepted_tokens():
     forced literals, lazy terminals and %ignore: the llguidance mask equals checking each token."""
     vocab = _byte_vocabulary(SQL_PIECES + [b'{"', b'":', b'",', b"[1", b"true", b" (on", b" b1", b"clear"])
     for grammar, texts in _grammar_cases():
-        assert grammar.exact_masks
+        assert grammar.compile(vocab).exact_masks
         for text in texts:
             data = text.encode()
             for cut in range(len(data) + 1):
@@ -284,7 +284,7 @@ def test_grammar_token_masks_are_exactly_the_accepted_tokens():
                     t for t, token in enumerate(vocab.tokens)
                     if t not in vocab.special_ids and grammar.advance(state, token) is not DEAD
                 ]
-                assert grammar.token_mask(state, vocab).tolist() == expected, (text, data[:cut])
+                assert grammar.compile(vocab).token_mask(state).tolist() == expected, (text, data[:cut])
 
 
 def test_grammar_masks_with_a_vocabulary_lacking_single_bytes():
@@ -296,14 +296,14 @@ def test_grammar_masks_with_a_vocabulary_lacking_single_bytes():
     for text in [b"", b"S", b"SELECT ab", b"SELECT ab ", b"SELECT ab F"]:
         state = grammar.advance(grammar.start(), text)
         expected = [t for t, token in enumerate(pieces[:-1]) if grammar.advance(state, token) is not DEAD]
-        assert grammar.token_mask(state, vocab).tolist() == expected, text
+        assert grammar.compile(vocab).token_mask(state).tolist() == expected, text
     unspellable = grammar.advance(grammar.start(), b"SELECT x")
-    assert unspellable is not DEAD and grammar.token_mask(unspellable, vocab) is None
+    assert unspellable is not DEAD and grammar.compile(vocab).token_mask(unspellable) is None
     # masks="always" then falls back to checking: a valid token, no error
     mass = np.full(len(pieces), 1.0 / len(pieces))
     stats = Stats()
     for seed in range(20):
-        checker = TokenChecker(grammar, unspellable, vocab, stats)
+        checker = TokenChecker(grammar.compile(vocab), unspellable, stats)
         draw = AWRS(masks="always").propose(mass, np.cumsum(mass), checker, np.random.default_rng(seed))
         assert draw.token in (4, 5, 6, 7) and math.isfinite(draw.log_weight)  # a, ab, " FROM", " "
     assert stats.masks == 0
@@ -320,4 +320,4 @@ def test_sql_masks_come_from_its_grammar(tmp_path):
     state = sql.advance(sql.start(), b"SELECT name FROM")
     expected = [t for t, token in enumerate(vocab.tokens)
                 if t not in vocab.special_ids and sql.advance(state, token) is not DEAD]
-    assert sql.exact_masks and sql.token_mask(state, vocab).tolist() == expected
+    assert sql.compile(vocab).exact_masks and sql.compile(vocab).token_mask(state).tolist() == expected

@@ -158,7 +158,7 @@ MASS = np.array([0.3, 0.2, 0.1, 0.25, 0.15, 0.0])
 
 def _checker(constraint, text=b""):
     state = constraint.advance(constraint.start(), text)
-    return TokenChecker(constraint, state, VOCAB, Stats())
+    return TokenChecker(constraint.compile(VOCAB), state, Stats())
 
 
 def test_masking_and_awrs_give_the_same_local_distribution():
@@ -229,7 +229,7 @@ def test_unconstrained_and_rejection_samplers():
 
 def test_exact_masks_give_the_exact_weight_with_one_check():
     constraint = Regex("a+b?")
-    assert constraint.engine == "automaton" and constraint.exact_masks
+    assert constraint.engine == "automaton" and constraint.compile(VOCAB).exact_masks
     rng = np.random.default_rng(10)
     valid = [0, 1, 2, 4]
     counts = np.zeros(6)

@@ -7,8 +7,8 @@ module turns that DFA into a DFA over UTF-8 bytes, so that
 * a prefix check is one table lookup per byte, and a prefix is alive exactly when it can still
   be completed (every state reaches acceptance; the dead state is -1);
 * the set of tokens allowed after a state -- a *token mask* -- is computed for the whole
-  vocabulary at once with numpy (one vectorised transition per byte position), and cached per
-  state. A regular pattern visits few states, so after the first steps a mask costs a dict
+  vocabulary at once with numpy (one vectorised transition per depth of the vocabulary's byte
+  trie) by the constraint's :class:`AutomatonChecker`, and cached there per state. A regular pattern visits few states, so after the first steps a mask costs a dict
   lookup. Because checks and masks come from the same automaton, the mask is exactly the set
   of tokens a check accepts.
 
@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import bisect
 import threading
-import weakref
 from array import array
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .checker import Checker
 from .grammar_regex import DFA
 
 if TYPE_CHECKING:
     from ..vocab import Vocabulary
+    from .base import Constraint
 
 DEAD_STATE = -1
 MAX_BYTE_STATES = 100_000
@@ -69,8 +70,6 @@ class ByteAutomaton:
         dead = len(self.table)
         padded = np.vstack([np.where(self.table < 0, dead, self.table), np.full((1, 256), dead)])
         self._flat = padded.astype(np.int32).ravel()
-        self._masks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
 
     # -- construction ----------------------------------------------------------------------
 
@@ -169,24 +168,37 @@ class ByteAutomaton:
     def next_bytes(self, state: int) -> frozenset[int]:
         return frozenset(np.flatnonzero(self.table[state] >= 0).tolist())
 
-    # -- token masks -----------------------------------------------------------------------
 
-    def token_mask(self, state: int, vocab: Vocabulary) -> np.ndarray:
+
+class AutomatonChecker(Checker):
+    """A regular constraint over one vocabulary: exact masks, cached per automaton state."""
+
+    exact_masks = True
+
+    def __init__(self, constraint: Constraint, vocab: Vocabulary, automaton: ByteAutomaton, mask_cost: float) -> None:
+        super().__init__(constraint, vocab)
+        self.automaton = automaton
+        self.mask_cost = mask_cost
+        self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def token_mask(self, state: int) -> np.ndarray:
         """Ids of the non-special tokens whose bytes lead from ``state`` to a live state."""
         with self._lock:
-            cache = self._masks.get(vocab)
-            if cache is None:
-                cache = self._masks[vocab] = OrderedDict()
-            hit = cache.get(state)
+            hit = self._masks.get(state)
             if hit is not None:
-                cache.move_to_end(state)
+                self._masks.move_to_end(state)
                 return hit
-        ids = _walk(self._flat, len(self.table), state, vocab)
+        automaton = self.automaton
+        ids = _walk(automaton._flat, automaton.states, state, self.vocab)
         with self._lock:
-            cache[state] = ids
-            while len(cache) > MASK_CACHE_STATES:
-                cache.popitem(last=False)
+            self._masks[state] = ids
+            while len(self._masks) > MASK_CACHE_STATES:
+                self._masks.popitem(last=False)
         return ids
+
+    def mask_key(self, state: int) -> int:
+        return state  # equal automaton states have equal masks
 
 
 def _walk(flat: np.ndarray, dead: int, state: int, vocab: Vocabulary) -> np.ndarray:

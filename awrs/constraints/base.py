@@ -17,12 +17,15 @@ them. Hints and masks combine by intersection, and the mask is exact only when e
 ``score(text, finished) -> log weight``, which SMC applies as a critic (a twist on prefixes, a
 factor on finished texts).
 
-Not here: tokens. Samplers turn token ids into bytes through :class:`awrs.vocab.Vocabulary`.
+Not here: tokens. A constraint works on bytes; ``constraint.compile(vocab)`` gives its checker
+for one vocabulary (:mod:`awrs.constraints.checker`), which owns token-level hints and masks.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from ..errors import ConfigError
+from .checker import Checker
 
 if TYPE_CHECKING:
     from ..vocab import Vocabulary
@@ -60,6 +64,8 @@ DEAD: Final = _Dead()
 
 State = Any
 
+_COMPILE_LOCK = threading.Lock()
+
 
 def as_bytes(text: str | bytes) -> bytes:
     return text.encode("utf-8") if isinstance(text, str) else bytes(text)
@@ -89,44 +95,23 @@ class Constraint(ABC):
         """
         return None
 
-    #: True if :meth:`token_mask` returns exactly the tokens :meth:`advance` accepts. Samplers
-    #: may then draw from the masked distribution with one check and the exact weight.
-    exact_masks: bool = False
+    def compile(self, vocab: Vocabulary) -> Checker:
+        """This constraint's checker for ``vocab`` (see :mod:`awrs.constraints.checker`).
 
-    #: What one :meth:`token_mask` costs, in token checks: a fixed price, so that sampling
-    #: decides when to mask without reading a clock (the same seed gives the same samples on
-    #: any machine). ``inf``: no mask engine.
-    mask_cost: float = math.inf
-
-    def mask_key(self, state: State) -> Hashable | None:
-        """States with equal keys have equal masks (a mask computed once is then free); None
-        if masks are not shared between states."""
-        return None
-
-    def candidate_tokens(self, state: State, vocab: Vocabulary) -> np.ndarray | None:
-        """A cheap hint: token ids that may be accepted after ``state`` (EOS excluded), or None.
-
-        Must include every token that :meth:`advance` would accept. The default derives the
-        set from :meth:`next_bytes`.
+        Built on first use, then shared by every particle and run over the same vocabulary.
         """
-        allowed = self.next_bytes(state)
-        if allowed is None:
-            return None
-        if not allowed:
-            return np.zeros(0, dtype=np.int64)
-        return vocab.tokens_starting_with(allowed)
+        with _COMPILE_LOCK:
+            checkers = self.__dict__.setdefault("_checkers", weakref.WeakKeyDictionary())
+            checker = checkers.get(vocab)
+        if checker is None:  # built outside the lock: a combinator compiles its parts
+            built = self._checker(vocab)
+            with _COMPILE_LOCK:
+                checker = checkers.setdefault(vocab, built)
+        return checker
 
-    def token_mask(self, state: State, vocab: Vocabulary) -> np.ndarray | None:
-        """A mask engine's answer: sorted ids of the non-EOS tokens allowed after ``state``.
-
-        Whole-vocabulary work, so samplers ask for it only when it pays (see
-        :class:`awrs.sampling.samplers.AWRS`). It must contain every token that
-        :meth:`advance` accepts (samplers remove the others as known rejections, which keeps
-        the weights exact; leaving out an accepted token, even a hopeless one, would not);
-        with :attr:`exact_masks` it is exactly the accepted set. None (the default) means
-        this constraint has no mask engine.
-        """
-        return None
+    def _checker(self, vocab: Vocabulary) -> Checker:
+        """Build the checker; a constraint with a mask engine returns its own subclass."""
+        return Checker(self, vocab)
 
     def accepts_prefix(self, text: str | bytes) -> bool:
         """Whether ``text`` may still be extended to a valid text."""
@@ -187,9 +172,6 @@ class All(Constraint):
         if not flat:
             raise ConfigError("All() needs at least one constraint")
         self.parts: tuple[Constraint, ...] = tuple(flat)
-        self.exact_masks = all(c.exact_masks for c in flat)
-        costs = [c.mask_cost for c in flat if c.mask_cost != math.inf]
-        self.mask_cost = sum(costs) if costs else math.inf
 
     @property
     def timeouts(self) -> int:
@@ -224,25 +206,8 @@ class All(Constraint):
                 allowed = mine if allowed is None else allowed & mine
         return allowed
 
-    def candidate_tokens(self, state: State, vocab) -> np.ndarray | None:
-        return self._intersection([c.candidate_tokens(s, vocab) for c, s in zip(self.parts, state)], unique=False)
-
-    def token_mask(self, state: State, vocab) -> np.ndarray | None:
-        return self._intersection([c.token_mask(s, vocab) for c, s in zip(self.parts, state)], unique=True)
-
-    @staticmethod
-    def _intersection(sets: list, *, unique: bool) -> np.ndarray | None:
-        """The token ids every part allows (a part's None allows all; all None: None)."""
-        kept: np.ndarray | None = None
-        for mine in sets:
-            if mine is not None:
-                mine = np.asarray(mine, dtype=np.int64)
-                kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=unique)
-        return kept
-
-    def mask_key(self, state: State):
-        keys = tuple(c.mask_key(s) for c, s in zip(self.parts, state))
-        return None if any(k is None for k in keys) else keys
+    def _checker(self, vocab: Vocabulary) -> Checker:
+        return AllChecker(self, vocab)
 
     @property
     def critic(self) -> Score | None:
@@ -260,8 +225,6 @@ class Scored(Constraint):
             raise ConfigError("score must be a function (text, finished) -> log weight")
         self.base = constraint
         self.score: Score = score
-        self.exact_masks = constraint.exact_masks
-        self.mask_cost = constraint.mask_cost
 
     @property
     def critic(self) -> Score:
@@ -287,15 +250,40 @@ class Scored(Constraint):
     def next_bytes(self, state: State) -> frozenset[int] | None:
         return self.base.next_bytes(state)
 
-    def candidate_tokens(self, state: State, vocab) -> np.ndarray | None:
-        return self.base.candidate_tokens(state, vocab)
-
-    def token_mask(self, state: State, vocab) -> np.ndarray | None:
-        return self.base.token_mask(state, vocab)
-
-    def mask_key(self, state: State):
-        return self.base.mask_key(state)
+    def _checker(self, vocab: Vocabulary) -> Checker:
+        return self.base.compile(vocab)  # the score is SMC's business, not the checker's
 
     @property
     def timeouts(self) -> int:
         return getattr(self.base, "timeouts", 0)
+
+
+class AllChecker(Checker):
+    """Every part's checker; hints and masks are intersections, exact when every part's is."""
+
+    def __init__(self, constraint: All, vocab: Vocabulary) -> None:
+        super().__init__(constraint, vocab)
+        self.parts = tuple(c.compile(vocab) for c in constraint.parts)
+        self.exact_masks = all(c.exact_masks for c in self.parts)
+        costs = [c.mask_cost for c in self.parts if c.mask_cost != math.inf]
+        self.mask_cost = sum(costs) if costs else math.inf
+
+    def candidate_tokens(self, state: State) -> np.ndarray | None:
+        return _intersection([c.candidate_tokens(s) for c, s in zip(self.parts, state)], unique=False)
+
+    def token_mask(self, state: State) -> np.ndarray | None:
+        return _intersection([c.token_mask(s) for c, s in zip(self.parts, state)], unique=True)
+
+    def mask_key(self, state: State) -> Hashable | None:
+        keys = tuple(c.mask_key(s) for c, s in zip(self.parts, state))
+        return None if any(k is None for k in keys) else keys
+
+
+def _intersection(sets: list, *, unique: bool) -> np.ndarray | None:
+    """The token ids every part allows (a part's None allows all; all None: None)."""
+    kept: np.ndarray | None = None
+    for mine in sets:
+        if mine is not None:
+            mine = np.asarray(mine, dtype=np.int64)
+            kept = mine if kept is None else np.intersect1d(kept, mine, assume_unique=unique)
+    return kept

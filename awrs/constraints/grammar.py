@@ -29,10 +29,10 @@ text). Bytes of a character split across tokens are fed as they come: the engine
 UTF-8 bytes. ``next_bytes`` is exact (the engine's mask over the 256 bytes), so samplers skip
 every token whose first byte cannot follow.
 
-Whole-vocabulary token masks (``token_mask``, ``exact_masks``) come from a second llguidance
-matcher over the model's own vocabulary, built once per vocabulary and replayed to the state's
-text when a mask is asked for: the same grammar and engine, so the mask is exactly the set of
-tokens ``advance`` accepts. Over a character-level grammar a mask needs an Earley step per byte
+Whole-vocabulary token masks come from the constraint's checker for a vocabulary
+(:class:`GrammarChecker`, built by ``compile(vocab)``): a second llguidance matcher over the
+model's own tokens, replayed to the state's text from the longest text it has replayed before.
+Same grammar, same engine, so the mask is exactly the set of tokens ``advance`` accepts. Over a character-level grammar a mask needs an Earley step per byte
 of the token trie, 0.02-185 ms on the embedded 49k vocabulary (185 ms inside a string
 literal), where AWRS needs about two checks of ~20 us each: samplers use masks only when a
 step's rejections have cost as much (see :mod:`awrs.sampling.samplers`).
@@ -47,15 +47,19 @@ than reject a prefix it could not decide.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ConfigError, ConstraintError
 from .base import DEAD, Constraint, State
+from .checker import NO_TOKENS, Checker
 from .grammar_compile import CompiledGrammar, compile_grammar
+
+if TYPE_CHECKING:
+    from ..vocab import Vocabulary
 
 # Earley rows of character-level grammars are wide; the engine's defaults (2,000 items a row)
 # would turn "too much work" into a rejection, which the contract forbids.
@@ -64,6 +68,7 @@ MAX_ITEMS_IN_ROW = 1_000_000
 # tokens, against ~20 us a check (see Constraint.mask_cost).
 GRAMMAR_MASK_COST = 2048.0
 STEP_MAX_ITEMS = 10_000_000
+REPLAY_CACHE = 256  # token matchers kept per checker, by text
 
 _COMPILE_CACHE_SIZE = 32
 _compile_cache: OrderedDict[tuple[str, str], CompiledGrammar] = OrderedDict()
@@ -186,11 +191,6 @@ class Grammar(Constraint):
             raise ConfigError(f"grammar rejected by the engine: {_one_line(matcher.get_error())}")
         self._start = GrammarState(matcher, b"")
         self._limits = limits
-        self._token_matchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    exact_masks = True
-    mask_cost = GRAMMAR_MASK_COST
 
     def describe(self) -> str:
         first = next((line.strip() for line in self.source.splitlines() if line.strip()), "")
@@ -231,44 +231,81 @@ class Grammar(Constraint):
         return frozenset(np.flatnonzero(bits).tolist())
 
 
-    def _token_matcher(self, vocab):
-        """(tokenizer, matcher at the empty text) over ``vocab``, built once per vocabulary."""
-        with self._lock:
-            found = self._token_matchers.get(vocab)
-        if found is None:
-            llg = _llguidance()
-            encode = _VocabularyTokenizer(vocab)
-            tokenizer = llg.LLTokenizer(llg.TokenizerWrapper(encode))
-            # no_forcing: without it llguidance allows only the greedy tokenization of forced
-            # text ("SELECT " but not "S" at the start), fewer tokens than advance accepts
-            grammar = llg.LLMatcher.grammar_from_lark('%llguidance {"no_forcing": true}\n' + self.compiled.text)
-            matcher = llg.LLMatcher(tokenizer, grammar, log_level=0, limits=self._limits)
-            if matcher.is_error():  # pragma: no cover - the byte-level matcher compiled the same grammar
-                raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
-            found = (encode, matcher)
-            with self._lock:
-                self._token_matchers[vocab] = found
-        return found
+    def _checker(self, vocab: Vocabulary) -> Checker:
+        return GrammarChecker(self, vocab)
 
-    def token_mask(self, state: State, vocab) -> np.ndarray | None:
-        if self.compiled.empty_language:
-            return np.zeros(0, dtype=np.int64)
-        encode, template = self._token_matcher(vocab)
-        matcher = template.deep_copy()
-        try:
-            ids = encode(state.text)
-        except ValueError:  # text this vocabulary cannot spell greedily: no mask, checks only
+
+class GrammarChecker(Checker):
+    """A grammar over one vocabulary: exact token masks from an llguidance token matcher.
+
+    The matcher runs the same grammar over the model's tokens. A mask needs the matcher at the
+    state's text; matchers already replayed are kept (by text, most recent first), and a new
+    text is replayed from the longest kept prefix -- a particle's text grows one token at a
+    time, so that is usually the text of its previous step.
+    """
+
+    exact_masks = True
+    mask_cost = GRAMMAR_MASK_COST
+
+    def __init__(self, constraint: Grammar, vocab: Vocabulary) -> None:
+        super().__init__(constraint, vocab)
+        llg = _llguidance()
+        self._empty_language = constraint.compiled.empty_language
+        self._encode = _VocabularyTokenizer(vocab)
+        tokenizer = llg.LLTokenizer(llg.TokenizerWrapper(self._encode))
+        # no_forcing: without it llguidance allows only the greedy tokenization of forced
+        # text ("SELECT " but not "S" at the start), fewer tokens than advance accepts
+        grammar = llg.LLMatcher.grammar_from_lark('%llguidance {"no_forcing": true}\n' + constraint.compiled.text)
+        matcher = llg.LLMatcher(tokenizer, grammar, log_level=0, limits=constraint._limits)
+        if matcher.is_error():  # pragma: no cover - the byte-level matcher compiled the same grammar
+            raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
+        self._replayed: OrderedDict[bytes, object] = OrderedDict({b"": matcher})
+        self._longest_token = max((len(t) for t in vocab.tokens), default=1)
+        self._special = np.fromiter(vocab.special_ids, dtype=np.int64)
+        self._lock = threading.Lock()
+
+    def token_mask(self, state: State) -> np.ndarray | None:
+        if self._empty_language:
+            return NO_TOKENS
+        with self._lock:
+            matcher = self._matcher_after(state.text)
+        if matcher is None:  # text this vocabulary cannot spell greedily: no mask, checks only
             return None
-        if ids and matcher.try_consume_tokens(ids) < len(ids):
+        if matcher.is_stopped():
+            return NO_TOKENS
+        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        allowed = np.flatnonzero(bits[: len(self.vocab)])
+        return allowed[~np.isin(allowed, self._special)].astype(np.int64)
+
+    def _matcher_after(self, text: bytes):
+        """The token matcher after ``text`` (kept for later masks), or None if unspellable."""
+        replayed = self._replayed
+        for cut in range(len(text), max(len(text) - self._longest_token, 0) - 1, -1):
+            base = replayed.get(text[:cut])
+            if base is not None:
+                break
+        else:
+            cut, base = 0, replayed[b""]
+        if cut == len(text):
+            replayed.move_to_end(text)
+            return base
+        try:
+            ids = self._encode(text[cut:])
+        except ValueError:
+            return None
+        matcher = base.deep_copy()
+        if matcher.try_consume_tokens(ids) < len(ids):
             raise ConstraintError("the grammar's token matcher rejected a text its byte matcher accepted")
         if matcher.is_error():
             raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
-        if matcher.is_stopped():
-            return np.zeros(0, dtype=np.int64)
-        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        allowed = np.flatnonzero(bits[: len(vocab)])
-        keep = ~np.isin(allowed, np.fromiter(vocab.special_ids, dtype=np.int64))
-        return allowed[keep].astype(np.int64)
+        replayed[text] = matcher
+        while len(replayed) > REPLAY_CACHE:
+            oldest = next(iter(replayed))
+            if oldest == b"":  # the empty text's matcher stays: every replay may start there
+                replayed.move_to_end(oldest)
+                oldest = next(iter(replayed))
+            del replayed[oldest]
+        return matcher
 
 
 def _one_line(message: str) -> str:

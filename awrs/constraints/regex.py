@@ -24,17 +24,20 @@ Two engines, one semantics (full match):
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
+from typing import TYPE_CHECKING
 
-import numpy as np
 import regex as _regex
 
 from ..errors import ConfigError
-from .automaton import AutomatonTooLarge, ByteAutomaton
+from .automaton import AutomatonChecker, AutomatonTooLarge, ByteAutomaton
 from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
+from .checker import Checker
 from .grammar_regex import RegexUnsupported, compile_regex
+
+if TYPE_CHECKING:
+    from ..vocab import Vocabulary
 
 ENGINES = ("auto", "automaton", "backtracking")
 # Bounds on the automaton, so that a huge pattern falls back to backtracking within a second or
@@ -43,7 +46,7 @@ MAX_CHARACTER_STATES = 4_096
 MAX_REPEAT = 1_000
 MAX_BYTE_STATES = 50_000
 # A mask walks the vocabulary's byte trie: ~1 ms at 49k tokens, about as much as a few hundred
-# checks, but it makes the weight exact, so it is priced low (see Constraint.mask_cost).
+# checks, but it makes the weight exact, so it is priced low (see Checker.mask_cost).
 AUTOMATON_MASK_COST = 32.0
 
 PROBE_LIMIT = 4097  # unfinished characters with fewer completions are probed one by one (~15 ms at most)
@@ -89,8 +92,6 @@ class Regex(Constraint):
             if automaton is None and engine == "automaton":
                 raise ConfigError(f"regex {pattern!r} cannot be compiled to an automaton: {why}")
             self._automaton = automaton
-        self.exact_masks = self._automaton is not None
-        self.mask_cost = AUTOMATON_MASK_COST if self._automaton is not None else math.inf
 
     @property
     def engine(self) -> str:
@@ -184,13 +185,10 @@ class Regex(Constraint):
         return match is not None
 
 
-    def token_mask(self, state: State, vocab) -> np.ndarray | None:
+    def _checker(self, vocab: Vocabulary) -> Checker:
         if self._automaton is None:
-            return None
-        return self._automaton.token_mask(state, vocab)
-
-    def mask_key(self, state: State):
-        return state if self._automaton is not None else None  # an automaton state id
+            return Checker(self, vocab)
+        return AutomatonChecker(self, vocab, self._automaton, AUTOMATON_MASK_COST)
 
 
 def _automaton(pattern: str, flags: int) -> tuple[ByteAutomaton | None, str]:

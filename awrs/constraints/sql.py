@@ -21,12 +21,19 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+import numpy as np
 
 from ..errors import ConfigError
 from .base import DEAD, Constraint, State
+from .checker import Checker
 from .grammar import GRAMMAR_MASK_COST, Grammar
 from .grammar_sql import schema_grammar
+
+if TYPE_CHECKING:
+    from ..vocab import Vocabulary
 
 PREPARE_CACHE_SIZE = 4096
 
@@ -169,11 +176,8 @@ class Sql(Constraint):
     def next_bytes(self, state: State):
         return self.grammar.next_bytes(state[0])
 
-    exact_masks = True  # prefixes are the grammar's alone; the database is asked at the end
-    mask_cost = GRAMMAR_MASK_COST
-
-    def token_mask(self, state: State, vocab):
-        return self.grammar.token_mask(state[0], vocab)
+    def _checker(self, vocab: Vocabulary) -> Checker:
+        return SqlChecker(self, vocab)
 
     def is_complete(self, state: State) -> bool:
         gstate, text = state
@@ -188,3 +192,17 @@ class Sql(Constraint):
     def prepares(self, query: str) -> bool:
         """Whether SQLite compiles ``query`` as one read-only statement (never runs it)."""
         return self.database.prepares(query)
+
+
+class SqlChecker(Checker):
+    """The grammar's masks: prefixes are the grammar's alone; the database is asked at the end."""
+
+    exact_masks = True
+    mask_cost = GRAMMAR_MASK_COST
+
+    def __init__(self, constraint: Sql, vocab: Vocabulary) -> None:
+        super().__init__(constraint, vocab)
+        self._grammar = constraint.grammar.compile(vocab)
+
+    def token_mask(self, state: State) -> np.ndarray | None:
+        return self._grammar.token_mask(state[0])

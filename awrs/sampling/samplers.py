@@ -16,11 +16,12 @@ sampler            what it does                                               ch
 ``Rejection``      one draw per step, a rejected draw kills the particle      1
 =================  =========================================================  =============
 
-Masks. A constraint with a mask engine (:meth:`~awrs.constraints.base.Constraint.token_mask`,
-e.g. a regular :class:`~awrs.constraints.regex.Regex`) can name every allowed token at once.
+Masks. A constraint with a mask engine (its checker's
+:meth:`~awrs.constraints.checker.Checker.token_mask`, e.g. a regular
+:class:`~awrs.constraints.regex.Regex`) can name every allowed token at once.
 AWRS decides per particle and step whether asking is worth it (``masks="auto"``): rejected
 draws are cheap checks, a mask is one whole-vocabulary computation, so it keeps drawing until
-this step's rejections have cost as much as a mask (the constraint's fixed ``mask_cost``, in
+this step's rejections have cost as much as a mask (the checker's fixed ``mask_cost``, in
 checks) -- ski rental, which never pays more than twice the cheaper choice in hindsight -- and
 then removes every token outside the mask. A mask this run has already computed (same
 ``mask_key``, e.g. the same automaton state) costs nothing more, so it is used before the
@@ -39,10 +40,10 @@ from functools import partial
 
 import numpy as np
 
-from ..constraints.base import DEAD, Constraint, State
+from ..constraints.base import DEAD, State
+from ..constraints.checker import Checker
 from ..errors import ConfigError
 from ..stats import Stats
-from ..vocab import Vocabulary
 from .awrs import DEFAULT_POISSON_VARIANCE, DEFAULT_ROULETTE, ESTIMATORS, Draw, exact, forced_eos
 from .draw import NO_TOKEN, MassDrawer
 
@@ -53,15 +54,17 @@ class TokenChecker:
     """Checks candidate tokens of one particle at one step, each at most once.
 
     EOS ids are accepted when the text so far is complete; other tokens when the constraint
-    can still be satisfied after their bytes. Calls are counted and timed in ``stats``.
+    can still be satisfied after their bytes. ``checker`` is the constraint compiled for the
+    model's vocabulary (:meth:`~awrs.constraints.base.Constraint.compile`). Calls are counted
+    and timed in ``stats``.
     """
 
-    __slots__ = ("_constraint", "_state", "_vocab", "_stats", "_after", "_complete", "spent")
+    __slots__ = ("_checker", "_state", "_vocab", "_stats", "_after", "_complete", "spent")
 
-    def __init__(self, constraint: Constraint, state: State, vocab: Vocabulary, stats: Stats):
-        self._constraint = constraint
+    def __init__(self, checker: Checker, state: State, stats: Stats):
+        self._checker = checker
         self._state = state
-        self._vocab = vocab
+        self._vocab = checker.vocab
         self._stats = stats
         self._after: dict[int, State] = {}
         self._complete: bool | None = None
@@ -73,23 +76,23 @@ class TokenChecker:
 
     @property
     def exact_masks(self) -> bool:
-        return self._constraint.exact_masks
+        return self._checker.exact_masks
 
     @property
     def mask_cost(self) -> float:
-        """What a mask costs, in checks (the constraint's fixed price)."""
-        return self._constraint.mask_cost
+        """What a mask costs, in checks (the checker's fixed price)."""
+        return self._checker.mask_cost
 
     def mask_key(self):
-        return self._constraint.mask_key(self._state)
+        return self._checker.mask_key(self._state)
 
     def candidates(self) -> np.ndarray | None:
-        """Token ids that may be accepted, from the constraint's hint; None if any may.
+        """Token ids that may be accepted, from the checker's hint; None if any may.
 
         EOS ids are always included (they are checked with ``is_complete``).
         """
         started = time.perf_counter()
-        ids = self._constraint.candidate_tokens(self._state, self._vocab)
+        ids = self._checker.candidate_tokens(self._state)
         self._stats.constraint_seconds += time.perf_counter() - started
         self._stats.constraint_checks += 1
         if ids is None:
@@ -97,9 +100,9 @@ class TokenChecker:
         return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
     def mask(self) -> np.ndarray | None:
-        """The constraint's token mask with EOS ids added; None if it has no mask engine."""
+        """The checker's token mask with EOS ids added; None if it has no mask engine."""
         started = time.perf_counter()
-        ids = self._constraint.token_mask(self._state, self._vocab)
+        ids = self._checker.token_mask(self._state)
         elapsed = time.perf_counter() - started
         self._stats.constraint_seconds += elapsed
         if ids is None:
@@ -111,7 +114,7 @@ class TokenChecker:
     def is_complete(self) -> bool:
         if self._complete is None:
             started = time.perf_counter()
-            self._complete = bool(self._constraint.is_complete(self._state))
+            self._complete = bool(self._checker.is_complete(self._state))
             self._stats.constraint_seconds += time.perf_counter() - started
             self._stats.constraint_checks += 1
         return self._complete
@@ -122,7 +125,7 @@ class TokenChecker:
         after = self._after.get(token)
         if after is None:
             started = time.perf_counter()
-            after = self._constraint.advance(self._state, self._vocab.tokens[token])
+            after = self._checker.advance_token(self._state, token)
             elapsed = time.perf_counter() - started
             self.spent += elapsed
             self._stats.record_check(elapsed)
@@ -150,7 +153,7 @@ class _Pruner:
 
     After the first rejection it applies the constraint's cheap hint; in ``"auto"`` mode it
     then applies the token mask once this step's rejections have cost as much as a mask (the
-    constraint's fixed :attr:`~awrs.constraints.base.Constraint.mask_cost`, in checks; never a
+    checker's fixed :attr:`~awrs.constraints.checker.Checker.mask_cost`, in checks; never a
     clock); ``"always"``: at the first call; ``"never"``: not at all.
     """
 
@@ -230,7 +233,7 @@ class AWRS(TokenSampler):
             first rejection).
 
     One instance serves one run: under ``"auto"`` it remembers which masks the run has
-    computed (by :meth:`~awrs.constraints.base.Constraint.mask_key`) and uses them from then
+    computed (by :meth:`~awrs.constraints.checker.Checker.mask_key`) and uses them from then
     on. That memory is per run, not per process, so samples never depend on what other runs
     left in a cache.
     """
