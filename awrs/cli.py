@@ -76,7 +76,7 @@ def constraint_from_args(args):
 
             return Grammar(text, start=args.start)
         if args.sql_db is not None:
-            from .constraints.sql import Sql
+            from .constraints.grammar import Sql
 
             if not Path(args.sql_db).is_file():
                 raise ConfigError(f"no database file at {args.sql_db}")

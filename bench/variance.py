@@ -38,8 +38,8 @@ FIXTURES = ROOT / "tests" / "fixtures"
 def tasks():
     import json
 
-    from awrs.constraints.grammar import Grammar
-    from awrs.constraints.json_schema import JsonSchema
+    from awrs.constraints.grammar.grammar import Grammar
+    from awrs.constraints.json_schema.schema import JsonSchema
     from awrs.constraints.smiles import Smiles
 
     schema = json.loads((FIXTURES / "json" / "bench_sample.jsonl").read_text().splitlines()[0])["schema"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import regex
 import pytest
+import regex
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -193,7 +193,7 @@ def test_unfinished_characters_that_cannot_match_are_rejected_early():
 
 
 def test_utf8_completion_ranges():
-    from awrs.constraints.regex import utf8_completions
+    from awrs.constraints.regex.pattern import utf8_completions
 
     assert utf8_completions(b"\xc3") == (0xC0, 0xFF)
     assert utf8_completions(b"\xe2\x80") == (0x2000, 0x203F)

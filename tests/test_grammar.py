@@ -26,10 +26,10 @@ pytest.importorskip("llguidance")
 
 import awrs
 from awrs.constraints.base import DEAD
-from awrs.testing import bytes_accepted
-from awrs.constraints.grammar import Grammar
-from awrs.constraints.grammar_regex import compile_regex
+from awrs.constraints.grammar.grammar import Grammar
+from awrs.constraints.regex.dfa import compile_regex
 from awrs.errors import ConfigError
+from awrs.testing import bytes_accepted
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grammar"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import awrs
 from awrs.constraints.base import DEAD
-from awrs.constraints.json_schema import JsonSchema
+from awrs.constraints.json_schema.schema import JsonSchema
 from awrs.errors import ConfigError
 from awrs.testing import exact_target, normalize, total_variation
 
@@ -302,7 +302,7 @@ def test_rewritten_classes_match_what_re_matches_on_every_code_point():
 
     import regex
 
-    from awrs.constraints.re_classes import as_re_means
+    from awrs.constraints.regex.classes import as_re_means
 
     every = "".join(map(chr, range(0x110000)))
     for pattern in (r"\w", r"\W", r"\s", r"\S", r"\d", r"\D", r"[^\w\s.]"):
@@ -567,7 +567,7 @@ def test_keywords_enforced_only_at_completion_are_reported():
 
 
 def test_large_disjunctions_and_many_branches_stay_exact(monkeypatch):
-    from awrs.constraints import json_schema as module
+    from awrs.constraints.json_schema import branches as module
 
     branches = [{"properties": {"k": {"const": i}}, "required": ["k"]} for i in range(5)]
     schema = {"allOf": [{"anyOf": branches}, {"anyOf": branches}, {"anyOf": branches}]}

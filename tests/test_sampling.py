@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from awrs.constraints import DEAD, Regex
+from awrs.constraints import Regex
 from awrs.sampling import AWRS, Masking, MassDrawer, Rejection, TokenChecker, Unconstrained
 from awrs.sampling.awrs import remainder, two_loop
 from awrs.sampling.draw import NO_TOKEN

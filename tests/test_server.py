@@ -165,7 +165,7 @@ def test_text_cut_at_max_tokens_finishes_with_length(client):
 
 
 def test_json_schema_response_format(client):
-    pytest.importorskip("awrs.constraints.json_schema")
+    pytest.importorskip("awrs.constraints.json_schema.schema")
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
               "additionalProperties": False}
     response = client.chat.completions.create(
@@ -181,7 +181,7 @@ def test_json_schema_response_format(client):
 
 
 def test_json_object_response_format(client):
-    pytest.importorskip("awrs.constraints.json_schema")
+    pytest.importorskip("awrs.constraints.json_schema.schema")
     response = client.chat.completions.create(
         model="toy", messages=chat("JSON"), max_tokens=64, response_format={"type": "json_object"},
         extra_body={"seed": 2, "particles": 16},
@@ -193,14 +193,14 @@ def test_json_object_response_format(client):
 
 
 def test_invalid_json_schema_is_4xx(server):
-    pytest.importorskip("awrs.constraints.json_schema")
+    pytest.importorskip("awrs.constraints.json_schema.schema")
     reply = post(server, "/v1/completions", {"prompt": "x", "guided_json": {"type": "no-such-type"}})
     assert 400 <= reply.status_code < 500
     assert_error_shape(reply.json())
 
 
 def test_grammar(client):
-    pytest.importorskip("awrs.constraints.grammar")
+    pytest.importorskip("awrs.constraints.grammar.grammar")
     response = client.completions.create(
         model="toy", prompt="x", max_tokens=12,
         extra_body={"guided_grammar": 'start: ("a" | "b")+ "1"', "seed": 0, "particles": 6},

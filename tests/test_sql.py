@@ -22,10 +22,10 @@ pytest.importorskip("lark")
 pytest.importorskip("llguidance")
 
 from awrs.constraints.base import DEAD
-from awrs.testing import bytes_accepted
-from awrs.constraints.sql import Sql
+from awrs.constraints.grammar.sql import Sql
 from awrs.coverage.spider import format_spider_coverage, spider_coverage
 from awrs.errors import ConfigError
+from awrs.testing import bytes_accepted
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HYPOTHESIS = settings(

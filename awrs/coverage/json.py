@@ -1,4 +1,4 @@
-"""Coverage of :class:`~awrs.constraints.json_schema.JsonSchema` on real schemas and instances.
+"""Coverage of :class:`~awrs.constraints.json_schema.schema.JsonSchema` on real schemas and instances.
 
 Data layouts (see ``shared/data/README.md``):
 

@@ -197,7 +197,7 @@ def spider_coverage(
     ``totals``, ``timing`` (p50/p99 microseconds per advance and per byte), ``settings``.
     """
     from ..constraints.grammar import Grammar
-    from ..constraints.sql import ReadOnlyDatabase, Sql
+    from ..constraints.grammar.sql import ReadOnlyDatabase, Sql
 
     root = Path(data_dir)
     dev_path = root / "dev.json"

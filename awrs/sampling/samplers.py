@@ -18,7 +18,7 @@ sampler            what it does                                               ch
 
 Masks. A constraint with a mask engine (its checker's
 :meth:`~awrs.constraints.checker.Checker.token_mask`, e.g. a regular
-:class:`~awrs.constraints.regex.Regex`) can name every allowed token at once.
+:class:`~awrs.constraints.regex.pattern.Regex`) can name every allowed token at once.
 AWRS decides per particle and step whether asking is worth it (``masks="auto"``): rejected
 draws are cheap checks, a mask is one whole-vocabulary computation, so it keeps drawing until
 this step's rejections have cost as much as a mask (the checker's fixed ``mask_cost``, in
@@ -59,7 +59,7 @@ class TokenChecker:
     and timed in ``stats``.
     """
 
-    __slots__ = ("_checker", "_state", "_vocab", "_stats", "_after", "_complete", "spent")
+    __slots__ = ("_after", "_checker", "_complete", "_state", "_stats", "_vocab", "spent")
 
     def __init__(self, checker: Checker, state: State, stats: Stats):
         self._checker = checker
@@ -157,7 +157,7 @@ class _Pruner:
     clock); ``"always"``: at the first call; ``"never"``: not at all.
     """
 
-    __slots__ = ("_accept", "_sampler", "_hinted", "_masking", "_calls", "_price")
+    __slots__ = ("_accept", "_calls", "_hinted", "_masking", "_price", "_sampler")
 
     def __init__(self, accept: TokenChecker, sampler: AWRS, *, masking: bool = True) -> None:
         self._accept = accept

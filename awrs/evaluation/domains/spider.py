@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ...constraints.sql import Sql
+from ...constraints.grammar import Sql
 from ..base import Domain, Instance
 
 SYSTEM = (

@@ -1,8 +1,8 @@
 """Character sets as sorted, disjoint, inclusive code-point ranges, and the Unicode tables
 Python's ``re`` reads them with: ``\\d \\s \\w`` (or the ``regex`` package's), case folding.
 
-Shared by the regex-to-DFA compiler (``grammar_regex.py``) and the rewriting of JSON Schema
-patterns for partial matching (``re_classes.py``). Tables are computed once, when first needed.
+Shared by the regex-to-DFA compiler (``dfa.py``) and the rewriting of JSON Schema
+patterns for partial matching (``classes.py``). Tables are computed once, when first needed.
 """
 
 from __future__ import annotations

@@ -14,17 +14,17 @@ on prefixes (``not``, ``oneOf``'s "exactly one", ``if``, ``contains``, ``unevalu
 ``checks``: the completed value is validated with the `jsonschema` package against that
 subschema, and the whole document is always validated with `jsonschema` at the end.
 
-Not here: the pieces themselves (``json_schema_nodes.py``), value helpers and lexer constants
-(``json_schema_values.py``), the JSON lexer and the states (``json_schema.py``).
+Not here: the pieces themselves (``nodes.py``), value helpers and lexer constants
+(``values.py``), the JSON lexer and its states (``lexer.py``).
 """
 
 from __future__ import annotations
 
 import regex as _regex
 
-from ..errors import ConfigError
-from .json_schema_nodes import Alt, Atom, Node
-from .json_schema_values import (
+from ...errors import ConfigError
+from .nodes import Alt, Atom, Node
+from .values import (
     FORMAT_PREFIXES,
     MAX_ALTERNATIVES,
     NATIVE,

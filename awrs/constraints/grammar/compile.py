@@ -5,7 +5,7 @@ Lark's own loader reads the grammar (``%import common``, ``%ignore``, templates,
 by Lark itself. This module then rewrites the result so that no lexing decision is left:
 
 * every terminal becomes rules over single characters (its regex as an automaton, see
-  :mod:`awrs.constraints.grammar_regex`): a literal is inlined as a sequence of character
+  :mod:`awrs.constraints.regex.dfa`): a literal is inlined as a sequence of character
   classes, an acyclic terminal becomes right-linear rules and a cyclic one (``/[a-z]+/``)
   left-linear rules, which Earley parsers run without long completion chains;
 * ``%ignore`` terminals may occur before every terminal and at the end of the text (where
@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
-from .grammar_regex import DFA, Ranges, RegexUnsupported, compile_regex, literal_dfa, union_dfas
+from ...errors import ConfigError
+from ..regex.dfa import DFA, Ranges, RegexUnsupported, compile_regex, literal_dfa, union_dfas
 
 
 def strip_empty_literals(text: str) -> str:

@@ -6,7 +6,7 @@ Two engines, one semantics (full match):
   lookarounds, backreferences, anchors inside it, case-insensitive matching or `regex`-only
   syntax, with no flags, is parsed with Python ``re``'s parser (character classes ``\\d \\s
   \\w`` as the `regex` package defines them) and compiled into a DFA over UTF-8 bytes
-  (:mod:`awrs.constraints.automaton`). A check is one table lookup per byte; a prefix is alive
+  (:mod:`awrs.constraints.regex.automaton`). A check is one table lookup per byte; a prefix is alive
   exactly when it can still be completed; and the constraint offers exact whole-vocabulary
   token masks, cached per automaton state (``exact_masks``). A leading ``^`` and a trailing
   ``$`` are dropped: under full matching they change nothing.
@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING
 
 import regex as _regex
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ..base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
+from ..checker import Checker
 from .automaton import AutomatonChecker, AutomatonTooLarge, ByteAutomaton
-from .base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
-from .checker import Checker
-from .grammar_regex import RegexUnsupported, compile_regex
+from .dfa import RegexUnsupported, compile_regex
 
 if TYPE_CHECKING:
-    from ..vocab import Vocabulary
+    from ...vocab import Vocabulary
 
 ENGINES = ("auto", "automaton", "backtracking")
 # Bounds on the automaton, so that a huge pattern falls back to backtracking within a second or

@@ -5,7 +5,7 @@ bytes that close a container or continue it), conservative elsewhere (None: any 
 strings with ``enum``/``const`` or declared property names it narrows to the bytes that
 continue one of them.
 
-Not here: the lexer and its states (``json_schema.py``).
+Not here: the lexer and its states (``lexer.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import bisect
 from typing import Protocol
 
-from .base import CONTINUATION_BYTES, DEAD, State
-from .json_schema_values import (
+from ..base import CONTINUATION_BYTES, DEAD, State
+from .values import (
     EMPTY,
     ESCAPE_BYTES,
     FIRST_KIND,

@@ -1,7 +1,7 @@
 """Regular languages as byte automata: exact prefix checks and cached whole-vocabulary masks.
 
 A regular expression without lookarounds or backreferences is compiled (by
-:mod:`awrs.constraints.grammar_regex`, Python ``re`` semantics) into a DFA over characters. This
+:mod:`awrs.constraints.regex.dfa`, Python ``re`` semantics) into a DFA over characters. This
 module turns that DFA into a DFA over UTF-8 bytes, so that
 
 * a prefix check is one table lookup per byte, and a prefix is alive exactly when it can still
@@ -17,8 +17,8 @@ an intermediate state is "k continuation bytes to go, and this map from the inte
 points to character states" (stored relative to the interval's start, so that equal maps share
 one state). Overlong forms, surrogates and code points above U+10FFFF lead nowhere.
 
-Not here: the regex-to-character-DFA compiler (``grammar_regex``), the Regex constraint that
-chooses this path (``regex``), and sampling with masks (:mod:`awrs.sampling.samplers`).
+Not here: the regex-to-character-DFA compiler (``dfa.py``), the Regex constraint that
+chooses this path (``pattern.py``), and sampling with masks (:mod:`awrs.sampling.samplers`).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checker import Checker
-from .grammar_regex import DFA
+from ..checker import Checker
+from .dfa import DFA
 
 if TYPE_CHECKING:
-    from ..vocab import Vocabulary
-    from .base import Constraint
+    from ...vocab import Vocabulary
+    from ..base import Constraint
 
 DEAD_STATE = -1
 MAX_BYTE_STATES = 100_000

@@ -1,7 +1,7 @@
 """Sql: SQLite SELECT queries valid for one database, checked on every prefix.
 
-Prefixes are checked by a :class:`~awrs.constraints.grammar.Grammar` that knows the schema:
-tables and columns must be names of the database (see :mod:`awrs.constraints.grammar_sql` for
+Prefixes are checked by a :class:`~awrs.constraints.grammar.grammar.Grammar` that knows the schema:
+tables and columns must be names of the database (see :mod:`awrs.constraints.grammar.sql_schema` for
 the syntax covered and how aliases are handled). By default that grammar is built from the
 database itself; ``grammar=`` takes a Lark grammar instead (for example the per-database
 grammars shipped with the Spider data, ``grammars/<db>.lark``; ``Sql.spider`` finds it).
@@ -26,14 +26,14 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..errors import ConfigError
-from .base import DEAD, Constraint, State
-from .checker import Checker
+from ...errors import ConfigError
+from ..base import DEAD, Constraint, State
+from ..checker import Checker
 from .grammar import GRAMMAR_MASK_COST, Grammar
-from .grammar_sql import schema_grammar
+from .sql_schema import schema_grammar
 
 if TYPE_CHECKING:
-    from ..vocab import Vocabulary
+    from ...vocab import Vocabulary
 
 PREPARE_CACHE_SIZE = 4096
 

@@ -8,7 +8,7 @@ Exactness comes first. llguidance, like every lexer-based parser, decides where 
 ends greedily, and that rejects valid texts whenever one terminal can be a prefix of a longer
 one (a literal ``"co"`` next to ``"concert"``: the Spider grammars are full of these), and it
 does not accept ``%ignore``d text at the start. So the grammar is not handed over as written.
-:mod:`awrs.constraints.grammar_compile` rewrites it with Lark's own loader into a grammar over
+:mod:`awrs.constraints.grammar.compile` rewrites it with Lark's own loader into a grammar over
 single characters, every terminal spelled out as rules from its regex, ``%ignore`` placed
 explicitly, and the engine is left with no lexing decision at all. The language is the Lark
 grammar read as a context-free grammar over characters, each terminal standing for every text
@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, ConstraintError
-from .base import DEAD, Constraint, State
-from .checker import NO_TOKENS, Checker
-from .grammar_compile import CompiledGrammar, compile_grammar
+from ...errors import ConfigError, ConstraintError
+from ..base import DEAD, Constraint, State
+from ..checker import NO_TOKENS, Checker
+from .compile import CompiledGrammar, compile_grammar
 
 if TYPE_CHECKING:
-    from ..vocab import Vocabulary
+    from ...vocab import Vocabulary
 
 # Earley rows of character-level grammars are wide; the engine's defaults (2,000 items a row)
 # would turn "too much work" into a rejection, which the contract forbids.

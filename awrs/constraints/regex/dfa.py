@@ -1,6 +1,6 @@
 """Regular expressions of grammar terminals as deterministic automata over characters.
 
-A Lark terminal is a Python regular expression. :mod:`awrs.constraints.grammar` reads it as the
+A Lark terminal is a Python regular expression. :mod:`awrs.constraints.grammar.grammar` reads it as the
 set of texts the expression matches *in full*, and spells that set out as grammar rules over
 single characters, so that the grammar engine never has to choose where one terminal ends and
 the next begins (see the module docstring of ``grammar.py`` for why). This module does the

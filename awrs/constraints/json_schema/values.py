@@ -4,8 +4,8 @@ Kinds of JSON values as bits, the number lexer's sub-states, canonical forms of 
 ``enum``, ``const`` and ``uniqueItems``), partial regex matching of string prefixes, prefix
 patterns for string formats, and ``multipleOf``.
 
-Not here: schema compilation (``json_schema_compile.py``), the compiled pieces
-(``json_schema_nodes.py``), the incremental checker (``json_schema.py``).
+Not here: schema compilation (``compile.py``), the compiled pieces
+(``nodes.py``), the constraint (``schema.py``) and its lexer (``lexer.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import regex as _regex
 
-from ..errors import ConfigError
-from .re_classes import as_re_means
+from ...errors import ConfigError
+from ..regex.classes import as_re_means
 
 # Kinds of JSON values, as bits, so that a set of allowed kinds is an int.
 K_OBJ, K_ARR, K_STR, K_NUM, K_TRUE, K_FALSE, K_NULL = 1, 2, 4, 8, 16, 32, 64
@@ -98,7 +98,7 @@ FORMAT_PREFIXES = {
 }
 
 
-# Sub-states of the number lexer (shared with json_schema.py).
+# Sub-states of the number lexer (shared with lexer.py).
 N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP = range(8)
 N_FINAL = frozenset({N_ZERO, N_INT, N_FRAC, N_EXP})
 

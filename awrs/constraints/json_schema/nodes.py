@@ -1,10 +1,10 @@
 """The compiled pieces of a JSON Schema: nodes, their assertions, and their alternatives.
 
-A schema object is compiled (by :mod:`awrs.constraints.json_schema_compile`) into a
+A schema object is compiled (by :mod:`awrs.constraints.json_schema.compile`) into a
 :class:`Node`. Its *assertion* keywords become one :class:`Atom`; its applicators expand into
 a disjunction of conjunctions, the node's :class:`Alt` alternatives, which the incremental
-checker (:mod:`awrs.constraints.json_schema`) steps through. An alternative may
-over-approximate the schema, never under-approximate it (see ``json_schema_compile.py``).
+checker (:mod:`awrs.constraints.json_schema.schema`) steps through. An alternative may
+over-approximate the schema, never under-approximate it (see ``compile.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import bisect
 import math
 from typing import Any, Protocol
 
-from .json_schema_values import (
+from .values import (
     CACHE_LIMIT,
     K_ALL,
     K_NUM,
@@ -41,7 +41,7 @@ class Compiler(Protocol):
 class Node:
     """One schema object (or boolean schema) under one base URI."""
 
-    __slots__ = ("schema", "resolver", "alts", "atom", "children", "validator", "path")
+    __slots__ = ("alts", "atom", "children", "path", "resolver", "schema", "validator")
 
     def __init__(self, schema, resolver, path: str) -> None:
         self.schema = schema
@@ -60,33 +60,33 @@ class Atom:
     """The assertion keywords of one schema object."""
 
     __slots__ = (
-        "kmask",
-        "int_only",
+        "additional",
+        "depreq",
         "enum_set",
         "enum_strs",
-        "smin",
-        "smax",
-        "patterns",
         "formats",
-        "nums",
-        "mults",
-        "props",
-        "names",
-        "pprops",
-        "additional",
-        "restricted",
-        "required",
-        "pmin",
-        "pmax",
-        "depreq",
-        "pnames",
-        "prefix",
-        "rest",
-        "imin",
-        "imax",
-        "unique",
-        "has_obj",
         "has_arr",
+        "has_obj",
+        "imax",
+        "imin",
+        "int_only",
+        "kmask",
+        "mults",
+        "names",
+        "nums",
+        "patterns",
+        "pmax",
+        "pmin",
+        "pnames",
+        "pprops",
+        "prefix",
+        "props",
+        "required",
+        "rest",
+        "restricted",
+        "smax",
+        "smin",
+        "unique",
     )
 
     def __init__(self) -> None:
@@ -127,39 +127,39 @@ class Alt:
     """
 
     __slots__ = (
-        "compiler",
-        "atoms",
-        "checks",
-        "kmask",
-        "int_only",
-        "enum_sets",
-        "str_enums",
-        "smin",
-        "smax",
-        "spatterns",
-        "sformats",
-        "fpartial",
-        "str_prefix_trivial",
-        "nums",
-        "mults",
-        "num_prefix_trivial",
-        "obj_atoms",
-        "restricted_atoms",
-        "required",
-        "pmin",
-        "pmax",
-        "depreq",
-        "arr_atoms",
-        "imin",
-        "imax",
-        "unique",
-        "needs_value",
-        "first_bytes",
-        "has_pnames",
-        "_kids",
+        "__weakref__",
         "_items",
         "_key_alts",
-        "__weakref__",
+        "_kids",
+        "arr_atoms",
+        "atoms",
+        "checks",
+        "compiler",
+        "depreq",
+        "enum_sets",
+        "first_bytes",
+        "fpartial",
+        "has_pnames",
+        "imax",
+        "imin",
+        "int_only",
+        "kmask",
+        "mults",
+        "needs_value",
+        "num_prefix_trivial",
+        "nums",
+        "obj_atoms",
+        "pmax",
+        "pmin",
+        "required",
+        "restricted_atoms",
+        "sformats",
+        "smax",
+        "smin",
+        "spatterns",
+        "str_enums",
+        "str_prefix_trivial",
+        "unique",
     )
 
     def __init__(self, compiler: Compiler, atoms: tuple[Atom, ...], checks: tuple[Node, ...]) -> None:
