@@ -227,8 +227,8 @@ def _coverage(args) -> int:
 
         report = coverage(Path(args.data), limit=args.limit, seed=args.seed)
     elif args.family == "patterns":
-        from .coverage.patterns import format_patterns_coverage as format_report
         from .coverage.patterns import patterns_coverage
+        from .coverage.patterns_report import format_patterns_coverage as format_report
 
         report = patterns_coverage(Path(args.data), limit=args.limit, examples=args.examples, seed=args.seed)
     else:

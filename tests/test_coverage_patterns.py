@@ -12,12 +12,8 @@ import regex
 
 from awrs import Regex
 from awrs.cli import main
-from awrs.coverage.patterns import (
-    candidates,
-    find_examples,
-    format_patterns_coverage,
-    patterns_coverage,
-)
+from awrs.coverage.patterns import candidates, find_examples, patterns_coverage
+from awrs.coverage.patterns_report import format_patterns_coverage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

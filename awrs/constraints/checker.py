@@ -18,15 +18,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..vocab import Vocabulary
-    from .base import Constraint
 
 State = Any
+
+
+class ByteChecks(Protocol):
+    """The byte-level half of a constraint (:class:`~awrs.constraints.base.Constraint`)."""
+
+    def start(self) -> State: ...
+
+    def advance(self, state: State, data: bytes) -> State: ...
+
+    def is_complete(self, state: State) -> bool: ...
+
+    def next_bytes(self, state: State) -> frozenset[int] | None: ...
+
+    def describe(self) -> str: ...
 
 NO_TOKENS = np.zeros(0, dtype=np.int64)
 
@@ -43,7 +56,7 @@ class Checker:
     #: What one :meth:`token_mask` costs, in token checks (``inf``: no mask engine).
     mask_cost: float = math.inf
 
-    def __init__(self, constraint: Constraint, vocab: Vocabulary) -> None:
+    def __init__(self, constraint: ByteChecks, vocab: Vocabulary) -> None:
         self.constraint = constraint
         self.vocab = vocab
         # bound once: these run for every drawn token

@@ -8,22 +8,38 @@ children get ids the parent's cells are copied to, childless rows are freed), th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import ModelError
 from .base import DecodingSession
 from .llamacpp_lib import LOG, limit_hint
+from .llamacpp_pool import SequencePool
 
-if TYPE_CHECKING:
-    from .llamacpp import LlamaCppModel
+
+class Engine(Protocol):
+    """What a session asks of its model (:class:`~awrs.models.llamacpp.LlamaCppModel`)."""
+
+    pool: SequencePool
+    n_ctx: int
+    _n_vocab: int
+
+    def _check_open(self) -> None: ...
+
+    def _decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
+                outputs: Sequence[bool]) -> int: ...
+
+    def _decode_error(self, code: int, what: str) -> ModelError: ...
+
+    def _logits(self, rows: int) -> np.ndarray: ...
 
 
 class LlamaCppSession(DecodingSession):
     """Rows of one prompt; row ``i`` is llama.cpp sequence ``self._seqs[i]``."""
 
-    def __init__(self, model: LlamaCppModel, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray):
+    def __init__(self, model: Engine, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray):
         self._model = model
         self._seqs = seqs
         self._lengths = lengths  # tokens in each row (prompt included)
