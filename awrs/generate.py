@@ -96,6 +96,7 @@ def _prepare(
     max_attempts: int | None = None,
     time_limit: float | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    on_step: Callable[[Particles], None] | None = None,
 ) -> _Prepared:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -121,6 +122,7 @@ def _prepare(
         rng=np.random.default_rng(seed),
         critic=_combine(critic, soft_score),
         should_stop=_stopper(time_limit, should_stop),
+        on_step=on_step,
     )
     return _Prepared(method, job, max_attempts, seed, getattr(constraint, "timeouts", 0))
 
@@ -144,6 +146,7 @@ def generate(
     max_attempts: int | None = None,
     time_limit: float | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    on_step: Callable[[Particles], None] | None = None,
     progress: bool = False,
 ) -> Result:
     """Generate texts that satisfy ``constraint``.
@@ -170,6 +173,9 @@ def generate(
             kept and reported; the result's message says the run was stopped).
         should_stop: called before every step; a returned reason stops the run the same way
             (for cancellation, e.g. a client that went away).
+        on_step: called after every SMC step with the population (read only; see
+            :class:`awrs.streaming.SettledText` for the text that can no longer change).
+            Under ``rejection`` it sees each round of attempts, and rounds start over.
         progress: show a progress bar on stderr.
     """
     if model is None:
@@ -180,16 +186,27 @@ def generate(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
         estimator=estimator, masks=masks, critic=critic, max_attempts=max_attempts,
-        time_limit=time_limit, should_stop=should_stop,
+        time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None
     if bar is not None:
-        prepared.job.on_step = lambda _particles: bar.update(1)
+        prepared.job.on_step = _both(lambda _particles: bar.update(1), on_step)
     try:
         return _run([prepared], model)[0]
     finally:
         if bar is not None:
             bar.close()
+
+
+def _both(first: Callable[[Particles], None], second: Callable[[Particles], None] | None):
+    if second is None:
+        return first
+
+    def both(particles: Particles) -> None:
+        first(particles)
+        second(particles)
+
+    return both
 
 
 def _stopper(

@@ -249,6 +249,65 @@ def test_completion_streaming_wire_format(server):
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "awrs" in chunks[-1]
 
 
+def _sse_events(server, path: str, body: dict) -> list[tuple[str | None, object]]:
+    """(event name, parsed data) of every server-sent event of a streamed request."""
+    events, name = [], None
+    with httpx.stream("POST", server.url + path, json=body, timeout=TIMEOUT) as reply:
+        assert reply.status_code == 200, reply.read()
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                data = line[len("data: "):]
+                events.append((name, data if data == "[DONE]" else json.loads(data)))
+                name = None
+    return events
+
+
+@pytest.mark.parametrize("method", ["awrs-smc", "masking-smc", "lcd", "unconstrained"])
+def test_streamed_text_is_settled_and_never_retracted(server, method):
+    """Over many seeds: each choice's deltas concatenate to the non-streamed answer, and every
+    delta is settled when sent -- all particles still carrying weight, in the step event sent
+    just before it, begin with the text streamed so far (so no later text can contradict it)."""
+    streamed_early = 0
+    for seed in range(8):
+        body = {"prompt": "x", "guided_regex": r"id: [a-c]{1,4}\.", "seed": seed, "max_tokens": 16,
+                "particles": 6, "n": 2, "method": method}
+        whole = post(server, COMPLETIONS, body).json()
+        events = _sse_events(server, COMPLETIONS, dict(body, stream=True, stream_options={"awrs_events": True}))
+        assert events[-1] == (None, "[DONE]")
+        texts: dict[int, str] = {}
+        last_step = None
+        for name, data in events[:-1]:
+            if name == "awrs":
+                last_step = data
+                continue
+            for c in data["choices"]:
+                texts[c["index"]] = texts.get(c["index"], "") + c["text"]
+                if c["index"] == 0 and c["text"] and last_step is not None and data.get("awrs") is None:
+                    carrying = [p["text"] for p in last_step["particles"] if p["log_weight"] is not None]
+                    if c["finish_reason"] is None and len(carrying) > 0 and any(p["state"] == "running" for p in last_step["particles"]):
+                        assert all(t.startswith(texts[0]) for t in carrying), (seed, texts[0], carrying)
+                        streamed_early += 1
+        assert [texts[k] for k in sorted(texts)] == [c["text"] for c in whole["choices"]], (method, seed)
+    if method != "unconstrained":  # the constraint forces "id: ": it settles before the end
+        assert streamed_early > 0
+
+
+def test_awrs_events_describe_every_step(server):
+    body = {"prompt": "x", "guided_regex": r"[a-c]{3}", "seed": 1, "max_tokens": 8, "particles": 5,
+            "stream": True, "stream_options": {"awrs_events": True}}
+    steps = [data for name, data in _sse_events(server, COMPLETIONS, body) if name == "awrs"]
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 3
+    for s in steps:
+        assert len(s["particles"]) == 5 and isinstance(s["resampled"], bool)
+        assert all(p["state"] in ("running", "finished", "dead") for p in s["particles"])
+        assert s["ess"] is None or 0 <= s["ess"] <= 5
+    assert all(p["state"] != "running" for p in steps[-1]["particles"])
+    plain = {k: v for k, v in body.items() if k != "stream_options"}
+    assert not [name for name, _ in _sse_events(server, COMPLETIONS, plain) if name is not None]
+
+
 def test_streaming_error_is_a_json_4xx_before_the_stream(server):
     reply = post(server, "/v1/chat/completions",
                  {"messages": chat("x"), "stream": True, "guided_regex": "[unclosed"})

@@ -24,8 +24,8 @@ Chem = pytest.importorskip("rdkit.Chem")
 from rdkit import RDConfig, RDLogger
 
 from awrs.constraints.base import DEAD
-from awrs.testing import bytes_accepted
 from awrs.constraints.smiles import Smiles, reduce_prefix
+from awrs.testing import bytes_accepted
 
 RDLogger.DisableLog("rdApp.*")
 

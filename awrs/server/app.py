@@ -15,9 +15,10 @@ Handlers are async: they validate the request, build its constraint (in a thread
 One worker thread (:class:`~awrs.server.batcher.Batcher`) owns the model and runs all queued
 requests together with :func:`awrs.generate_many`.
 
-``stream: true`` sends the finished texts as server-sent events in OpenAI's chunk format: SMC
-only knows which text wins when every particle has finished, so there is no token-by-token
-stream.
+``stream: true`` sends server-sent events in OpenAI's chunk format while SMC runs: the text
+every particle still carrying weight shares, as it grows (it begins every text the run can
+return, so nothing sent is taken back), then the rest of the first choice and the others
+(``stream.py``). ``stream_options.awrs_events`` adds each step's particles as ``event: awrs``.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ from starlette.requests import ClientDisconnect
 from ..constraints import Predicate, Regex
 from ..errors import AwrsError
 from ..models.base import LanguageModel
-from ..sampling.samplers import MASK_MODES
 from .batcher import Batcher, Outcome, Ticket
 from .errors import ApiError, bad_request, error_body
 from .limits import Limits
 from .metrics import ServerMetrics
-from .responses import choice, choices_of, extension, replay, stream_chunks, usage_of
+from .options import request_options
+from .responses import Chunks, choice, choices_of, extension, replay, stream_chunks, usage_of
 from .schemas import ChatCompletionRequest, CompletionRequest, _Common, message_dicts, parse_body
+from .stream import LiveRun, live_chunks
 
 log = logging.getLogger("awrs.server")
 
@@ -150,63 +152,6 @@ def _compile(param: str, what: str, build):
                           code=f"invalid_{what}") from None
 
 
-# -- options -------------------------------------------------------------------------------
-
-
-def request_options(request: _Common, limits: Limits, *, max_tokens: int | None) -> dict:
-    """Validated :func:`awrs.generate` options for a request, within ``limits``."""
-    if max_tokens is None:
-        max_tokens = limits.default_max_tokens
-    _in_range("max_tokens", max_tokens, 1, limits.max_tokens)
-    _in_range("n", request.n, 1, limits.max_n)
-    particles = request.particles
-    if particles is None:
-        particles = min(max(limits.default_particles, request.n), limits.max_particles)
-    _in_range("particles", particles, 1, limits.max_particles)
-    if request.n > particles:
-        raise bad_request(f"n={request.n} needs at least as many particles (got {particles})",
-                          param="n", code="invalid_value")
-    method = request.method or "awrs-smc"
-    if method not in limits.methods:
-        raise bad_request(f"unknown or disabled method {method!r}; choose one of {', '.join(limits.methods)}",
-                          param="method", code="invalid_value")
-    options = {"particles": particles, "max_tokens": max_tokens, "method": method}
-    if request.seed is not None:
-        if not 0 <= request.seed < 2**64:
-            raise bad_request(f"seed must be between 0 and 2**64 - 1, got {request.seed}", param="seed",
-                              code="invalid_value")
-        options["seed"] = request.seed
-    if request.ess_threshold is not None:
-        if not 0.0 <= request.ess_threshold <= 1.0:
-            raise bad_request(f"ess_threshold must be in [0, 1], got {request.ess_threshold}",
-                              param="ess_threshold", code="invalid_value")
-        options["ess_threshold"] = request.ess_threshold
-    if request.masks is not None:
-        if request.masks not in MASK_MODES:
-            raise bad_request(f"masks must be one of {', '.join(MASK_MODES)}, got {request.masks!r}",
-                              param="masks", code="invalid_value")
-        options["masks"] = request.masks
-    time_limit = limits.max_seconds
-    if request.time_limit is not None:
-        if not request.time_limit > 0:
-            raise bad_request(f"time_limit must be positive, got {request.time_limit}", param="time_limit",
-                              code="invalid_value")
-        time_limit = min(time_limit, request.time_limit)
-    options["time_limit"] = time_limit
-    if request.stream_options is not None and not request.stream:
-        raise bad_request("stream_options is only allowed with stream: true", param="stream_options",
-                          code="invalid_value")
-    return options
-
-
-def _in_range(name: str, value: int, low: int, high: int) -> None:
-    if value < low:
-        raise bad_request(f"{name} must be at least {low}, got {value}", param=name, code="invalid_value")
-    if value > high:
-        raise bad_request(f"{name}={value} exceeds this server's limit of {high}", param=name,
-                          code="limit_exceeded")
-
-
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -223,6 +168,7 @@ class _Service:
         )
         self.created = int(time.time())
         self.eos_ids = frozenset(model.vocab.eos_ids)
+        self.vocab = model.vocab
 
     def answer(self, request: Request, response: Response) -> Response:
         """``response``, counted in the metrics when it answers a completion request."""
@@ -294,23 +240,57 @@ class _Service:
 
     async def complete(self, request: Request, parsed: _Common, prompt, options: dict, *, chat: bool):
         constraint = await run_in_threadpool(build_constraint, parsed)
+        prefix, kind = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
+        head = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.name}
+        stream_options = parsed.stream_options
+        chunks = Chunks(head, chat=chat, include_usage=bool(stream_options and stream_options.include_usage))
+
+        def finish(outcome: Outcome):
+            choices = choices_of(outcome, parsed.n, options["max_tokens"], self.eos_ids)
+            return choices, usage_of(outcome, choices), extension(outcome, options, constraint)
+
+        if parsed.stream and options["method"] != "rejection":  # rejection's rounds start over
+            return await self.stream_live(request, constraint, prompt, options, chunks, finish,
+                                          events=bool(stream_options and stream_options.awrs_events))
         ticket = Ticket(prompt=prompt, constraint=constraint, options=options)
         outcome = await self.run(request, ticket)
         if outcome is None:
             return self.answer(request, Response(status_code=499))
-        choices = choices_of(outcome, parsed.n, options["max_tokens"], self.eos_ids)
-        ext = extension(outcome, options, constraint)
-        usage = usage_of(outcome, choices)
-        prefix, kind = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
-        head = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.name}
+        choices, usage, ext = finish(outcome)
         if not parsed.stream:
             body = dict(head, object=kind, choices=[choice(c, k, chat) for k, c in enumerate(choices)],
                         usage=usage, awrs=ext)
             return self.answer(request, JSONResponse(body))
-        chunks = stream_chunks(head, choices, usage, ext, chat=chat,
-                               include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage))
-        return self.answer(request, StreamingResponse(replay(chunks), media_type="text/event-stream",
-                                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
+        return self.answer(request, _event_stream(replay(stream_chunks(
+            head, choices, usage, ext, chat=chat, include_usage=chunks.include_usage))))
+
+    async def stream_live(self, request: Request, constraint, prompt, options: dict, chunks: Chunks, finish,
+                          *, events: bool):
+        """Stream settled text as SMC runs (see ``stream.py``). Errors found before the first
+        step (a prompt too long, a full queue) are still plain HTTP errors."""
+        live = LiveRun(asyncio.get_running_loop(), self.vocab, events=events)
+        ticket = Ticket(prompt=prompt, constraint=constraint, options=options, on_step=live.on_step)
+        future = asyncio.wrap_future(self.batcher.submit(ticket))
+        first: list = []
+        try:
+            while not first and not future.done():
+                first = await live.wait(future, timeout=DISCONNECT_POLL)
+                if not first and not future.done() and await request.is_disconnected():
+                    ticket.cancel("the client disconnected")
+                    future.cancel()
+                    return self.answer(request, Response(status_code=499))
+        except asyncio.CancelledError:
+            ticket.cancel("the request was cancelled")
+            future.cancel()
+            raise
+        if not first and future.exception() is not None:
+            future.result()  # raises the ApiError, answered as usual
+        return self.answer(request, _event_stream(live_chunks(live, first, future, ticket, chunks, finish)))
+
+
+def _event_stream(body) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def create_app(

@@ -53,6 +53,7 @@ class Ticket:
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None  # its batch began
     first_step: float | None = None  # its first next-token distribution was ready
+    on_step: Any = None  # called in the worker after every SMC step (streaming), if set
 
     @property
     def particles(self) -> int:
@@ -275,7 +276,7 @@ class Batcher:
     def _requests(self, tickets: Sequence[Ticket]) -> list[dict]:
         return [
             dict(ticket.options, prompt=ticket.prompt_ids, constraint=ticket.constraint,
-                 should_stop=self._should_stop(ticket))
+                 should_stop=self._should_stop(ticket), on_step=ticket.on_step)
             for ticket in tickets
         ]
 

@@ -43,10 +43,6 @@ def usage_of(outcome: Outcome, choices: list[dict]) -> dict:
     }
 
 
-def _sse(obj) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
-
-
 async def replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
@@ -60,30 +56,48 @@ def choice(c: dict, index: int, chat: bool) -> dict:
             "probability": c["probability"]}
 
 
-def stream_chunks(head: dict, choices: list[dict], usage: dict, ext: dict, *, chat: bool,
-                   include_usage: bool) -> list[bytes]:
-    """The whole answer as OpenAI chunks: per choice, role, text, finish; then usage; [DONE]."""
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    extra = {"usage": None} if include_usage else {}
+def sse(obj, event: str | None = None) -> bytes:
+    """One server-sent event (``event:`` named only for awrs's own events)."""
+    name = f"event: {event}\n".encode() if event else b""
+    return name + b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
-    def chunk(index: int, delta_or_text, finish, **more) -> bytes:
-        if chat:
-            choice = {"index": index, "delta": delta_or_text, "finish_reason": finish, "logprobs": None}
+
+DONE = b"data: [DONE]\n\n"
+
+
+class Chunks:
+    """OpenAI stream chunks of one response: ``head`` is its id, creation time and model."""
+
+    def __init__(self, head: dict, *, chat: bool, include_usage: bool) -> None:
+        self.head, self.chat, self.include_usage = head, chat, include_usage
+        self.kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(self, index: int, text: str | None, finish: str | None = None, **more) -> bytes:
+        """Text for choice ``index`` (``None``: the chat role chunk), or its finish reason."""
+        extra = {"usage": None} if self.include_usage else {}
+        if self.chat:
+            if finish is not None:
+                delta = {}
+            else:
+                delta = {"role": "assistant", "content": ""} if text is None else {"content": text}
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
         else:
-            choice = {"index": index, "text": delta_or_text, "finish_reason": finish, "logprobs": None}
-        return _sse(dict(head, object=kind, choices=[choice], **extra, **more))
+            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return sse(dict(self.head, object=self.kind, choices=[choice], **extra, **more))
 
+    def usage(self, usage: dict) -> list[bytes]:
+        return [sse(dict(self.head, object=self.kind, choices=[], usage=usage))] if self.include_usage else []
+
+
+def stream_chunks(head: dict, choices: list[dict], usage: dict, ext: dict, *, chat: bool,
+                  include_usage: bool) -> list[bytes]:
+    """The whole answer as OpenAI chunks: per choice, role, text, finish; then usage; [DONE]."""
+    chunks = Chunks(head, chat=chat, include_usage=include_usage)
     out = []
     for k, c in enumerate(choices):
         if chat:
-            out.append(chunk(k, {"role": "assistant", "content": ""}, None))
-            out.append(chunk(k, {"content": c["text"]}, None))
-        else:
-            out.append(chunk(k, c["text"], None))
-        last = k == len(choices) - 1
-        more = {"awrs": ext} if last else {}
-        out.append(chunk(k, {} if chat else "", c["finish_reason"], **more))
-    if include_usage:
-        out.append(_sse(dict(head, object=kind, choices=[], usage=usage)))
-    out.append(b"data: [DONE]\n\n")
-    return out
+            out.append(chunks.chunk(k, None))
+        out.append(chunks.chunk(k, c["text"]))
+        more = {"awrs": ext} if k == len(choices) - 1 else {}
+        out.append(chunks.chunk(k, "", c["finish_reason"], **more))
+    return out + chunks.usage(usage) + [DONE]

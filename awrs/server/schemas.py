@@ -36,6 +36,7 @@ class ResponseFormat(_Strict):
 class StreamOptions(_Strict):
     include_usage: bool | None = None
     continuous_usage_stats: bool | None = None
+    awrs_events: bool | None = None  # per-step particle events (``event: awrs``), for tools
 
 
 class ContentPart(BaseModel):

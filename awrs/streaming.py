@@ -1,0 +1,85 @@
+"""What a running SMC population can already promise, step by step.
+
+Particles only ever grow, and a particle whose weight is zero never comes back (resampling
+replaces it by a copy of a living one). So the bytes that every particle still carrying weight
+shares -- finished ones included -- begin every text the run can still return: every posterior
+text, whichever is chosen. :class:`SettledText` follows that common prefix and hands out its
+growth, whole characters only, so a stream built from it never takes back a word.
+
+:func:`step_event` describes one step for tools that draw the run (the server's
+``awrs_events`` stream, the playground): every particle's text, weight and state, the ESS and
+whether the step resampled.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .resampling import effective_sample_size
+
+if TYPE_CHECKING:
+    from .smc import Particles
+    from .vocab import Vocabulary
+
+
+def whole_characters(data: bytes) -> bytes:
+    """``data`` without a trailing UTF-8 character that more bytes may still complete."""
+    for back in range(1, min(3, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data
+        if byte >= 0xC0:  # the lead byte of the last character
+            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data[:-back] if back < needed else data
+    return data
+
+
+class SettledText:
+    """The text that every weight-carrying particle shares, and its growth since last asked."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self._vocab = vocab
+        self._sent = b""
+        self.text = ""  # everything handed out so far
+
+    def update(self, particles: Particles) -> str:
+        """Characters settled since the last call ('' if none)."""
+        carrying = np.flatnonzero(np.isfinite(particles.log_weights)).tolist()
+        if not carrying:
+            return ""
+        decode = self._vocab.decode
+        common = os.path.commonprefix([decode(particles.tokens[i]) for i in carrying])
+        settled = whole_characters(common)
+        if len(settled) <= len(self._sent) or not settled.startswith(self._sent):
+            return ""
+        delta = settled[len(self._sent):].decode("utf-8", errors="replace")
+        self._sent = settled
+        self.text += delta
+        return delta
+
+
+def step_event(particles: Particles, vocab: Vocabulary, step: int, *, resampled: bool) -> dict:
+    """One SMC step as a JSON-ready dict: particles' texts, log weights, states; ESS."""
+    weights = particles.log_weights
+    alive = np.isfinite(weights)
+    moving = ~particles.finished
+    rows = []
+    for i, tokens in enumerate(particles.tokens):
+        state = "dead" if not alive[i] else ("finished" if particles.finished[i] else "running")
+        rows.append({
+            "text": vocab.decode(tokens).decode("utf-8", errors="replace"),
+            "tokens": len(tokens),
+            "log_weight": float(weights[i]) if alive[i] else None,
+            "state": state,
+        })
+    ess = effective_sample_size(weights[moving]) if moving.any() else 0.0
+    return {
+        "step": step,
+        "particles": rows,
+        "ess": None if math.isnan(ess) else round(float(ess), 3),
+        "resampled": resampled,
+    }
