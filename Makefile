@@ -14,7 +14,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp demo test bench bench-backends bench-variance eval clean
+.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-variance eval clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,29 @@ $(LLAMA_STAMP): $(STAMP) bench/llamacpp_build.sh
 
 setup-llamacpp: $(LLAMA_STAMP)
 
+# The playground's browser test drives Debian's chromium with Playwright. Installed with apt-get
+# when this runs as root (CI does); elsewhere install it yourself (apt-get install chromium), or
+# the test is skipped and says why.
+BROWSER_STAMP := $(VENV)/.awrs-browser-checked
+$(BROWSER_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium || command -v chromium-browser)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the playground test (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+			|| echo "could not install chromium: the playground test will be skipped"; \
+	else \
+		echo "no chromium and not root: the playground test will be skipped (apt-get install chromium)"; \
+	fi
+	touch $(BROWSER_STAMP)
+
+setup-browser: $(BROWSER_STAMP)
+
 demo: setup
 	$(VENV)/bin/awrs generate --chat --prompt "$(DEMO_PROMPT)" --regex '$(DEMO_REGEX)' \
 		--particles 10 --max-tokens 24 --seed 0
 
-test: setup setup-llamacpp
+test: setup setup-llamacpp setup-browser
 	$(PY) -m pytest -q
 
 bench: setup

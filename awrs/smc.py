@@ -54,6 +54,10 @@ class Particles:
     twists: np.ndarray  # (N,) float64: critic score currently included in log_weights
     truncated: np.ndarray = None  # (N,) bool: ended by an EOS forced at the token limit
     ancestry: list[np.ndarray] = field(default_factory=list)  # ancestor indices per resampling
+    #: the last step, kept only when the job has an ``on_step`` callback: ``{"drawn": {particle:
+    #: (token, rejected token ids)}, "parents": ancestor of each particle, or None}``; drawn
+    #: particles are numbered as before that step's resampling
+    last_step: dict | None = None
 
     @classmethod
     def start(cls, n: int, state: State) -> Particles:
@@ -175,6 +179,7 @@ class _Run:
         config, sampler, rng = job.config, job.sampler, job.rng
         eos = vocab.eos_array
         mass, cumsum = token_masses(logprobs, vocab)
+        drawn: dict[int, tuple[int, list[int]]] | None = {} if job.on_step is not None else None
         for row, i in enumerate(self.active):
             checker = TokenChecker(self.checker, particles.states[i], stats)
             at_limit = len(particles.tokens[i]) >= config.max_tokens
@@ -183,6 +188,8 @@ class _Run:
             else:
                 draw = sampler.propose(mass[row], cumsum[row], checker, rng)
             stats.rejections += draw.rejections
+            if drawn is not None:
+                drawn[int(i)] = (int(draw.token), checker.rejected())
             if draw.token == NO_TOKEN or draw.log_weight == -math.inf:
                 particles.log_weights[i] = -math.inf
                 particles.finished[i] = True
@@ -213,6 +220,7 @@ class _Run:
         # ended with EOS keep their weights and are never resampled away.
         dead = particles.finished & (particles.log_weights == -math.inf)
         moving = np.flatnonzero(~particles.finished | dead)
+        resampled = False
         if config.ess_threshold > 0 and not particles.finished[moving].all():
             # Each resampled particle gets the group's mean weight, finished ones keep theirs:
             # the total weight of both groups is unchanged in expectation, so this is a valid
@@ -225,7 +233,9 @@ class _Run:
                 particles.select(ancestors)
                 particles.log_weights[moving] = mean  # twists stay: each is taken back next step
                 stats.resamples += 1
+                resampled = True
         if job.on_step is not None:
+            particles.last_step = {"drawn": drawn, "parents": ancestors.tolist() if resampled else None}
             job.on_step(particles)
 
         live = np.flatnonzero(~particles.finished)

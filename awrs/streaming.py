@@ -7,8 +7,8 @@ text, whichever is chosen. :class:`SettledText` follows that common prefix and h
 growth, whole characters only, so a stream built from it never takes back a word.
 
 :func:`step_event` describes one step for tools that draw the run (the server's
-``awrs_events`` stream, the playground): every particle's text, weight and state, the ESS and
-whether the step resampled.
+``awrs_events`` stream, the playground): every particle's text, weight and state, the token
+each drew and the candidates it rejected first, the resampling and the ESS.
 """
 
 from __future__ import annotations
@@ -62,8 +62,17 @@ class SettledText:
         return delta
 
 
-def step_event(particles: Particles, vocab: Vocabulary, step: int, *, resampled: bool) -> dict:
-    """One SMC step as a JSON-ready dict: particles' texts, log weights, states; ESS."""
+MAX_REJECTED = 16  # rejected candidates listed per drawn token
+
+
+def step_event(particles: Particles, vocab: Vocabulary, step: int) -> dict:
+    """One SMC step as a JSON-ready dict.
+
+    ``particles``: every particle after the step (text, tokens, log weight, state); ``drawn``:
+    the token each particle drew at this step and up to 16 candidates it checked and rejected
+    first, numbered as before the step's resampling; ``parents``: when the step resampled, the
+    particle each particle now copies (else None); ``ess`` of the unfinished particles.
+    """
     weights = particles.log_weights
     alive = np.isfinite(weights)
     moving = ~particles.finished
@@ -76,10 +85,26 @@ def step_event(particles: Particles, vocab: Vocabulary, step: int, *, resampled:
             "log_weight": float(weights[i]) if alive[i] else None,
             "state": state,
         })
+    last = particles.last_step or {}
+    drawn = []
+    for i, (token, rejected) in sorted((last.get("drawn") or {}).items()):
+        drawn.append({
+            "particle": i,
+            "token": _piece(vocab, token) if token >= 0 else None,
+            "eos": token in vocab.eos_ids,
+            "rejected": [_piece(vocab, t) for t in rejected[:MAX_REJECTED]],
+            "rejections": len(rejected),
+        })
     ess = effective_sample_size(weights[moving]) if moving.any() else 0.0
     return {
         "step": step,
         "particles": rows,
+        "drawn": drawn,
+        "parents": last.get("parents"),
+        "resampled": last.get("parents") is not None,
         "ess": None if math.isnan(ess) else round(float(ess), 3),
-        "resampled": resampled,
     }
+
+
+def _piece(vocab: Vocabulary, token: int) -> str:
+    return vocab.tokens[token].decode("utf-8", errors="replace") if token not in vocab.special_ids else ""

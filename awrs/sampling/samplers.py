@@ -133,6 +133,10 @@ class TokenChecker:
             self._after[token] = after
         return after is not DEAD
 
+    def rejected(self) -> list[int]:
+        """The non-EOS tokens checked and rejected so far."""
+        return [token for token, after in self._after.items() if after is DEAD]
+
     def state_after(self, token: int) -> State:
         """The constraint state after an accepted token (unchanged for EOS)."""
         if token in self._vocab.eos_ids:

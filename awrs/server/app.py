@@ -1,7 +1,9 @@
 """The OpenAI-compatible HTTP API: ``create_app(model, limits=...)`` and ``serve(...)``.
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health``, ``GET /metrics`` (Prometheus, see ``metrics.py``). A request's constraint
+``GET /health``, ``GET /metrics`` (Prometheus, see ``metrics.py``), ``GET /openapi.json``
+(``openapi.py``), and the playground at ``/``
+(``static/``: one page that streams a request with ``awrs_events`` and draws it). A request's constraint
 comes from ``response_format`` (``json_schema`` or ``json_object``) or from vLLM's extension
 fields ``guided_regex``, ``guided_json``,
 ``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
@@ -31,10 +33,12 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -46,6 +50,7 @@ from .batcher import Batcher, Outcome, Ticket
 from .errors import ApiError, bad_request, error_body
 from .limits import Limits
 from .metrics import ServerMetrics
+from .openapi import install_openapi
 from .options import request_options
 from .responses import Chunks, choice, choices_of, extension, replay, stream_chunks, usage_of
 from .schemas import ChatCompletionRequest, CompletionRequest, _Common, message_dicts, parse_body
@@ -60,6 +65,7 @@ COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 #: sees the answer instead of a reset connection.
 DRAIN_LIMIT = 64 * 1024 * 1024
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+STATIC = Path(__file__).resolve().parent / "static"  # the playground: plain files, no build step
 
 
 # -- constraints ---------------------------------------------------------------------------
@@ -319,13 +325,14 @@ def create_app(
             await run_in_threadpool(service.batcher.stop)
 
     app = FastAPI(title="awrs", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url="/openapi.json")
     app.state.batcher = service.batcher
     app.state.metrics = service.metrics
     app.state.limits = limits
     app.state.model_name = service.name
     _add_error_handlers(app, service)
     _add_routes(app, service)
+    install_openapi(app)
     return app
 
 
@@ -399,6 +406,12 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
         service.check_auth(request)
         body, content_type = service.metrics.exposition()
         return Response(body, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def playground():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health")
     async def health():

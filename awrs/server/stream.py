@@ -37,7 +37,6 @@ class LiveRun:
         self._settled = SettledText(vocab)
         self._queue: asyncio.Queue = asyncio.Queue()
         self._steps = 0
-        self._resamplings = 0
 
     @property
     def text(self) -> str:
@@ -47,10 +46,8 @@ class LiveRun:
     def on_step(self, particles) -> None:
         """Worker thread: after a step, post its settled growth and, if asked, its event."""
         self._steps += 1
-        resampled = len(particles.ancestry) > self._resamplings
-        self._resamplings = len(particles.ancestry)
         delta = self._settled.update(particles)
-        event = step_event(particles, self._vocab, self._steps, resampled=resampled) if self._events else None
+        event = step_event(particles, self._vocab, self._steps) if self._events else None
         if delta or event is not None:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, (delta, event))
 

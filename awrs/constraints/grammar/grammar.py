@@ -241,7 +241,8 @@ class GrammarChecker(Checker):
     The matcher runs the same grammar over the model's tokens. A mask needs the matcher at the
     state's text; matchers already replayed are kept (by text, most recent first), and a new
     text is replayed from the longest kept prefix -- a particle's text grows one token at a
-    time, so that is usually the text of its previous step.
+    time, so that is usually the text of its previous step. Masks are kept by text too: after
+    resampling, particles share texts, and equal texts have equal masks.
     """
 
     exact_masks = True
@@ -260,6 +261,7 @@ class GrammarChecker(Checker):
         if matcher.is_error():  # pragma: no cover - the byte-level matcher compiled the same grammar
             raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
         self._replayed: OrderedDict[bytes, object] = OrderedDict({b"": matcher})
+        self._masks: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._longest_token = max((len(t) for t in vocab.tokens), default=1)
         self._special = np.fromiter(vocab.special_ids, dtype=np.int64)
         self._lock = threading.Lock()
@@ -267,15 +269,26 @@ class GrammarChecker(Checker):
     def token_mask(self, state: State) -> np.ndarray | None:
         if self._empty_language:
             return NO_TOKENS
+        text = state.text
         with self._lock:
-            matcher = self._matcher_after(state.text)
+            known = self._masks.get(text)
+            if known is not None:  # particles that share a text (after resampling) share its mask
+                self._masks.move_to_end(text)
+                return known
+            matcher = self._matcher_after(text)
         if matcher is None:  # text this vocabulary cannot spell greedily: no mask, checks only
             return None
         if matcher.is_stopped():
-            return NO_TOKENS
-        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        allowed = np.flatnonzero(bits[: len(self.vocab)])
-        return allowed[~np.isin(allowed, self._special)].astype(np.int64)
+            mask = NO_TOKENS
+        else:
+            bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+            allowed = np.flatnonzero(bits[: len(self.vocab)])
+            mask = allowed[~np.isin(allowed, self._special)].astype(np.int64)
+        with self._lock:
+            self._masks[text] = mask
+            while len(self._masks) > REPLAY_CACHE:
+                self._masks.popitem(last=False)
+        return mask
 
     def _matcher_after(self, text: bytes):
         """The token matcher after ``text`` (kept for later masks), or None if unspellable."""
