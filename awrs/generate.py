@@ -76,6 +76,27 @@ class _Prepared:
     seed: int | None
     timeouts_before: int
 
+    def result(self, model: LanguageModel, population: Particles | None = None) -> Result:
+        """The :class:`Result` of the SMC ``population`` (``rejection``: run here, now)."""
+        job = self.job
+        if self.method == "rejection":
+            result = _rejection(model, job.prompt_ids, job.constraint, job.config, job.rng, job.stats,
+                                self.max_attempts, job.on_step)
+        else:
+            result = _package(self.method, population, model, job.constraint, job.sampler, job.stats)
+        result.seed = self.seed
+        if job.stopped is not None:
+            kept = f"; {len(result.samples)} finished samples kept" if result.samples else ""
+            result.message = f"stopped early: {job.stopped}{kept}"
+        stats = result.stats
+        stats.regex_timeouts = getattr(job.constraint, "timeouts", 0) - self.timeouts_before
+        if stats.regex_timeouts and result.message is None:
+            result.message = (
+                f"{stats.regex_timeouts} regex checks hit the time limit; prefixes were kept and "
+                "completions rejected, so samples stay valid but some valid texts may be missing"
+            )
+        return result
+
 
 def _prepare(
     model: LanguageModel,
@@ -235,15 +256,11 @@ def generate_many(model: LanguageModel, requests: Sequence[dict]) -> list[Result
     """
     prepared = []
     for k, request in enumerate(requests):
-        request = dict(request)
         try:
-            prompt, constraint = request.pop("prompt"), request.pop("constraint")
-        except KeyError as err:
-            raise ConfigError(f"request {k} has no {err.args[0]!r}") from None
-        try:
-            prepared.append(_prepare(model, prompt, constraint, **request))
-        except TypeError as err:
-            raise ConfigError(f"request {k}: {err}") from None
+            prepared.append(prepare(model, request))
+        except ConfigError as err:
+            separator = " " if str(err).startswith("has no") else ": "
+            raise ConfigError(f"request {k}{separator}{err}") from None
     return _run(prepared, model)
 
 
@@ -253,30 +270,26 @@ def _run(prepared: Sequence[_Prepared], model: LanguageModel) -> list[Result]:
     if smc:
         populations = run_smc_many(model, [p.job for _, p in smc])
         for (k, p), population in zip(smc, populations):
-            results[k] = _package(p.method, population, model, p.job.constraint, p.job.sampler, p.job.stats)
+            results[k] = p.result(model, population)
     for k, p in enumerate(prepared):
         if p.method == "rejection":
-            job = p.job
-            results[k] = _rejection(
-                model, job.prompt_ids, job.constraint, job.config, job.rng, job.stats, p.max_attempts,
-                job.on_step,
-            )
-    out = []
-    for k, p in enumerate(prepared):
-        result = results[k]
-        result.seed = p.seed
-        if p.job.stopped is not None:
-            kept = f"; {len(result.samples)} finished samples kept" if result.samples else ""
-            result.message = f"stopped early: {p.job.stopped}{kept}"
-        stats = result.stats
-        stats.regex_timeouts = getattr(p.job.constraint, "timeouts", 0) - p.timeouts_before
-        if stats.regex_timeouts and result.message is None:
-            result.message = (
-                f"{stats.regex_timeouts} regex checks hit the time limit; prefixes were kept and "
-                "completions rejected, so samples stay valid but some valid texts may be missing"
-            )
-        out.append(result)
-    return out
+            results[k] = p.result(model)
+    return [results[k] for k in range(len(prepared))]
+
+
+def prepare(model: LanguageModel, request: dict) -> _Prepared:
+    """A validated request (a dict of :func:`generate`'s arguments, ``prompt`` and
+    ``constraint`` included): ``.job`` is its SMC job, for a :class:`~awrs.smc.Driver` that
+    runs it among others (continuous batching); ``.result(model, population)`` packages it."""
+    request = dict(request)
+    try:
+        prompt, constraint = request.pop("prompt"), request.pop("constraint")
+    except KeyError as err:
+        raise ConfigError(f"has no {err.args[0]!r}") from None
+    try:
+        return _prepare(model, prompt, constraint, **request)
+    except TypeError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _combine(*critics: Critic | None) -> Critic | None:

@@ -159,8 +159,7 @@ class _Run:
         self.next_tokens = np.zeros(0, dtype=np.int64)
         self.resample = get_resampler(job.config.resampling)
         self.twisting = job.critic is not None and job.config.ess_threshold > 0
-        self.own_seconds = 0.0
-        self.row_steps = 0
+        self.error: BaseException | None = None  # what ended the job, if it failed
         job.stats.particles += job.config.particles
 
     def stop(self, reason: str) -> None:
@@ -244,71 +243,121 @@ class _Run:
         self.active = live
 
 
-def run_smc_many(model: LanguageModel, jobs: Sequence[Job]) -> list[Particles]:
-    """Run several SMC jobs together: one batched model call per step for all their particles.
+class Driver:
+    """SMC jobs sharing one batched session: one model call per step for all their rows.
 
-    Jobs may have different prompts, constraints, samplers and particle counts (the model
-    must support :meth:`~awrs.models.base.LanguageModel.open_many` for different prompts).
-    Each job's statistics get its own constraint and sampler time and a share of the model
-    time in proportion to its rows.
+    :meth:`start` opens the session for the first jobs; :meth:`join` adds a job between steps
+    (its prompt is evaluated and its rows are appended to the session: continuous batching);
+    :meth:`step` runs one step of every job and returns the jobs' runs that finished (a job
+    whose constraint or critic raised ends with the exception in ``run.error``). Each
+    job's statistics get its own constraint and sampler time, and a share of the rest of every
+    step (the model call above all) in proportion to its rows.
     """
-    vocab = model.vocab
-    runs = [_Run(job, vocab) for job in jobs]
-    started = time.perf_counter()
-    model_seconds = 0.0
-    clock = time.perf_counter()
-    session = model.open_many([job.prompt_ids for job in jobs], [job.config.particles for job in jobs])
-    model_seconds += time.perf_counter() - clock
-    for run in runs:
-        run.job.stats.model_calls += 1
-        run.row_steps += len(run.active)
 
-    while True:
+    def __init__(self, model: LanguageModel) -> None:
+        self.model = model
+        self.session = None
+        self.runs: list[_Run] = []  # in the session's row order
+
+    @property
+    def rows(self) -> int:
+        return sum(len(run.active) for run in self.runs)
+
+    def start(self, jobs: Sequence[Job]) -> list[_Run]:
+        if self.session is not None:
+            raise ConfigError("this driver has already started; join() adds jobs")
+        runs = [_Run(job, self.model.vocab) for job in jobs]
         clock = time.perf_counter()
-        logprobs = session.logprobs()
-        model_seconds += time.perf_counter() - clock
+        self.session = self.model.open_many([job.prompt_ids for job in jobs],
+                                            [job.config.particles for job in jobs])
+        _charge(runs, time.perf_counter() - clock, [job.config.particles for job in jobs], model=True)
+        self.runs.extend(runs)
+        return runs
+
+    def join(self, job: Job) -> _Run:
+        """Add ``job``; its rows take part from the next step."""
+        if self.session is None:
+            return self.start([job])[0]
+        run = _Run(job, self.model.vocab)
+        clock = time.perf_counter()
+        self.session.extend(job.prompt_ids, job.config.particles)
+        _charge([run], time.perf_counter() - clock, [1], model=True)
+        self.runs.append(run)
+        return run
+
+    def step(self) -> list[_Run]:
+        """One step of every job; returns the runs that finished (every particle done)."""
+        started = time.perf_counter()
+        logprobs = self.session.logprobs()
+        model_seconds = time.perf_counter() - started
         offset = 0
-        parents, tokens, owners = [], [], []
-        new_offset = 0
-        for run in runs:
+        parents, tokens, owners, done, rows_before, own = [], [], [], [], [], []
+        for run in self.runs:
             rows = len(run.active)
-            if not rows:
-                continue
             clock = time.perf_counter()
             reason = run.job.should_stop() if run.job.should_stop is not None else None
             if reason is not None:
                 run.stop(reason)
             else:
-                run.step(logprobs[offset : offset + rows])
-            run.own_seconds += time.perf_counter() - clock
+                try:
+                    run.step(logprobs[offset : offset + rows])
+                except Exception as err:  # its constraint or critic failed: only this job ends
+                    run.error = err
+                    run.stop(f"failed: {type(err).__name__}: {err}")
+            own.append(time.perf_counter() - clock)
+            rows_before.append(rows)
             if len(run.active):
                 parents.append(run.parents + offset)
                 tokens.append(run.next_tokens)
                 owners.append(run)
-                new_offset += len(run.active)
+            else:
+                done.append(run)
             offset += rows
-        if not owners:
-            break
-        clock = time.perf_counter()
-        session.step(np.concatenate(parents), np.concatenate(tokens))
-        model_seconds += time.perf_counter() - clock
-        for run in owners:
+        if owners:
+            clock = time.perf_counter()
+            self.session.step(np.concatenate(parents), np.concatenate(tokens))
+            model_seconds += time.perf_counter() - clock
+        shared = max(time.perf_counter() - started - sum(own), 0.0)
+        total = sum(rows_before) or 1
+        for run, rows, mine in zip(self.runs, rows_before, own):
+            run.job.stats.model_seconds += model_seconds * rows / total
+            run.job.stats.total_seconds += mine + shared * rows / total
+            if len(run.active):
+                run.job.stats.model_calls += 1
+        self.runs = owners
+        return done
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def _charge(runs: Sequence[_Run], seconds: float, weights: Sequence[int], *, model: bool) -> None:
+    total = sum(weights) or 1
+    for run, weight in zip(runs, weights):
+        run.job.stats.total_seconds += seconds * weight / total
+        if model:
+            run.job.stats.model_seconds += seconds * weight / total
             run.job.stats.model_calls += 1
-            run.row_steps += len(run.active)
 
-    session.close()
-    wall = time.perf_counter() - started
-    _share_time(runs, wall, model_seconds)
+
+def run_smc_many(model: LanguageModel, jobs: Sequence[Job]) -> list[Particles]:
+    """Run several SMC jobs together: one batched model call per step for all their particles.
+
+    Jobs may have different prompts, constraints, samplers and particle counts (the model
+    must support :meth:`~awrs.models.base.LanguageModel.open_many` for different prompts).
+    """
+    driver = Driver(model)
+    runs = driver.start(jobs)
+    try:
+        while driver.runs:
+            for run in driver.step():
+                if run.error is not None:
+                    raise run.error
+    finally:
+        driver.close()
     return [run.particles for run in runs]
-
-
-def _share_time(runs: Sequence[_Run], wall: float, model_seconds: float) -> None:
-    total_rows = sum(run.row_steps for run in runs) or 1
-    shared = max(wall - sum(run.own_seconds for run in runs), 0.0)
-    for run in runs:
-        share = run.row_steps / total_rows
-        run.job.stats.model_seconds += model_seconds * share
-        run.job.stats.total_seconds += run.own_seconds + shared * share
 
 
 def run_smc(

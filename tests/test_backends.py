@@ -104,6 +104,30 @@ def test_session_reorder_matches_fresh_evaluation(backend_model):
     session.close()
 
 
+def test_rows_join_a_running_session(backend_model):
+    """Continuous batching: a longer and a shorter prompt join a session between steps; every
+    row, old and new, then matches a fresh evaluation of its own context."""
+    model = backend_model
+    first = model.encode("The capital of France is")
+    longer = model.encode("Once upon a time, in a land far away, there lived a")
+    shorter = model.encode("Hi")
+    session = model.open(first, 2)
+    session.step(np.array([0, 1]), np.array([11, 198]))
+    session.extend(longer, 2)
+    assert session.rows == 4
+    assert kl(model.open(longer, 1).logprobs()[0], session.logprobs()[2]) < REORDER_KL[model.backend]
+    session.step(np.array([0, 1, 2, 3]), np.array([5, 6, 7, 8]))
+    session.extend(shorter, 1)
+    session.step(np.array([1, 2, 4, 4]), np.array([9, 10, 11, 12]))
+    got = session.logprobs()
+    contexts = [first + [198, 6, 9], longer + [7, 10], shorter + [11], shorter + [12]]
+    for row, context in enumerate(contexts):
+        single = model.open(context, 1)
+        assert kl(single.logprobs()[0], got[row]) < REORDER_KL[model.backend], row
+        single.close()
+    session.close()
+
+
 def test_generate_regex_end_to_end(backend_model):
     model = backend_model
     constraint = awrs.Regex(DATE)

@@ -500,9 +500,10 @@ def test_batch_failure_only_fails_the_request_at_fault():
     good = Ticket(prompt="x", constraint=Regex("[a-z]{2}"), options={"particles": 4, "max_tokens": 4, "seed": 0})
     bad = Ticket(prompt="x", constraint=Predicate(explode), options={"particles": 4, "max_tokens": 4, "seed": 0})
     batcher._pending.extend([good, bad])  # queued together, run synchronously here
-    batch = batcher._take()
-    assert batch == [good, bad]
-    batcher._run_batch(batch)
+    batcher._admit()
+    assert batcher._running == [good, bad]
+    while batcher._driver.runs:
+        batcher._finish(batcher._driver.step())
     assert regex.fullmatch("[a-z]{2}", good.future.result(timeout=0).result.text)
     with pytest.raises(ApiError) as caught:
         bad.future.result(timeout=0)
@@ -516,8 +517,41 @@ def test_batcher_respects_the_particle_cap():
     batcher = Batcher(ToyChatModel(), max_batch_particles=10)
     tickets = [Ticket(prompt="x", constraint=Regex("a"), options={"particles": p, "max_tokens": 2}) for p in (4, 5, 3)]
     batcher._pending.extend(tickets)
-    assert batcher._take() == tickets[:2]  # 4 + 5 fit; 3 more would make 12
-    assert batcher._take() == tickets[2:]
+    batcher._admit()
+    assert batcher._running == tickets[:2]  # 4 + 5 fit; 3 more would make 12
+    finished = batcher._driver.step()
+    while not finished:  # the third joins as soon as a running request leaves
+        finished = batcher._driver.step()
+        batcher._finish(finished)
+    batcher._admit()
+    assert tickets[2] in batcher._running and sum(t.particles for t in batcher._running) <= 10
+
+
+def test_a_request_joins_a_running_session_at_the_next_step():
+    """Continuous batching: a short request sent while a long one runs starts at once and
+    finishes long before the long one."""
+    from awrs import Regex
+
+    batcher = Batcher(ToyChatModel(), max_batch_particles=16)
+    long = Ticket(prompt="x", constraint=Regex("[a-z]{30}"), options={"particles": 2, "max_tokens": 32, "seed": 0})
+    short = Ticket(prompt="y", constraint=Regex("[0-9]{2}"), options={"particles": 2, "max_tokens": 4, "seed": 1})
+    batcher._pending.append(long)
+    batcher._admit()
+    for _ in range(5):
+        batcher._finish(batcher._driver.step())
+    batcher._pending.append(short)
+    batcher._admit()
+    assert batcher._running == [long, short] and batcher._driver.rows == 4
+    steps = 0
+    while not short.future.done():
+        batcher._finish(batcher._driver.step())
+        steps += 1
+    assert steps <= 4 and not long.future.done()  # a few steps, not the long request's 30
+    assert regex.fullmatch("[0-9]{2}", short.future.result().result.text)
+    while batcher._driver.runs:
+        batcher._finish(batcher._driver.step())
+    assert regex.fullmatch("[a-z]{30}", long.future.result().result.text)
+    assert long.future.result().batch["id"] == short.future.result().batch["id"]
 
 
 # -- wiring of JSON schema and grammar constraints, with stand-ins --------------------------------

@@ -285,14 +285,42 @@ def test_jobs_batched_together_each_match_their_own_exact_target():
     populations = run_smc_many(model, jobs)
     assert model.calls == max(job.stats.steps for job in jobs)  # one call per step for both
     for (prompt, constraint, _), population in zip(specs, populations):
-        exact = normalize(exact_target(model, prompt, constraint, 3))
-        w = np.exp(population.log_weights - population.log_weights.max())
-        posterior: dict[bytes, float] = {}
-        for tokens, weight in zip(population.tokens, w / w.sum()):
-            if weight > 0:
-                text = model.vocab.decode(tokens)
-                posterior[text] = posterior.get(text, 0.0) + weight
-        assert total_variation(posterior, exact) < 0.05
+        _assert_matches_exact_target(model, prompt, constraint, population)
+
+
+def _assert_matches_exact_target(model, prompt, constraint, population) -> None:
+    exact = normalize(exact_target(model, prompt, constraint, 3))
+    w = np.exp(population.log_weights - population.log_weights.max())
+    posterior: dict[bytes, float] = {}
+    for tokens, weight in zip(population.tokens, w / w.sum()):
+        if weight > 0:
+            text = model.vocab.decode(tokens)
+            posterior[text] = posterior.get(text, 0.0) + weight
+    assert total_variation(posterior, exact) < 0.05
+
+
+def test_a_job_that_joins_a_running_driver_matches_its_exact_target():
+    """Continuous batching: the second job joins after the first has taken a step; both still
+    match their own exact targets, and the joining job is answered with its own samples."""
+    from awrs.smc import Driver, Job
+
+    model = hashed_model(seed=14)
+    specs = [([0], Regex(r"[ab]+c?"), 3000), ([1, 2], Regex(r"(c|ab)+"), 2000)]
+    jobs = [
+        Job(prompt, constraint, AWRS(), SMCConfig(particles=n, max_tokens=3), np.random.default_rng(k))
+        for k, (prompt, constraint, n) in enumerate(specs)
+    ]
+    driver = Driver(model)
+    first = driver.start(jobs[:1])[0]
+    assert driver.step() == []
+    second = driver.join(jobs[1])
+    assert driver.rows == len(first.active) + 2000
+    finished = []
+    while driver.runs:
+        finished += driver.step()
+    assert {id(r) for r in finished} == {id(first), id(second)}
+    for (prompt, constraint, _), run in zip(specs, (first, second)):
+        _assert_matches_exact_target(model, prompt, constraint, run.particles)
 
 
 def _half_dead_end_model():

@@ -41,6 +41,12 @@ class DecodingSession(ABC):
     def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
         """New row i = old row ``parents[i]`` followed by ``tokens[i]``; one forward pass."""
 
+    def extend(self, prompt_ids: Sequence[int], rows: int) -> None:
+        """Add ``rows`` rows continuing ``prompt_ids`` after the existing rows; their
+        next-token log-probabilities join :meth:`logprobs` (continuous batching: a request
+        joins a running session between steps). Backends that cannot raise ModelError."""
+        raise ModelError(f"{type(self).__name__} cannot add rows to a running session")
+
     def close(self) -> None:
         """Free the session's memory early (optional)."""
 

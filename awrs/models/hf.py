@@ -225,8 +225,50 @@ class HFSession(DecodingSession):
         self._length += 1
         self._logprobs = None
 
+    def extend(self, prompt_ids: Sequence[int], rows: int) -> None:
+        """New rows after a new prompt: its cache is left-padded (or the session's) to one
+        width and joined along the batch; masks and positions keep every row its own."""
+        model = self._model
+        ids = model._checked_prompt(prompt_ids)
+        cache, logprobs = model._prompt_state(ids)
+        rows = int(rows)
+        device = model.device
+        if self._mask is None:  # rows of one prompt so far: make masks and positions explicit
+            self._mask = torch.ones((self.rows, self._length), dtype=torch.long, device=device)
+            self._next_position = torch.full((self.rows,), self._length, dtype=torch.long, device=device)
+        width = max(self._length, len(ids))
+        if width > self._length:
+            _left_pad(self._cache, width - self._length)
+            pad = torch.zeros((self.rows, width - self._length), dtype=self._mask.dtype, device=device)
+            self._mask = torch.cat([pad, self._mask], dim=1)
+        _left_pad(cache, width - len(ids))
+        cache.batch_repeat_interleave(rows)
+        for mine, theirs in zip(self._cache.layers, cache.layers):
+            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+            mine.values = torch.cat([mine.values, theirs.values], dim=0)
+        new_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids)] * rows, dtype=self._mask.dtype,
+                                device=device)
+        self._mask = torch.cat([self._mask, new_mask], dim=0)
+        self._next_position = torch.cat(
+            [self._next_position, torch.full((rows,), len(ids), dtype=torch.long, device=device)])
+        self._logprobs_t = torch.cat([self._logprobs_t, logprobs.expand(rows, -1)], dim=0)
+        self._length = width
+        self._logprobs = None
+
     def close(self) -> None:
         self._cache = None
+
+
+def _left_pad(cache, width: int) -> None:
+    """Add ``width`` empty positions before every row's keys and values (masked out)."""
+    if width <= 0:
+        return
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name)
+            pad = torch.zeros(tensor.shape[:2] + (width,) + tensor.shape[3:], dtype=tensor.dtype,
+                              device=tensor.device)
+            setattr(layer, name, torch.cat([pad, tensor], dim=2))
 
 
 def _fit_width(logprobs: np.ndarray, width: int) -> np.ndarray:

@@ -333,13 +333,18 @@ class LlamaCppModel(LanguageModel):
         lengths: list[int] = []
         logprobs: list[np.ndarray] = []
         for ids, n in zip(checked, counts):
-            prompt_logprobs = self._prompt_state(ids)
-            for _ in range(n):
-                seqs.append(self.pool.copy_of(self._prompt_seq))
-                lengths.append(len(ids))
-                logprobs.append(prompt_logprobs)
+            self._add_rows(ids, n, seqs, lengths, logprobs)
         table = np.stack(logprobs) if logprobs else np.zeros((0, self._n_vocab), dtype=np.float32)
         return LlamaCppSession(self, seqs, np.array(lengths, dtype=np.int64), table)
+
+    def _add_rows(self, ids: tuple[int, ...], n: int, seqs: list[int], lengths: list[int],
+                  logprobs: list[np.ndarray]) -> None:
+        """Evaluate a prompt (once, cached) and share its cells with ``n`` new row ids."""
+        prompt_logprobs = self._prompt_state(ids)
+        for _ in range(n):
+            seqs.append(self.pool.copy_of(self._prompt_seq))
+            lengths.append(len(ids))
+            logprobs.append(prompt_logprobs)
 
     def close(self) -> None:
         """Free llama.cpp's model and context now (the model is unusable afterwards)."""

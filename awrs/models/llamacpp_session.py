@@ -28,6 +28,11 @@ class Engine(Protocol):
 
     def _check_open(self) -> None: ...
 
+    def _checked_prompt(self, prompt_ids: Sequence[int]) -> tuple[int, ...]: ...
+
+    def _add_rows(self, ids: tuple[int, ...], n: int, seqs: list[int], lengths: list[int],
+                  logprobs: list[np.ndarray]) -> None: ...
+
     def _decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
                 outputs: Sequence[bool]) -> int: ...
 
@@ -54,6 +59,25 @@ class LlamaCppSession(DecodingSession):
 
     def logprobs(self) -> np.ndarray:
         return self._logprobs
+
+    def extend(self, prompt_ids: Sequence[int], rows: int) -> None:
+        model = self._model
+        if self._broken:
+            raise ModelError(f"this decoding session cannot continue: {self._broken}")
+        ids = model._checked_prompt(prompt_ids)
+        model._check_open()
+        model.pool.collect_orphans()
+        model.pool.require(int(rows), len(self._seqs))
+        seqs: list[int] = []
+        lengths: list[int] = []
+        logprobs: list[np.ndarray] = []
+        model._add_rows(ids, int(rows), seqs, lengths, logprobs)
+        self._seqs = self._seqs + seqs
+        self._finalizer.detach()
+        self._finalizer = model.pool.adopt(self, self._seqs)
+        self._lengths = np.concatenate([self._lengths, np.array(lengths, dtype=np.int64)])
+        if logprobs:
+            self._logprobs = np.concatenate([self._logprobs, np.stack(logprobs)])
 
     def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
         model = self._model

@@ -130,3 +130,8 @@ class _TableSession(DecodingSession):
         self._model.calls += 1
         self._contexts = [self._contexts[p] + (int(t),) for p, t in zip(parents, tokens)]
         self._logprobs = self._compute()
+
+    def extend(self, prompt_ids: Sequence[int], rows: int) -> None:
+        self._model.calls += 1
+        self._contexts = self._contexts + [tuple(int(i) for i in prompt_ids)] * int(rows)
+        self._logprobs = self._compute()

@@ -1,16 +1,19 @@
-"""The batching worker: one thread owns the model and runs queued requests together.
+"""The batching worker: one thread owns the model and runs requests together, continuously.
 
 HTTP handlers put :class:`Ticket` objects in the queue and await their futures. The worker
-repeatedly takes every pending ticket (oldest first, up to a cap on total particles), turns
-prompts into token ids, and runs them all with :func:`awrs.generate_many`: different prompts,
-constraints and particle counts advance in one batched model call per step. Each ticket's
-future then gets its :class:`~awrs.Result` (or an :class:`~awrs.server.errors.ApiError`).
-Tickets arriving while a batch runs wait for the next batch.
+runs one SMC session (:class:`awrs.smc.Driver`) for every running request and, before each
+model step, admits the pending tickets that fit under the particle cap (oldest first): their
+prompts are tokenized and evaluated and their rows join the session, so a request starts at
+the next step instead of waiting for the running ones to end (continuous batching). Requests
+with different prompts, constraints and particle counts advance in one batched model call
+per step; a finished request leaves at once and its future gets its :class:`~awrs.Result`
+(or an :class:`~awrs.server.errors.ApiError`). The session closes when nothing runs.
 
 A ticket can be cancelled (its client went away): queued, it is dropped; running, its
-``should_stop`` returns the reason and the SMC driver drops its particles at the next step.
-If a batch fails as a whole, its requests are rerun one by one, so that only the request at
-fault gets the error.
+``should_stop`` returns the reason and its particles are dropped at the next step. A request
+that cannot be prepared gets its own error; if a model step fails, every running request
+gets the error and the session is dropped. ``rejection`` requests (whose attempts start over)
+run alone between steps.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, ConstraintError, ModelError
-from ..generate import generate_many
+from ..generate import prepare
 from ..models.base import LanguageModel
 from ..result import Result
+from ..smc import Driver
 from .errors import ApiError
 from .metrics import ServerMetrics
 
@@ -101,7 +104,9 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._running: list[Ticket] = []
-        self._mixed_prompts = type(model).open_many is not LanguageModel.open_many
+        self._driver: Driver | None = None  # the running session, when requests are running
+        self._session: dict = {}
+        self._tickets: dict[int, tuple[Ticket, object]] = {}  # id(run) -> (ticket, prepared request)
         self.counters = {
             "batches": 0,
             "requests": 0,  # requests answered with a result
@@ -182,59 +187,163 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                idle = not self._pending
-                while not self._pending and not self._stopping:
+                idle = not self._pending and not self._running
+                while not self._pending and not self._running and not self._stopping:
                     self._cond.wait()
-                if self._stopping:
-                    return
+                stopping = self._stopping
+            if stopping:  # running requests stop at one more step (should_stop) with what they have
+                try:
+                    if self._driver is not None and self._driver.runs:
+                        self._finish(self._driver.step())
+                finally:
+                    self._abandon(ApiError(503, "the server is shutting down", code="shutting_down"))
+                return
             if idle and self.batch_window > 0:
-                time.sleep(self.batch_window)  # let requests that arrive together run together
+                time.sleep(self.batch_window)  # let requests that arrive together start together
             try:
-                batch = self._take()
-                if batch:
-                    self._run_batch(batch)
+                self._admit()
+                if self._driver is not None and self._driver.runs:
+                    self._finish(self._driver.step())
             except Exception as err:  # never leave a future unresolved, never kill the worker
-                log.exception("batch failed unexpectedly")
-                with self._cond:
-                    batch = list(self._running)
-                for ticket in batch:
-                    _resolve(ticket, error=_server_error(err))
-            finally:
-                with self._cond:
-                    self._running = []
+                log.exception("a step failed")
+                self._abandon(_as_api_error(err))
+            if self._driver is not None and not self._driver.runs:
+                self._close_session()
 
-    def _take(self) -> list[Ticket]:
-        """Pop the oldest tickets that fit under the particle cap, tokenized, others requeued."""
-        batch: list[Ticket] = []
-        total = 0
-        with self._cond:
-            while self._pending and total + self._pending[0].particles <= self.max_batch_particles:
+    def _admit(self) -> None:
+        """Pending tickets that fit under the particle cap join the running session now."""
+        while True:
+            with self._cond:
+                free = self.max_batch_particles - sum(t.particles for t in self._running)
+                if not self._pending or self._pending[0].particles > free:
+                    return
                 ticket = self._pending.popleft()
                 if ticket.cancelled is not None:
                     self.counters["cancelled"] += 1
                     _resolve(ticket, error=ApiError(499, ticket.cancelled, code="cancelled"))
                     continue
-                batch.append(ticket)
-                total += ticket.particles
-        ready = []
-        for ticket in batch:
             try:
                 self._tokenize(ticket)
-            except ApiError as err:
+                prepared = prepare(self.model, self._request(ticket))
+            except Exception as err:  # noqa: BLE001 -- this request's error, not the server's
                 self._count_error()
-                _resolve(ticket, error=err)
+                _resolve(ticket, error=_as_api_error(err))
                 continue
-            ready.append(ticket)
-        if not self._mixed_prompts and ready:
-            # the backend cannot batch different prompts: run the first prompt's tickets now
-            first = ready[0].prompt_ids
-            later = [t for t in ready if t.prompt_ids != first]
-            ready = [t for t in ready if t.prompt_ids == first]
+            ticket.started = time.monotonic()
+            if prepared.method == "rejection":  # attempts start over: not a session's rows
+                self._run_alone(ticket, prepared)
+                continue
+            if self._driver is None:
+                self._driver = Driver(self.model)
+                self._session = {"id": self.counters["batches"] + 1, "requests": 0, "particles": 0,
+                                 "steps": 0, "started": time.perf_counter(), "tokens": 0}
+                self.counters["batches"] += 1
+            try:
+                run = self._driver.join(prepared.job)
+            except ModelError as err:
+                if self._driver.runs and "cannot add rows" in str(err):  # wait for an empty session
+                    with self._cond:
+                        self._pending.appendleft(ticket)
+                    return
+                self._count_error()
+                _resolve(ticket, error=_as_api_error(err))
+                continue
+            self._tickets[id(run)] = (ticket, prepared)
+            session = self._session
+            session["requests"] += 1
             with self._cond:
-                self._pending.extendleft(reversed(later))
+                self._running.append(ticket)
+                rows = sum(t.particles for t in self._running)
+                c = self.counters
+                c["max_requests_per_batch"] = max(c["max_requests_per_batch"], len(self._running))
+                c["max_particles_per_batch"] = max(c["max_particles_per_batch"], rows)
+            session["particles"] = max(session["particles"], rows)
+
+    def _finish(self, runs) -> None:
+        """Answer the tickets whose runs just finished."""
+        self._session["steps"] += 1
+        for run in runs:
+            ticket, prepared = self._tickets.pop(id(run))
+            with self._cond:
+                self._running.remove(ticket)
+            if run.error is not None:  # this request's constraint failed; the others go on
+                self._answer(ticket, error=run.error)
+                continue
+            try:
+                result = prepared.result(self.model, run.particles)
+            except Exception as err:  # noqa: BLE001 -- packaging failed for this request only
+                self._answer(ticket, error=err)
+                continue
+            self._session["tokens"] += result.stats.tokens
+            info = {k: self._session[k] for k in ("id", "requests", "particles")}
+            self._answer(ticket, result=result, info=info)
+
+    def _run_alone(self, ticket: Ticket, prepared) -> None:
         with self._cond:
-            self._running = list(ready)
-        return ready
+            self._running.append(ticket)
+        try:
+            result = prepared.result(self.model)
+        except Exception as err:  # noqa: BLE001 -- this request's error
+            result = err
+        finally:
+            with self._cond:
+                self._running.remove(ticket)
+        self.counters["batches"] += 1
+        info = {"id": self.counters["batches"], "requests": 1, "particles": ticket.particles}
+        if isinstance(result, Result):
+            self._answer(ticket, result=result, info=info)
+        else:
+            self._answer(ticket, error=result)
+
+    def _answer(self, ticket: Ticket, *, result: Result | None = None, error: BaseException | None = None,
+                info: dict | None = None) -> None:
+        with self._cond:
+            if ticket.cancelled is not None:
+                self.counters["cancelled"] += 1
+            elif result is not None:
+                self.counters["requests"] += 1
+                self.counters["particle_tokens"] += result.stats.tokens
+            else:
+                self.counters["errors"] += 1
+        if result is None:
+            _resolve(ticket, error=_as_api_error(error))
+            return
+        if self.metrics is not None:
+            self._record(ticket, result)
+        _resolve(ticket, outcome=Outcome(result, len(ticket.prompt_ids or ()), dict(info or {})))
+
+    def _close_session(self) -> None:
+        session = self._session
+        self._driver.close()
+        self._driver = None
+        seconds = time.perf_counter() - session["started"]
+        with self._cond:
+            self.counters["busy_seconds"] += seconds
+            self.last_batch = {"id": session["id"], "requests": session["requests"],
+                               "particles": session["particles"], "steps": session["steps"],
+                               "seconds": round(seconds, 4), "particle_tokens": session["tokens"]}
+        if self.metrics is not None:
+            self.metrics.observe_batch(seconds, session["tokens"])
+
+    def _abandon(self, error: ApiError) -> None:
+        """The session failed (or the server stops): every running ticket gets ``error``."""
+        with self._cond:
+            running = list(self._running)
+            self._running = []
+        for ticket in running:
+            self._count_error()
+            _resolve(ticket, error=error)
+        self._tickets.clear()
+        if self._driver is not None:
+            try:
+                self._driver.close()
+            except Exception:  # noqa: BLE001 -- already failing; the session is dropped either way
+                log.exception("closing a failed session")
+            self._driver = None
+
+    def _request(self, ticket: Ticket) -> dict:
+        return dict(ticket.options, prompt=ticket.prompt_ids, constraint=ticket.constraint,
+                    should_stop=self._should_stop(ticket), on_step=ticket.on_step)
 
     def _tokenize(self, ticket: Ticket) -> None:
         model = self.model
@@ -272,59 +381,6 @@ class Batcher:
             return None
 
         return stop
-
-    def _requests(self, tickets: Sequence[Ticket]) -> list[dict]:
-        return [
-            dict(ticket.options, prompt=ticket.prompt_ids, constraint=ticket.constraint,
-                 should_stop=self._should_stop(ticket), on_step=ticket.on_step)
-            for ticket in tickets
-        ]
-
-    def _run_batch(self, batch: list[Ticket]) -> None:
-        number = self.counters["batches"] + 1
-        info = {"id": number, "requests": len(batch), "particles": sum(t.particles for t in batch)}
-        started = time.perf_counter()
-        for ticket in batch:
-            ticket.started = time.monotonic()
-        try:
-            results: list[Result | BaseException] = list(generate_many(self.model, self._requests(batch)))
-        except Exception as err:  # noqa: BLE001 -- isolated below, request by request
-            if len(batch) == 1:
-                results = [err]
-            else:  # find the request at fault: run each alone
-                log.warning("a batch of %d requests failed (%s); rerunning them one by one", len(batch), err)
-                results = []
-                for ticket in batch:
-                    try:
-                        results.append(generate_many(self.model, self._requests([ticket]))[0])
-                    except Exception as single:  # noqa: BLE001 -- becomes this request's error
-                        results.append(single)
-        seconds = time.perf_counter() - started
-        tokens = sum(r.stats.tokens for r in results if isinstance(r, Result))
-        with self._cond:
-            c = self.counters
-            c["batches"] = number
-            c["max_requests_per_batch"] = max(c["max_requests_per_batch"], len(batch))
-            c["max_particles_per_batch"] = max(c["max_particles_per_batch"], info["particles"])
-            c["particle_tokens"] += tokens
-            c["busy_seconds"] += seconds
-            self.last_batch = dict(info, seconds=round(seconds, 4), particle_tokens=tokens)
-        if self.metrics is not None:
-            self.metrics.observe_batch(seconds, tokens)
-        for ticket, result in zip(batch, results):
-            with self._cond:
-                if ticket.cancelled is not None:
-                    self.counters["cancelled"] += 1
-                elif isinstance(result, Result):
-                    self.counters["requests"] += 1
-                else:
-                    self.counters["errors"] += 1
-            if isinstance(result, Result):
-                if self.metrics is not None:
-                    self._record(ticket, result)
-                _resolve(ticket, outcome=Outcome(result, len(ticket.prompt_ids or ()), dict(info)))
-            else:
-                _resolve(ticket, error=_as_api_error(result))
 
     def _record(self, ticket: Ticket, result: Result) -> None:
         now = time.monotonic()
