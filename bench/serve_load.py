@@ -104,7 +104,11 @@ def main() -> None:
     from awrs.server import create_app
     from awrs.server.testing import LiveServer
 
-    model = awrs.load_model()
+    rows = args.clients * args.particles
+    try:  # llama.cpp: room for every client's rows at once
+        model = awrs.load_model(n_seq_max=min(255, rows))
+    except awrs.ConfigError:  # transformers: no fixed row limit
+        model = awrs.load_model()
     limits = {"max_tokens": max(args.long_tokens, args.short_tokens), "max_particles": args.particles,
               "max_batch_particles": args.clients * args.particles, "max_seconds": 600.0}
     with LiveServer(create_app(model, limits=limits)) as live:

@@ -527,6 +527,34 @@ def test_batcher_respects_the_particle_cap():
     assert tickets[2] in batcher._running and sum(t.particles for t in batcher._running) <= 10
 
 
+def test_the_models_rows_and_cells_bound_a_batch():
+    """llama.cpp holds n_seq_max rows and n_ctx cells: requests wait for room, and one that
+    could never fit is refused instead of failing the session."""
+    from awrs import Regex
+
+    model = ToyChatModel()
+    model.max_rows, model.max_cells = 6, 40
+    batcher = Batcher(model, max_batch_particles=64)
+    assert batcher.max_batch_particles == 6
+    options = {"particles": 3, "max_tokens": 4, "seed": 0}
+    first, second, third = (Ticket(prompt="x", constraint=Regex("[a-z]{2}"), options=dict(options)) for _ in range(3))
+    huge = Ticket(prompt="x", constraint=Regex("[a-z]{2}"), options={"particles": 3, "max_tokens": 60, "seed": 0})
+    batcher._pending.extend([first, second])
+    batcher._admit()  # 1 + 3 * 5 = 16 cells each: two fit in 40, not three
+    assert batcher._running == [first, second]
+    batcher._pending.append(third)
+    batcher._admit()
+    assert third not in batcher._running and list(batcher._pending) == [third]
+    while batcher._driver.runs:
+        batcher._finish(batcher._driver.step())
+    batcher._pending.clear()
+    batcher._pending.append(huge)
+    batcher._admit()
+    with pytest.raises(ApiError) as caught:
+        huge.future.result(timeout=0)
+    assert caught.value.code == "context_length_exceeded"
+
+
 def test_a_request_joins_a_running_session_at_the_next_step():
     """Continuous batching: a short request sent while a long one runs starts at once and
     finishes long before the long one."""

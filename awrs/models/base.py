@@ -57,6 +57,10 @@ class LanguageModel(ABC):
     vocab: Vocabulary
     name: str = "model"
     backend: str = "custom"  # "hf", "llamacpp", "table": which implementation runs it
+    #: rows alive at once over all sessions, and KV cells they share (prompts counted once);
+    #: None: no fixed limit. Servers admit requests within both.
+    max_rows: int | None = None
+    max_cells: int | None = None
 
     @abstractmethod
     def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:

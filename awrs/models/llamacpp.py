@@ -150,6 +150,7 @@ class LlamaCppModel(LanguageModel):
         self._ctx = ctx
         self._mem = lib.llama_get_memory(ctx)
         self.n_ctx = int(lib.llama_n_ctx(ctx))
+        self.max_rows, self.max_cells = self.n_seq_max, self.n_ctx
         self.n_batch = int(lib.llama_n_batch(ctx))  # llama.cpp caps it at n_ctx
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self._finalizer = weakref.finalize(self, _free_model, lib, model, ctx, self._batch)

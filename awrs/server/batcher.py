@@ -95,7 +95,9 @@ class Batcher:
     ) -> None:
         self.model = model
         self.metrics = metrics
-        self.max_batch_particles = max_batch_particles
+        # the model's own limits bound a batch too (llama.cpp: n_seq_max rows, n_ctx cells)
+        self.max_batch_particles = min(max_batch_particles, getattr(model, "max_rows", None) or max_batch_particles)
+        self.max_cells = getattr(model, "max_cells", None)
         self.max_pending = max_pending
         self.max_prompt_tokens = max_prompt_tokens
         self.batch_window = batch_window
@@ -229,6 +231,16 @@ class Batcher:
                 self._count_error()
                 _resolve(ticket, error=_as_api_error(err))
                 continue
+            if not self._cells_fit(ticket):
+                with self._cond:
+                    if self._running:  # wait for running requests to free their cells
+                        self._pending.appendleft(ticket)
+                        return
+                self._count_error()
+                _resolve(ticket, error=ApiError(
+                    400, f"the prompt and {ticket.particles} particles of max_tokens need more than the "
+                    f"model's {self.max_cells} KV cells", param="max_tokens", code="context_length_exceeded"))
+                continue
             ticket.started = time.monotonic()
             if prepared.method == "rejection":  # attempts start over: not a session's rows
                 self._run_alone(ticket, prepared)
@@ -258,6 +270,17 @@ class Batcher:
                 c["max_requests_per_batch"] = max(c["max_requests_per_batch"], len(self._running))
                 c["max_particles_per_batch"] = max(c["max_particles_per_batch"], rows)
             session["particles"] = max(session["particles"], rows)
+
+    def _cells(self, ticket: Ticket) -> int:
+        """KV cells a request may fill: its prompt once, and every particle's tokens."""
+        return len(ticket.prompt_ids or ()) + ticket.particles * (int(ticket.options.get("max_tokens", 64)) + 1)
+
+    def _cells_fit(self, ticket: Ticket) -> bool:
+        if self.max_cells is None:
+            return True
+        with self._cond:
+            used = sum(self._cells(t) for t in self._running)
+        return used + self._cells(ticket) <= self.max_cells
 
     def _finish(self, runs) -> None:
         """Answer the tickets whose runs just finished."""
