@@ -5,11 +5,11 @@
 
 Starts the server in-process on the embedded model (llama.cpp when installed), measures each
 kind of request alone first (its solo latency), then sends every client's request at once,
-arrivals spread over ``--spread`` seconds (seeded). Each request streams (``stream: true``);
-time to first token is the time to its first chunk, which the server sends after the
-request's first SMC step. Prints throughput (particle-tokens and requests per second), p50
-and p99 latency and time to first token per kind, and the short requests' p99 against their
-solo latency.
+arrivals spread over ``--spread`` seconds (seeded). Each request streams with
+``awrs_events``; time to first token is the time to its first event, which the server sends
+after the request's first SMC step (its first token drawn). Prints throughput (particle-tokens
+and requests per second), p50 and p99 latency and time to first token per kind, and the short
+requests' p99 against their solo latency.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ PATTERN = "[a-z][a-z ,]{1,400}"
 
 def one_request(url: str, max_tokens: int, particles: int, seed: int) -> dict:
     body = {"prompt": "Describe the weather today.", "guided_regex": PATTERN, "max_tokens": max_tokens,
-            "particles": particles, "seed": seed, "stream": True}
+            "particles": particles, "seed": seed, "stream": True, "stream_options": {"awrs_events": True}}
     started = time.perf_counter()
     first = None
     ext = None
