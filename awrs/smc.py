@@ -243,6 +243,9 @@ class _Run:
         self.active = live
 
 
+PREFILL_CHUNK = 64  # prompt tokens evaluated per step for a request joining a running batch
+
+
 class Driver:
     """SMC jobs sharing one batched session: one model call per step for all their rows.
 
@@ -254,14 +257,20 @@ class Driver:
     step (the model call above all) in proportion to its rows.
     """
 
-    def __init__(self, model: LanguageModel) -> None:
+    def __init__(self, model: LanguageModel, *, prefill_chunk: int = PREFILL_CHUNK) -> None:
         self.model = model
         self.session = None
         self.runs: list[_Run] = []  # in the session's row order
+        self.waiting: list[Job] = []  # joined, prompt still being evaluated (chunked prefill)
+        self.prefill_chunk = prefill_chunk
 
     @property
     def rows(self) -> int:
         return sum(len(run.active) for run in self.runs)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.runs or self.waiting)
 
     def start(self, jobs: Sequence[Job]) -> list[_Run]:
         if self.session is not None:
@@ -274,10 +283,18 @@ class Driver:
         self.runs.extend(runs)
         return runs
 
-    def join(self, job: Job) -> _Run:
-        """Add ``job``; its rows take part from the next step."""
+    def join(self, job: Job) -> _Run | None:
+        """Add ``job``; its rows take part from the next step. A prompt longer than
+        ``prefill_chunk`` tokens joining a running session is evaluated a chunk per step first
+        (None is returned; the job's run appears in :attr:`runs` when its rows join)."""
         if self.session is None:
             return self.start([job])[0]
+        if len(job.prompt_ids) > self.prefill_chunk or self.waiting:
+            self.waiting.append(job)
+            return None
+        return self._extend(job)
+
+    def _extend(self, job: Job) -> _Run:
         run = _Run(job, self.model.vocab)
         clock = time.perf_counter()
         self.session.extend(job.prompt_ids, job.config.particles)
@@ -285,8 +302,22 @@ class Driver:
         self.runs.append(run)
         return run
 
+    def _prefill(self) -> None:
+        """One chunk of the oldest waiting prompt; its rows join once it is evaluated."""
+        job = self.waiting[0]
+        clock = time.perf_counter()
+        ready = self.model.prefill(job.prompt_ids, self.prefill_chunk)
+        job.stats.model_seconds += time.perf_counter() - clock
+        if ready:
+            self.waiting.pop(0)
+            self._extend(job)
+
     def step(self) -> list[_Run]:
         """One step of every job; returns the runs that finished (every particle done)."""
+        if self.waiting:
+            self._prefill()
+        if not self.runs:
+            return []
         started = time.perf_counter()
         logprobs = self.session.logprobs()
         model_seconds = time.perf_counter() - started
@@ -351,7 +382,7 @@ def run_smc_many(model: LanguageModel, jobs: Sequence[Job]) -> list[Particles]:
     driver = Driver(model)
     runs = driver.start(jobs)
     try:
-        while driver.runs:
+        while driver.busy:
             for run in driver.step():
                 if run.error is not None:
                     raise run.error

@@ -128,6 +128,30 @@ def test_rows_join_a_running_session(backend_model):
     session.close()
 
 
+def test_a_long_prompt_joins_after_a_chunked_prefill(backend_model):
+    """A prompt evaluated a few tokens per step, between steps of a running session, then
+    joins it: its rows match a fresh evaluation, and so do the running rows."""
+    model = backend_model
+    first = model.encode("The capital of France is")
+    long_prompt = model.encode("Once upon a time, in a land far away, there lived a very old king who")
+    session = model.open(first, 1)
+    calls = 0
+    while True:
+        calls += 1
+        ready = model.prefill(long_prompt, 5)
+        session.step(np.array([0]), np.array([11 + calls]))  # the running row goes on meanwhile
+        if ready:
+            break
+    assert calls >= (1 if model.backend == "hf" else len(long_prompt) // 5)
+    session.extend(long_prompt, 1)
+    got = session.logprobs()
+    for row, context in enumerate([first + [11 + k for k in range(1, calls + 1)], long_prompt]):
+        single = model.open(context, 1)
+        assert kl(single.logprobs()[0], got[row]) < REORDER_KL[model.backend], row
+        single.close()
+    session.close()
+
+
 def test_generate_regex_end_to_end(backend_model):
     model = backend_model
     constraint = awrs.Regex(DATE)

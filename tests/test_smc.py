@@ -323,6 +323,25 @@ def test_a_job_that_joins_a_running_driver_matches_its_exact_target():
         _assert_matches_exact_target(model, prompt, constraint, run.particles)
 
 
+def test_a_long_prompt_waits_for_its_prefill_then_joins():
+    from awrs.smc import Driver, Job
+
+    model = hashed_model(seed=14)
+    jobs = [Job([0], Regex(r"[ab]+c?"), AWRS(), SMCConfig(particles=2000, max_tokens=3), np.random.default_rng(0)),
+            Job([1, 2], Regex(r"(c|ab)+"), AWRS(), SMCConfig(particles=2000, max_tokens=3), np.random.default_rng(1))]
+    driver = Driver(model, prefill_chunk=1)
+    driver.start(jobs[:1])
+    driver.step()
+    assert driver.join(jobs[1]) is None and driver.waiting == [jobs[1]]  # 2 prompt tokens > 1
+    finished = driver.step()  # prefills, then the rows join and take this step
+    assert not driver.waiting and [r.job for r in driver.runs + finished][-1] is jobs[1]
+    runs = {id(r.job): r for r in driver.runs + finished}
+    while driver.busy:
+        for run in driver.step():
+            runs[id(run.job)] = run
+    _assert_matches_exact_target(model, [1, 2], Regex(r"(c|ab)+"), runs[id(jobs[1])].particles)
+
+
 def _half_dead_end_model():
     """'a' or 'b' first, each 0.5; after 'a' the model never says 'c', so under ``(a|b)c``
     every particle that took 'a' dead-ends at the next step; after 'b', 'c' is certain."""

@@ -77,6 +77,11 @@ class LanguageModel(ABC):
             raise ModelError(f"{self.name} cannot batch different prompts in one session")
         return self.open(first, int(sum(rows)))
 
+    def prefill(self, prompt_ids: Sequence[int], budget: int) -> bool:
+        """Evaluate at most ``budget`` more tokens of a prompt ahead of :meth:`DecodingSession.extend`;
+        True once it is ready. Backends without chunked prefill evaluate it in ``extend``."""
+        return True
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Token ids of a plain-text prompt, with the tokenizer's default special tokens."""

@@ -270,8 +270,16 @@ class LlamaCppModel(LanguageModel):
         pointer = self._lib.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(pointer, shape=(rows, self._n_vocab)).copy()
 
-    def _prompt_state(self, ids: tuple[int, ...]) -> np.ndarray:
-        """Make the prompt sequence hold ``ids``; its next-token log-probabilities (V,)."""
+    def prefill(self, prompt_ids: Sequence[int], budget: int) -> bool:
+        """Evaluate at most ``budget`` more tokens of a prompt; True once all are (chunked
+        prefill: a long prompt joins a running batch without stalling its rows for long)."""
+        return self._prompt_state(self._checked_prompt(prompt_ids), budget) is not None
+
+    def _prompt_state(self, ids: tuple[int, ...], budget: int | None = None) -> np.ndarray | None:
+        """Make the prompt sequence hold ``ids``; its next-token log-probabilities (V,).
+
+        With ``budget``, evaluate at most that many new tokens and return None if the prompt
+        is not finished (the sequence keeps what was evaluated; the next call continues)."""
         lib, seq = self._lib, self._prompt_seq
         if ids == self._prompt_tokens and self._prompt_logits is not None:
             return self._prompt_logits
@@ -287,8 +295,9 @@ class LlamaCppModel(LanguageModel):
             lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
             keep = 0
         LOG.mark()
-        for start in range(keep, len(ids), self.n_batch):
-            chunk = ids[start:start + self.n_batch]
+        end = len(ids) if budget is None else min(len(ids), keep + max(int(budget), 1))
+        for start in range(keep, end, self.n_batch):
+            chunk = ids[start:min(start + self.n_batch, end)]
             last = start + len(chunk) == len(ids)
             code = self._decode(
                 chunk, range(start, start + len(chunk)), [seq] * len(chunk),
@@ -297,6 +306,9 @@ class LlamaCppModel(LanguageModel):
             if code != 0:
                 lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
                 raise self._decode_error(code, f"evaluating the prompt ({len(ids)} tokens)")
+        if end < len(ids):
+            self._prompt_tokens = ids[:end]  # a prefix: the next call continues from here
+            return None
         self._prompt_tokens, self._prompt_logits = ids, log_softmax(self._logits(1))[0]
         return self._prompt_logits
 

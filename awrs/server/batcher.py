@@ -3,8 +3,9 @@
 HTTP handlers put :class:`Ticket` objects in the queue and await their futures. The worker
 runs one SMC session (:class:`awrs.smc.Driver`) for every running request and, before each
 model step, admits the pending tickets that fit under the particle cap (oldest first): their
-prompts are tokenized and evaluated and their rows join the session, so a request starts at
-the next step instead of waiting for the running ones to end (continuous batching). Requests
+prompts are tokenized and evaluated (a long one a chunk per step: chunked prefill) and their
+rows join the session, so a request starts at the next step instead of waiting for the
+running ones to end (continuous batching). Requests
 with different prompts, constraints and particle counts advance in one batched model call
 per step; a finished request leaves at once and its future gets its :class:`~awrs.Result`
 (or an :class:`~awrs.server.errors.ApiError`). The session closes when nothing runs.
@@ -108,7 +109,7 @@ class Batcher:
         self._running: list[Ticket] = []
         self._driver: Driver | None = None  # the running session, when requests are running
         self._session: dict = {}
-        self._tickets: dict[int, tuple[Ticket, object]] = {}  # id(run) -> (ticket, prepared request)
+        self._tickets: dict[int, tuple[Ticket, object]] = {}  # id(job) -> (ticket, prepared request)
         self.counters = {
             "batches": 0,
             "requests": 0,  # requests answered with a result
@@ -195,7 +196,7 @@ class Batcher:
                 stopping = self._stopping
             if stopping:  # running requests stop at one more step (should_stop) with what they have
                 try:
-                    if self._driver is not None and self._driver.runs:
+                    if self._driver is not None and self._driver.busy:
                         self._finish(self._driver.step())
                 finally:
                     self._abandon(ApiError(503, "the server is shutting down", code="shutting_down"))
@@ -204,12 +205,12 @@ class Batcher:
                 time.sleep(self.batch_window)  # let requests that arrive together start together
             try:
                 self._admit()
-                if self._driver is not None and self._driver.runs:
+                if self._driver is not None and self._driver.busy:
                     self._finish(self._driver.step())
             except Exception as err:  # never leave a future unresolved, never kill the worker
                 log.exception("a step failed")
                 self._abandon(_as_api_error(err))
-            if self._driver is not None and not self._driver.runs:
+            if self._driver is not None and not self._driver.busy:
                 self._close_session()
 
     def _admit(self) -> None:
@@ -251,16 +252,16 @@ class Batcher:
                                  "steps": 0, "started": time.perf_counter(), "tokens": 0}
                 self.counters["batches"] += 1
             try:
-                run = self._driver.join(prepared.job)
+                self._driver.join(prepared.job)
             except ModelError as err:
-                if self._driver.runs and "cannot add rows" in str(err):  # wait for an empty session
+                if self._driver.busy and "cannot add rows" in str(err):  # wait for an empty session
                     with self._cond:
                         self._pending.appendleft(ticket)
                     return
                 self._count_error()
                 _resolve(ticket, error=_as_api_error(err))
                 continue
-            self._tickets[id(run)] = (ticket, prepared)
+            self._tickets[id(prepared.job)] = (ticket, prepared)
             session = self._session
             session["requests"] += 1
             with self._cond:
@@ -286,7 +287,7 @@ class Batcher:
         """Answer the tickets whose runs just finished."""
         self._session["steps"] += 1
         for run in runs:
-            ticket, prepared = self._tickets.pop(id(run))
+            ticket, prepared = self._tickets.pop(id(run.job))
             with self._cond:
                 self._running.remove(ticket)
             if run.error is not None:  # this request's constraint failed; the others go on
