@@ -16,7 +16,7 @@
     awrs doctor [--no-backends]
 
 Model options (``cli_options.add_model_options``): --model PATH, --backend auto|hf|llamacpp,
---threads N, --n-ctx CELLS.
+--threads N, --n-ctx CELLS, --quant q4_1|q8_0|q4_0.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
 on stderr and exit code 2; never a traceback.

@@ -45,6 +45,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                         help="CPU threads for the llamacpp backend (default: all cores)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
+    parser.add_argument("--quant", choices=["q4_1", "q8_0", "q4_0"], default=None,
+                        help="llamacpp, embedded model: q4_1 reads the shipped file as it is; q8_0 or "
+                             "q4_0 a copy requantized once and cached (batched CPU kernels)")
 
 
 def run_reporting_errors(command: Callable[[], int]) -> int:
@@ -73,4 +76,6 @@ def load_model_from_args(args, backend: str | None = None):
             options["n_threads"] = args.threads
         if getattr(args, "n_ctx", None):
             options["n_ctx"] = args.n_ctx
+        if getattr(args, "quant", None) and args.model is None:
+            options["quant"] = args.quant
     return load_model(args.model, backend=backend, **options)

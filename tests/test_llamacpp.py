@@ -340,3 +340,26 @@ def test_auto_backend_picks_llamacpp_for_gguf_models_when_it_is_installed(tmp_pa
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
     assert _auto_backend(None) == "hf"
+
+
+def test_requantized_copies_are_cached_and_close_to_the_shipped_weights(cpp, tmp_path, monkeypatch):
+    """quant="q8_0": a copy requantized once (cached by the source's fingerprint) whose
+    next-token distributions stay within a small KL of the shipped Q4_1 file's."""
+    from awrs.models.embedded import requantized_gguf
+
+    monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path))
+    path = requantized_gguf("q8_0", verbose=False)
+    assert path.is_file() and path.parent.parent == tmp_path
+    stamp = path.stat().st_mtime_ns
+    assert requantized_gguf("Q8_0", verbose=False) == path and path.stat().st_mtime_ns == stamp  # cached
+    with pytest.raises(awrs.ModelError, match="unknown quantization"):
+        requantized_gguf("q3_k")
+    q8 = awrs.load_model(backend="llamacpp", quant="q8_0", n_threads=THREADS)
+    ids = cpp.encode("The capital of France is")
+    shipped, copy = cpp.open(ids, 1), q8.open(ids, 1)
+    assert kl(shipped.logprobs()[0], copy.logprobs()[0]) < 0.05
+    shipped.close()
+    copy.close()
+    q8.close()
+    with pytest.raises(awrs.ModelError, match="unknown quantization"):
+        awrs.load_model(backend="llamacpp", quant="fp4")

@@ -16,6 +16,8 @@ __all__ = ["DecodingSession", "LanguageModel", "TableModel", "load_model"]
 
 
 BACKENDS = ("auto", "hf", "llamacpp")
+#: the embedded model's weights on llama.cpp: "q4_1" is the shipped file as it is
+DEFAULT_QUANT = "q4_1"
 
 
 def load_model(
@@ -38,7 +40,10 @@ def load_model(
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
             8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
             cores), ``n_gpu_layers``, ``flash_attn``, ``log`` (print llama.cpp's log), ``name``;
-            see :class:`awrs.models.llamacpp.LlamaCppModel`.
+            see :class:`awrs.models.llamacpp.LlamaCppModel`. ``quant`` (embedded model only):
+            ``"q4_1"`` reads the shipped file as it is; ``"q8_0"`` or ``"q4_0"`` a copy
+            requantized once and cached (formats with batched CPU kernels; see
+            :func:`awrs.models.embedded.requantized_gguf`). Default: :data:`DEFAULT_QUANT`.
     """
     from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
 
@@ -47,7 +52,7 @@ def load_model(
     if backend == "auto":
         backend = _auto_backend(path)
         if backend == "hf":
-            for option in ("n_threads", "n_ctx"):  # settings only llama.cpp would use
+            for option in ("n_threads", "n_ctx", "quant"):  # settings only llama.cpp would use
                 backend_options.pop(option, None)
     if backend == "llamacpp":
         return _load_llamacpp(path, device=device, **backend_options)
@@ -121,17 +126,20 @@ def _checked_build(path):
 
 
 def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
-    from .embedded import EMBEDDED_NAME, embedded_gguf_path
+    from .embedded import EMBEDDED_NAME, embedded_gguf_path, requantized_gguf
     from .llamacpp import LlamaCppModel
 
-    allowed = {"n_ctx", "n_seq_max", "n_threads", "n_gpu_layers", "flash_attn", "name", "log"}
+    allowed = {"n_ctx", "n_seq_max", "n_threads", "n_gpu_layers", "flash_attn", "name", "log", "quant"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown llamacpp options {unknown}; allowed: {sorted(allowed)}")
     options.setdefault("n_gpu_layers", 0 if device == "cpu" else -1)
+    quant = str(options.pop("quant", DEFAULT_QUANT)).lower()
     if path is None:
         gguf = embedded_gguf_path()
         options.setdefault("name", EMBEDDED_NAME)
+        if quant not in ("q4_1", "shipped"):
+            gguf = requantized_gguf(quant, gguf)
     else:
         gguf = Path(path).expanduser()
         if not gguf.exists():

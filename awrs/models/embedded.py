@@ -105,3 +105,45 @@ def ensure_converted(gguf: Path, *, verbose: bool = True) -> Path:
             raise
         raise ModelError(f"could not convert {gguf}: {type(err).__name__}: {err}") from err
     return target
+
+
+#: llama.cpp quantization types that awrs can requantize the embedded model to
+REQUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+
+
+def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = True) -> Path:
+    """``gguf`` (default: the embedded file) requantized to ``kind`` for llama.cpp, cached.
+
+    The shipped Q4_1 file has no batched x86 kernel in llama.cpp, so a step's time grows with
+    its rows; Q8_0 and Q4_0 have one. Requantizing goes through the Q4_1 values, so the copy is
+    as close to the shipped weights as the format allows (``bench/requant.py`` measures it).
+    """
+    kind = kind.lower().split(" ")[0]
+    if kind not in REQUANT_TYPES:
+        raise ModelError(f"unknown quantization {kind!r}; choose one of {', '.join(REQUANT_TYPES)}")
+    source = gguf or embedded_gguf_path()
+    target = cache_dir() / "models" / f"{source.stem}.{kind}-{_fingerprint(source)}.gguf"
+    if target.is_file():
+        return target
+    if verbose:
+        print(f"awrs: requantizing {source.name} to {kind} once (a few seconds); cached in {target}",
+              file=sys.stderr)
+    from .llamacpp_lib import llama
+
+    lib = llama()
+    import ctypes
+
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = getattr(lib, REQUANT_TYPES[kind])
+    params.allow_requantize = True
+    params.nthread = max(os.cpu_count() or 1, 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        code = lib.llama_model_quantize(str(source).encode(), str(work).encode(), ctypes.byref(params))
+        if code != 0 or not work.is_file():
+            raise ModelError(f"llama.cpp could not requantize {source.name} to {kind} (code {code})")
+        work.replace(target)
+    finally:
+        work.unlink(missing_ok=True)
+    return target

@@ -422,7 +422,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
 def serve(
     model_path: str | None = None, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",
     device: str = "cpu", model_name: str | None = None, api_key: str | None = None,
-    log_level: str = "info", **limits,
+    log_level: str = "info", quant: str | None = None, **limits,
 ) -> None:
     """Load a model and serve it with uvicorn (loopback only unless ``host`` says otherwise).
 
@@ -434,6 +434,7 @@ def serve(
         log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
     from ..models import load_model
 
-    model = load_model(model_path, device=device, backend=backend)
+    options = {"quant": quant} if quant and model_path is None else {}
+    model = load_model(model_path, device=device, backend=backend, **options)
     app = create_app(model, limits=checked, model_name=model_name, api_key=api_key)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -46,6 +46,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["auto", "hf", "llamacpp"], default="auto",
                         help="model backend (default: auto, llama.cpp when installed, else hf)")
     parser.add_argument("--device", default="cpu", help="torch device for the hf backend (default: cpu)")
+    parser.add_argument("--quant", choices=["q4_1", "q8_0", "q4_0"], default=None,
+                        help="llamacpp, embedded model: the weights' format (see `awrs generate --help`)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
@@ -74,6 +76,6 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(
         args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
         model_name=args.served_model_name, api_key=args.api_key or os.environ.get("AWRS_API_KEY") or None,
-        log_level=args.log_level, **limits_from_args(args),
+        log_level=args.log_level, quant=args.quant, **limits_from_args(args),
     )
     return 0
