@@ -419,3 +419,24 @@ def test_generation_under_a_grammar_gives_only_parsable_texts():
         assert all(grammar.accepts(t) for t in result.posterior)
         for t in result.posterior:
             parser.parse(t)
+
+
+def test_cheap_grammar_checks_agree_with_advance():
+    """The grammar checker's accepts_token (llguidance's validate_tokens, no copy) gives the
+    same verdict as building the state, at random cuts of a long text, for every piece."""
+    import random
+
+    from awrs.constraints.base import DEAD
+    from awrs.vocab import Vocabulary
+
+    grammar = Grammar('start: sentence (" " sentence)*\nsentence: WORD (" " WORD)* "."\nWORD: /[a-z]+/')
+    text = " ".join("the quick brown fox jumps over the lazy dog." for _ in range(12)).encode()
+    pieces = (b" the", b"X", b" do", b". a", b"g.", b"g. t", b" ", b".", b"e", b"he", b"\xc3", b"ox j", b"<e>")
+    vocab = Vocabulary(pieces, frozenset({len(pieces) - 1}))
+    checker = grammar.compile(vocab)
+    assert checker.cheap_checks
+    rng = random.Random(0)
+    for cut in rng.sample(range(len(text)), 40):
+        state = grammar.advance(grammar.start(), text[:cut])
+        for token in range(len(pieces) - 1):
+            assert checker.accepts_token(state, token) == (grammar.advance(state, pieces[token]) is not DEAD)

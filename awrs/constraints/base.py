@@ -28,41 +28,18 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from ..errors import ConfigError
 from .checker import Checker
+from .dead import DEAD, State
 
 if TYPE_CHECKING:
     from ..vocab import Vocabulary
 
 
-class _Dead:
-    """Marker for a prefix that has no valid completion."""
-
-    _instance: _Dead | None = None
-
-    def __new__(cls) -> _Dead:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "DEAD"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "DEAD"
-
-
-DEAD: Final = _Dead()
-"""Returned by :meth:`Constraint.advance` when the text can no longer be completed."""
-
-State = Any
 
 _COMPILE_LOCK = threading.Lock()
 
@@ -264,9 +241,13 @@ class AllChecker(Checker):
     def __init__(self, constraint: All, vocab: Vocabulary) -> None:
         super().__init__(constraint, vocab)
         self.parts = tuple(c.compile(vocab) for c in constraint.parts)
+        self.cheap_checks = any(c.cheap_checks for c in self.parts)
         self.exact_masks = all(c.exact_masks for c in self.parts)
         costs = [c.mask_cost for c in self.parts if c.mask_cost != math.inf]
         self.mask_cost = sum(costs) if costs else math.inf
+
+    def accepts_token(self, state: State, token: int) -> bool:
+        return all(c.accepts_token(s, token) for c, s in zip(self.parts, state))
 
     def candidate_tokens(self, state: State) -> np.ndarray | None:
         return _intersection([c.candidate_tokens(s) for c, s in zip(self.parts, state)], unique=False)

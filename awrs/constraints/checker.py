@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .dead import DEAD, State
+
 if TYPE_CHECKING:
     from ..vocab import Vocabulary
-
-State = Any
 
 
 class ByteChecks(Protocol):
@@ -55,6 +55,9 @@ class Checker:
     exact_masks: bool = False
     #: What one :meth:`token_mask` costs, in token checks (``inf``: no mask engine).
     mask_cost: float = math.inf
+    #: :meth:`accepts_token` is much cheaper than building the state (samplers then check
+    #: candidates with it and build a state only for the token a particle keeps).
+    cheap_checks: bool = False
 
     def __init__(self, constraint: ByteChecks, vocab: Vocabulary) -> None:
         self.constraint = constraint
@@ -71,6 +74,10 @@ class Checker:
     def advance_token(self, state: State, token: int) -> State:
         """The state after a (non-EOS) token's bytes, or DEAD."""
         return self.advance(state, self.vocab.tokens[token])
+
+    def accepts_token(self, state: State, token: int) -> bool:
+        """Whether a (non-EOS) token may follow ``state``: ``advance_token(...) is not DEAD``."""
+        return self.advance_token(state, token) is not DEAD
 
     def candidate_tokens(self, state: State) -> np.ndarray | None:
         """A cheap hint: ids that may be accepted after ``state`` (EOS excluded), or None.

@@ -59,14 +59,15 @@ class TokenChecker:
     and timed in ``stats``.
     """
 
-    __slots__ = ("_after", "_checker", "_complete", "_state", "_stats", "_vocab", "spent")
+    __slots__ = ("_after", "_checker", "_complete", "_ok", "_state", "_stats", "_vocab", "spent")
 
     def __init__(self, checker: Checker, state: State, stats: Stats):
         self._checker = checker
         self._state = state
         self._vocab = checker.vocab
         self._stats = stats
-        self._after: dict[int, State] = {}
+        self._after: dict[int, State] = {}  # states built so far
+        self._ok: dict[int, bool] = {}  # verdicts so far
         self._complete: bool | None = None
         self.spent = 0.0  # seconds of token checks so far (reported, never used to decide)
 
@@ -122,28 +123,38 @@ class TokenChecker:
     def __call__(self, token: int) -> bool:
         if token in self._vocab.eos_ids:
             return self.is_complete()
-        after = self._after.get(token)
-        if after is None:
+        known = self._ok.get(token)
+        if known is None:
             started = time.perf_counter()
-            after = self._checker.advance_token(self._state, token)
+            if self._checker.cheap_checks:  # check only; the kept token's state comes later
+                known = self._checker.accepts_token(self._state, token)
+            else:
+                after = self._checker.advance_token(self._state, token)
+                self._after[token] = after
+                known = after is not DEAD
             elapsed = time.perf_counter() - started
             self.spent += elapsed
             self._stats.record_check(elapsed)
             self._stats.constraint_checks += 1
-            self._after[token] = after
-        return after is not DEAD
+            self._ok[token] = known
+        return known
 
     def rejected(self) -> list[int]:
         """The non-EOS tokens checked and rejected so far."""
-        return [token for token, after in self._after.items() if after is DEAD]
+        return [token for token, ok in self._ok.items() if not ok]
 
     def state_after(self, token: int) -> State:
         """The constraint state after an accepted token (unchanged for EOS)."""
         if token in self._vocab.eos_ids:
             return self._state
-        if token not in self._after:
+        if token not in self._ok:
             self(token)
-        return self._after[token]
+        after = self._after.get(token)
+        if after is None:
+            started = time.perf_counter()
+            after = self._after[token] = self._checker.advance_token(self._state, token)
+            self._stats.constraint_seconds += time.perf_counter() - started
+        return after
 
 
 def _only(mass: np.ndarray, tokens: np.ndarray) -> np.ndarray:

@@ -247,6 +247,9 @@ class GrammarChecker(Checker):
 
     exact_masks = True
     mask_cost = GRAMMAR_MASK_COST
+    # A check asks the state's matcher how many bytes it would take (no copy: a few us); a
+    # new state copies the matcher, whose Earley chart grows with the text.
+    cheap_checks = True
 
     def __init__(self, constraint: Grammar, vocab: Vocabulary) -> None:
         super().__init__(constraint, vocab)
@@ -265,6 +268,14 @@ class GrammarChecker(Checker):
         self._longest_token = max((len(t) for t in vocab.tokens), default=1)
         self._special = np.fromiter(vocab.special_ids, dtype=np.int64)
         self._lock = threading.Lock()
+
+    def accepts_token(self, state: State, token: int) -> bool:
+        data = self.vocab.tokens[token]
+        if not data:
+            return True
+        if self._empty_language:
+            return False
+        return state._matcher.validate_tokens(list(data)) == len(data)
 
     def token_mask(self, state: State) -> np.ndarray | None:
         if self._empty_language:

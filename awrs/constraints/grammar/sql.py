@@ -203,6 +203,10 @@ class SqlChecker(Checker):
     def __init__(self, constraint: Sql, vocab: Vocabulary) -> None:
         super().__init__(constraint, vocab)
         self._grammar = constraint.grammar.compile(vocab)
+        self.cheap_checks = self._grammar.cheap_checks
+
+    def accepts_token(self, state: State, token: int) -> bool:
+        return self._grammar.accepts_token(state[0], token)
 
     def token_mask(self, state: State) -> np.ndarray | None:
         return self._grammar.token_mask(state[0])
