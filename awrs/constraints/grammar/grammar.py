@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 # would turn "too much work" into a rejection, which the contract forbids.
 MAX_ITEMS_IN_ROW = 1_000_000
 # A token mask replays the text through llguidance and scans the vocabulary: 5-160 ms at 49k
-# tokens, against ~20 us a check (see Constraint.mask_cost).
+# tokens, against ~20 us a check (see Checker.mask_cost).
 GRAMMAR_MASK_COST = 2048.0
 STEP_MAX_ITEMS = 10_000_000
 REPLAY_CACHE = 256  # token matchers kept per checker, by text
