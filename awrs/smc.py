@@ -32,7 +32,7 @@ import numpy as np
 
 from .constraints.base import Constraint, State, split_utf8
 from .errors import ConfigError, ModelError
-from .models.base import LanguageModel
+from .models.base import LanguageModel, RowsNotExtendable
 from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
 from .sampling.draw import NO_TOKEN
 from .sampling.samplers import TokenChecker, TokenSampler
@@ -289,6 +289,8 @@ class Driver:
         (None is returned; the job's run appears in :attr:`runs` when its rows join)."""
         if self.session is None:
             return self.start([job])[0]
+        if not self.session.extendable:
+            raise RowsNotExtendable(f"{self.model.name} cannot add rows to a running session")
         if len(job.prompt_ids) > self.prefill_chunk or self.waiting:
             self.waiting.append(job)
             return None
@@ -302,22 +304,31 @@ class Driver:
         self.runs.append(run)
         return run
 
-    def _prefill(self) -> None:
-        """One chunk of the oldest waiting prompt; its rows join once it is evaluated."""
+    def _prefill(self) -> _Run | None:
+        """One chunk of the oldest waiting prompt; its rows join once it is evaluated. If
+        evaluating or adding it fails, only that job ends: its run, with ``error``, is returned."""
         job = self.waiting[0]
         clock = time.perf_counter()
-        ready = self.model.prefill(job.prompt_ids, self.prefill_chunk)
-        job.stats.model_seconds += time.perf_counter() - clock
+        try:
+            ready = self.model.prefill(job.prompt_ids, self.prefill_chunk)
+            job.stats.model_seconds += time.perf_counter() - clock
+            if ready:
+                self._extend(job)
+        except Exception as err:  # e.g. a full KV cache: the running rows are untouched
+            self.waiting.pop(0)
+            run = _Run(job, self.model.vocab)
+            run.error = err
+            run.stop(f"failed: {type(err).__name__}: {err}")
+            return run
         if ready:
             self.waiting.pop(0)
-            self._extend(job)
+        return None
 
     def step(self) -> list[_Run]:
         """One step of every job; returns the runs that finished (every particle done)."""
-        if self.waiting:
-            self._prefill()
+        failed = self._prefill() if self.waiting else None
         if not self.runs:
-            return []
+            return [failed] if failed else []
         started = time.perf_counter()
         logprobs = self.session.logprobs()
         model_seconds = time.perf_counter() - started
@@ -356,7 +367,7 @@ class Driver:
             if len(run.active):
                 run.job.stats.model_calls += 1
         self.runs = owners
-        return done
+        return done + ([failed] if failed else [])
 
     def close(self) -> None:
         if self.session is not None:

@@ -342,6 +342,39 @@ def test_a_long_prompt_waits_for_its_prefill_then_joins():
     _assert_matches_exact_target(model, [1, 2], Regex(r"(c|ab)+"), runs[id(jobs[1])].particles)
 
 
+def test_a_joining_prompt_that_fails_ends_only_its_own_job():
+    """A prefill or extend that fails (say, a full KV cache) fails the joining job; the running
+    one goes on. A backend whose sessions cannot take rows says so at join time."""
+    from awrs.models.base import RowsNotExtendable
+    from awrs.smc import Driver, Job
+
+    class FullCache(type(hashed_model(seed=3))):
+        def prefill(self, prompt_ids, budget):
+            raise awrs.ModelError("the KV cache is full")
+
+    model = hashed_model(seed=3)
+    model.__class__ = FullCache
+    running = Job([0], Regex(r"[ab]+c?"), AWRS(), SMCConfig(particles=4, max_tokens=3), np.random.default_rng(0))
+    joining = Job([1, 2], Regex(r"(c|ab)+"), AWRS(), SMCConfig(particles=4, max_tokens=3), np.random.default_rng(1))
+    driver = Driver(model, prefill_chunk=1)
+    (first,) = driver.start([running])
+    assert driver.join(joining) is None
+    finished = driver.step()
+    failed = [run for run in finished if run.job is joining]
+    assert len(failed) == 1 and isinstance(failed[0].error, awrs.ModelError) and not driver.waiting
+    assert first in driver.runs or first in finished  # the running job was stepped, not failed
+    assert first.error is None
+    while driver.busy:
+        driver.step()
+    assert np.isfinite(first.particles.log_weights).any()
+
+    driver = Driver(model)
+    driver.start([Job([0], Regex("a"), AWRS(), SMCConfig(particles=2, max_tokens=2), np.random.default_rng(0))])
+    driver.session.extendable = False
+    with pytest.raises(RowsNotExtendable):
+        driver.join(Job([0], Regex("a"), AWRS(), SMCConfig(particles=2, max_tokens=2), np.random.default_rng(1)))
+
+
 def _half_dead_end_model():
     """'a' or 'b' first, each 0.5; after 'a' the model never says 'c', so under ``(a|b)c``
     every particle that took 'a' dead-ends at the next step; after 'b', 'c' is certain."""

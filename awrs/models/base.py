@@ -25,8 +25,15 @@ from ..vocab import Vocabulary
 Message = dict  # {"role": ..., "content": ...}
 
 
+class RowsNotExtendable(ModelError):
+    """This backend's sessions cannot take new rows while they run (no continuous batching)."""
+
+
 class DecodingSession(ABC):
     """Batched, KV-cached decoding of several rows that share one prompt."""
+
+    #: :meth:`extend` works (rows of a new prompt may join between steps)
+    extendable: bool = False
 
     @property
     @abstractmethod
@@ -45,7 +52,7 @@ class DecodingSession(ABC):
         """Add ``rows`` rows continuing ``prompt_ids`` after the existing rows; their
         next-token log-probabilities join :meth:`logprobs` (continuous batching: a request
         joins a running session between steps). Backends that cannot raise ModelError."""
-        raise ModelError(f"{type(self).__name__} cannot add rows to a running session")
+        raise RowsNotExtendable(f"{type(self).__name__} cannot add rows to a running session")
 
     def close(self) -> None:
         """Free the session's memory early (optional)."""

@@ -172,6 +172,8 @@ class HFSession(DecodingSession):
     """Rows of KV cache in lock step. With ``mask`` (rows of different prompts, left-padded),
     every forward pass carries the attention mask and each row's own positions."""
 
+    extendable = True
+
     def __init__(
         self, model: HFModel, cache, prompt_logprobs: torch.Tensor, rows: int, length: int,
         mask: torch.Tensor | None = None, next_position: torch.Tensor | None = None,

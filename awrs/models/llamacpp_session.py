@@ -44,6 +44,8 @@ class Engine(Protocol):
 class LlamaCppSession(DecodingSession):
     """Rows of one prompt; row ``i`` is llama.cpp sequence ``self._seqs[i]``."""
 
+    extendable = True
+
     def __init__(self, model: Engine, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray):
         self._model = model
         self._seqs = seqs

@@ -109,6 +109,8 @@ class TableModel(LanguageModel):
 
 
 class _TableSession(DecodingSession):
+    extendable = True
+
     def __init__(self, model: TableModel, contexts: list[Context]):
         self._model = model
         self._contexts = contexts

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ConfigError, ConstraintError, ModelError
 from ..generate import prepare
-from ..models.base import LanguageModel
+from ..models.base import LanguageModel, RowsNotExtendable
 from ..result import Result
 from ..smc import Driver
 from .errors import ApiError
@@ -226,8 +226,8 @@ class Batcher:
                     _resolve(ticket, error=ApiError(499, ticket.cancelled, code="cancelled"))
                     continue
             try:
-                self._tokenize(ticket)
-                prepared = prepare(self.model, self._request(ticket))
+                if ticket.prompt_ids is None:  # a ticket put back to wait for room keeps its ids
+                    self._tokenize(ticket)
             except Exception as err:  # noqa: BLE001 -- this request's error, not the server's
                 self._count_error()
                 _resolve(ticket, error=_as_api_error(err))
@@ -242,6 +242,12 @@ class Batcher:
                     400, f"the prompt and {ticket.particles} particles of max_tokens need more than the "
                     f"model's {self.max_cells} KV cells", param="max_tokens", code="context_length_exceeded"))
                 continue
+            try:
+                prepared = prepare(self.model, self._request(ticket))
+            except Exception as err:  # noqa: BLE001 -- this request's error, not the server's
+                self._count_error()
+                _resolve(ticket, error=_as_api_error(err))
+                continue
             ticket.started = time.monotonic()
             if prepared.method == "rejection":  # attempts start over: not a session's rows
                 self._run_alone(ticket, prepared)
@@ -253,11 +259,11 @@ class Batcher:
                 self.counters["batches"] += 1
             try:
                 self._driver.join(prepared.job)
+            except RowsNotExtendable:  # this backend batches only requests that start together
+                with self._cond:
+                    self._pending.appendleft(ticket)
+                return
             except ModelError as err:
-                if self._driver.busy and "cannot add rows" in str(err):  # wait for an empty session
-                    with self._cond:
-                        self._pending.appendleft(ticket)
-                    return
                 self._count_error()
                 _resolve(ticket, error=_as_api_error(err))
                 continue
