@@ -104,6 +104,33 @@ def test_session_reorder_matches_fresh_evaluation(backend_model):
     session.close()
 
 
+def test_rows_with_one_history_are_evaluated_once(backend_model):
+    """Rows whose token histories are equal (resampled copies drawing the same token) share one
+    evaluation on llama.cpp; every row still matches a fresh evaluation of its own context,
+    also after rows that shared cells diverge."""
+    model = backend_model
+    prompt = model.encode("The capital of France is")
+    session = model.open(prompt, 4)
+    session.step(np.array([0, 1, 2, 3]), np.array([11, 11, 11, 198]))  # 2 histories
+    session.step(np.array([0, 0, 1, 3]), np.array([5, 5, 5, 6]))  # rows 0-2 share one again: 2
+    session.step(np.array([0, 1, 2, 3]), np.array([7, 8, 7, 7]))  # rows 0 and 2 share: 3
+    if model.backend == "llamacpp":
+        assert session.evaluated == 7
+    got = session.logprobs()
+    assert np.array_equal(got[0], got[2])
+    contexts = [[11, 5, 7], [11, 5, 8], [11, 5, 7], [198, 6, 7]]
+    session.step(np.array([0, 1, 2, 3]), np.array([9, 9, 10, 9]))  # rows 0 and 2 part ways
+    if model.backend == "llamacpp":
+        assert session.evaluated == 11
+    after = session.logprobs()
+    for row, (context, extra) in enumerate(zip(contexts, [9, 9, 10, 9])):
+        for logprobs, tail in ((got[row], []), (after[row], [extra])):
+            single = model.open(prompt + context + tail, 1)
+            assert kl(single.logprobs()[0], logprobs) < REORDER_KL[model.backend], (row, tail)
+            single.close()
+    session.close()
+
+
 def test_rows_join_a_running_session(backend_model):
     """Continuous batching: a longer and a shorter prompt join a session between steps; every
     row, old and new, then matches a fresh evaluation of its own context."""

@@ -152,7 +152,8 @@ class LlamaCppModel(LanguageModel):
         self.n_ctx = int(lib.llama_n_ctx(ctx))
         self.max_rows, self.max_cells = self.n_seq_max, self.n_ctx
         self.n_batch = int(lib.llama_n_batch(ctx))  # llama.cpp caps it at n_ctx
-        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        # a token may belong to every row that shares its history (one evaluation for all)
+        self._batch = lib.llama_batch_init(self.n_batch, 0, self.n_seq_max + 1)
         self._finalizer = weakref.finalize(self, _free_model, lib, model, ctx, self._batch)
 
         self._vocab_p = lib.llama_model_get_vocab(model)
@@ -244,16 +245,25 @@ class LlamaCppModel(LanguageModel):
         if not self._finalizer.alive:
             raise ModelError(f"{self.name} was closed; load it again")
 
-    def _decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
+    def _decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int | Sequence[int]],
                 outputs: Sequence[bool]) -> int:
+        """One ``llama_decode``; ``seqs[i]`` is the sequence id of token ``i``, or the ids of
+        every sequence it extends (sequences with identical histories share one evaluation)."""
         lib, batch = self._lib, self._batch
         n = len(tokens)
         batch.n_tokens = n
         for i in range(n):
             batch.token[i] = tokens[i]
             batch.pos[i] = positions[i]
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seqs[i]
+            owners = seqs[i]
+            if isinstance(owners, int):
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = owners
+            else:
+                batch.n_seq_id[i] = len(owners)
+                row = batch.seq_id[i]
+                for k, s in enumerate(owners):
+                    row[k] = s
             batch.logits[i] = outputs[i]
         return int(lib.llama_decode(self._ctx, batch))
 
@@ -348,7 +358,8 @@ class LlamaCppModel(LanguageModel):
         for ids, n in zip(checked, counts):
             self._add_rows(ids, n, seqs, lengths, logprobs)
         table = np.stack(logprobs) if logprobs else np.zeros((0, self._n_vocab), dtype=np.float32)
-        return LlamaCppSession(self, seqs, np.array(lengths, dtype=np.int64), table)
+        histories = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        return LlamaCppSession(self, seqs, np.array(lengths, dtype=np.int64), table, histories)
 
     def _add_rows(self, ids: tuple[int, ...], n: int, seqs: list[int], lengths: list[int],
                   logprobs: list[np.ndarray]) -> None:

@@ -2,8 +2,11 @@
 
 ``step(parents, tokens)`` re-maps sequence ids (a row's first child keeps its id, further
 children get ids the parent's cells are copied to, childless rows are freed), then one
-``llama_decode`` evaluates one token per row. Ids come from the model's
-:class:`~awrs.models.llamacpp_pool.SequencePool`.
+``llama_decode`` evaluates the new tokens. Rows whose token histories are identical (resampled
+copies that drew the same token, or every row while the constraint forces the text) are
+evaluated once: their token is one batch entry tagged with all their sequence ids, so it
+fills one KV cell and one row of logits. A step costs what its distinct histories cost, not
+its rows. Ids come from the model's :class:`~awrs.models.llamacpp_pool.SequencePool`.
 """
 
 from __future__ import annotations
@@ -46,11 +49,16 @@ class LlamaCppSession(DecodingSession):
 
     extendable = True
 
-    def __init__(self, model: Engine, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray):
+    def __init__(self, model: Engine, seqs: list[int], lengths: np.ndarray, logprobs: np.ndarray,
+                 histories: np.ndarray):
         self._model = model
         self._seqs = seqs
         self._lengths = lengths  # tokens in each row (prompt included)
         self._logprobs = logprobs
+        # rows with equal numbers have identical token histories (numbers are per session)
+        self._histories = np.asarray(histories, dtype=np.int64)
+        self._next_history = int(self._histories.max()) + 1 if len(self._histories) else 0
+        self.evaluated = 0  # tokens evaluated by step() so far (rows sharing a history count once)
         self._broken: str | None = None
         # an unclosed session hands its ids back when collected (freed at the next open/step)
         self._finalizer = model.pool.adopt(self, seqs)
@@ -78,6 +86,8 @@ class LlamaCppSession(DecodingSession):
         self._finalizer.detach()
         self._finalizer = model.pool.adopt(self, self._seqs)
         self._lengths = np.concatenate([self._lengths, np.array(lengths, dtype=np.int64)])
+        self._histories = np.concatenate([self._histories, np.full(len(seqs), self._next_history, dtype=np.int64)])
+        self._next_history += 1
         if logprobs:
             self._logprobs = np.concatenate([self._logprobs, np.stack(logprobs)])
 
@@ -130,15 +140,27 @@ class LlamaCppSession(DecodingSession):
         if rows == 0:
             self._logprobs = np.zeros((0, model._n_vocab), dtype=np.float32)
             self._lengths = positions
+            self._histories = np.zeros(0, dtype=np.int64)
             return
+        # one evaluation per distinct (history, token): equal histories have equal positions
+        keys = self._histories[parents] * model._n_vocab + tokens
+        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        owners: list[list[int]] = [[] for _ in range(len(distinct))]
+        for row, group in enumerate(inverse.tolist()):
+            owners[group].append(self._seqs[row])
         LOG.mark()
-        code = model._decode(tokens.tolist(), positions.tolist(), self._seqs, [True] * rows)
+        code = model._decode(tokens[first].tolist(), positions[first].tolist(),
+                             [o[0] if len(o) == 1 else o for o in owners], [True] * len(distinct))
         if code != 0:
             self._broken = str(model._decode_error(code, f"extending {rows} rows to {longest + 1} tokens"))
             self.close()
             raise ModelError(self._broken)
+        self.evaluated += len(distinct)
         self._lengths = positions + 1
-        self._logprobs = log_softmax(model._logits(rows))
+        self._histories = self._next_history + inverse.astype(np.int64)
+        self._next_history += len(distinct)
+        logprobs = log_softmax(model._logits(len(distinct)))
+        self._logprobs = logprobs if len(distinct) == rows and (inverse == np.arange(rows)).all() else logprobs[inverse]
 
     def close(self) -> None:
         if self._finalizer.detach() is not None:
