@@ -34,7 +34,7 @@ from .constraints.base import Constraint, State, split_utf8
 from .errors import ConfigError, ModelError
 from .models.base import LanguageModel, RowsNotExtendable
 from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
-from .sampling.draw import NO_TOKEN
+from .sampling.draw import NO_TOKEN, block_sums
 from .sampling.samplers import TokenChecker, TokenSampler
 from .stats import Stats
 from .vocab import Vocabulary
@@ -103,22 +103,24 @@ class SMCConfig:
 
 
 def token_masses(logprobs: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Absolute next-token probabilities (special non-EOS tokens set to 0) and their row cumsums.
+    """Absolute next-token probabilities (special non-EOS tokens set to 0) and their block sums
+    (:func:`~awrs.sampling.draw.block_sums`, what the samplers draw from).
 
-    (n, V) float64 each. The masses are not renormalised: the mass removed with the special
-    tokens stays out of every weight, which is what targets text without control tokens.
+    (n, V) and (n, blocks) float64. The masses are not renormalised: the mass removed with the
+    special tokens stays out of every weight, which is what targets text without control tokens.
     """
     mass = np.exp(logprobs, dtype=np.float64)
     if len(vocab.blocked_array):
         mass[:, vocab.blocked_array] = 0.0
-    cumsum = np.cumsum(mass, axis=1)
-    if cumsum.shape[1] and not np.isfinite(cumsum[:, -1]).all():  # NaN anywhere reaches the end
-        rows = np.flatnonzero(~np.isfinite(cumsum[:, -1])).tolist()
+    blocks = block_sums(mass)
+    totals = blocks.sum(axis=1)
+    if not np.isfinite(totals).all():  # NaN anywhere reaches the total
+        rows = np.flatnonzero(~np.isfinite(totals)).tolist()
         raise ModelError(
             f"the model returned NaN or infinite log-probabilities for rows {rows[:8]}: its weights "
             "or arithmetic are broken (try the other backend, or --backend hf)"
         )
-    return mass, cumsum
+    return mass, blocks
 
 
 def _checked_score(critic: Critic, text: str, finished: bool) -> float:
@@ -177,7 +179,7 @@ class _Run:
         job, particles, vocab, stats = self.job, self.particles, self.vocab, self.job.stats
         config, sampler, rng = job.config, job.sampler, job.rng
         eos = vocab.eos_array
-        mass, cumsum = token_masses(logprobs, vocab)
+        mass, blocks = token_masses(logprobs, vocab)
         drawn: dict[int, tuple[int, list[int]]] | None = {} if job.on_step is not None else None
         for row, i in enumerate(self.active):
             checker = TokenChecker(self.checker, particles.states[i], stats)
@@ -185,7 +187,7 @@ class _Run:
             if at_limit:
                 draw = sampler.force_eos(mass[row], checker, eos, rng)
             else:
-                draw = sampler.propose(mass[row], cumsum[row], checker, rng)
+                draw = sampler.propose(mass[row], blocks[row], checker, rng)
             stats.rejections += draw.rejections
             if drawn is not None:
                 drawn[int(i)] = (int(draw.token), checker.rejected())

@@ -66,7 +66,7 @@ class Recorder(TokenSampler):
     def __init__(self, out: list, limit: int) -> None:
         self.out, self.limit, self.inner = out, limit, AWRS("lcd", masks="never")
 
-    def propose(self, mass, cumsum, accept, rng):
+    def propose(self, mass, blocks, accept, rng):
         if len(self.out) < self.limit:
             candidates = accept.candidates()
             ids = np.flatnonzero(mass > 0) if candidates is None else np.unique(candidates)
@@ -75,7 +75,7 @@ class Recorder(TokenSampler):
             accepted = ids[valid]
             if len(accepted) and mass[accepted].sum() > 0:
                 self.out.append((mass.copy(), accepted))
-        return self.inner.propose(mass, cumsum, accept, rng)
+        return self.inner.propose(mass, blocks, accept, rng)
 
 
 def collect(model, per_task: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

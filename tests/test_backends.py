@@ -266,14 +266,14 @@ def test_awrs_is_exact_on_the_real_next_token_distribution(backend_model):
     constraint = awrs.Regex(r" ?[0-9]{1,4}( [a-z]+)?")
     prompt = model.prompt_ids("How many legs does a spider have?", chat=True)
     session = model.open(prompt, 1)
-    mass, cumsum = token_masses(session.logprobs(), model.vocab)
+    mass, blocks = token_masses(session.logprobs(), model.vocab)
     session.close()
     state = constraint.start()
     checker = TokenChecker(constraint.compile(model.vocab), state, Stats())
     allowed = np.array([checker(t) for t in range(len(model.vocab))])
     z = float(mass[0][allowed].sum())
     assert 0 < z < 1
-    exact = Masking(weighted=True).propose(mass[0], cumsum[0], TokenChecker(constraint.compile(model.vocab), state, Stats()),
+    exact = Masking(weighted=True).propose(mass[0], blocks[0], TokenChecker(constraint.compile(model.vocab), state, Stats()),
                                            np.random.default_rng(0))
     assert exact.log_weight == pytest.approx(math.log(z), rel=1e-9)
 
@@ -282,7 +282,7 @@ def test_awrs_is_exact_on_the_real_next_token_distribution(backend_model):
     counts: dict[int, int] = {}
     weights = np.empty(n)
     for k in range(n):
-        draw = AWRS().propose(mass[0], cumsum[0], TokenChecker(constraint.compile(model.vocab), state, Stats()), rng)
+        draw = AWRS().propose(mass[0], blocks[0], TokenChecker(constraint.compile(model.vocab), state, Stats()), rng)
         counts[draw.token] = counts.get(draw.token, 0) + 1
         weights[k] = math.exp(draw.log_weight)
     assert weights.mean() == pytest.approx(z, abs=5 * weights.std() / math.sqrt(n) + 1e-12)

@@ -164,7 +164,7 @@ def test_awrs_with_masks_is_properly_weighted(name, exact):
     n = 40_000
     counts, weighted, stats = np.zeros(len(MASS)), np.zeros(len(MASS)), Stats()
     for _ in range(n):
-        draw = sampler.propose(MASS, np.cumsum(MASS), TokenChecker(constraint.compile(VOCAB), state, stats), rng)
+        draw = sampler.propose(MASS, None, TokenChecker(constraint.compile(VOCAB), state, stats), rng)
         counts[draw.token] += 1
         weighted[draw.token] += math.exp(draw.log_weight)
     for token in range(len(MASS)):
@@ -226,7 +226,7 @@ def test_auto_reuses_the_masks_a_run_has_computed():
     assert not sampler._mask_first(first)
     sampler.remember_mask(first)
     second = TokenChecker(constraint.compile(vocab), constraint.start(), Stats())
-    draw = sampler.propose(mass, np.cumsum(mass), second, rng)
+    draw = sampler.propose(mass, None, second, rng)
     assert draw.token == 0 and draw.log_weight == pytest.approx(math.log(0.05))  # exact weight
     assert second._stats.constraint_checks <= 2 and second._stats.masks == 1  # the token, is_complete
 
@@ -304,7 +304,7 @@ def test_grammar_masks_with_a_vocabulary_lacking_single_bytes():
     stats = Stats()
     for seed in range(20):
         checker = TokenChecker(grammar.compile(vocab), unspellable, stats)
-        draw = AWRS(masks="always").propose(mass, np.cumsum(mass), checker, np.random.default_rng(seed))
+        draw = AWRS(masks="always").propose(mass, None, checker, np.random.default_rng(seed))
         assert draw.token in (4, 5, 6, 7) and math.isfinite(draw.log_weight)  # a, ab, " FROM", " "
     assert stats.masks == 0
 

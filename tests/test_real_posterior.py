@@ -165,10 +165,12 @@ def test_awrs_smc_matches_the_exact_posterior(case, masks):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("masks", ["auto", "never"])
 def test_the_papers_two_loop_estimator_matches_too(case, masks):
-    """The other estimator kept for comparison, at the issue's 8 runs x 64 particles. (Under
+    """The other estimator kept for comparison, at 16 runs x 64 particles like the default (at
+    8 runs its heavy-tailed log-ML sat at the tolerance's edge: seeds 0-7 passed or failed with
+    the random stream, e.g. mean exp 0.75-1.11 over four sets of 8 seeds). (Under
     ``masks="always"`` a regex's exact masks give exact weights and no estimator runs: see
     the next test.) The remainder estimator is not asserted: it fails these checks, below."""
-    assert posterior_problems(case, masks=masks, estimator="two-loop", runs=8) == []
+    assert posterior_problems(case, masks=masks, estimator="two-loop") == []
 
 
 def test_with_exact_masks_no_estimator_runs():

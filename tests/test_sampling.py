@@ -40,6 +40,42 @@ def test_mass_drawer_order_is_sampling_without_replacement():
         assert within(count / n, truth, math.sqrt(truth * (1 - truth) / n)), (a, b)
 
 
+@pytest.mark.parametrize("size", [256 * 3, 700])  # whole blocks, and a short last block
+def test_mass_drawer_across_blocks_is_sampling_without_replacement(size):
+    """Over several blocks of summed mass: the first two draws follow p(a) p(b) / (1 - p(a)),
+    with most mass in a few tokens spread over different blocks and a tail of tiny masses."""
+    rng = np.random.default_rng(5)
+    mass = rng.random(size) * 1e-4
+    heavy = [3, 300, size - 1, 520 % size]
+    mass[heavy] = [0.3, 0.25, 0.2, 0.15]
+    mass /= mass.sum()
+    n = 60_000
+    pairs: dict[tuple[int, int], int] = {}
+    for _ in range(n):
+        d = MassDrawer(mass, rng)
+        a = d.draw()
+        d.remove(a)
+        b = d.draw()
+        if a in heavy and b in heavy:
+            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    assert len(pairs) == 12
+    for (a, b), count in pairs.items():
+        truth = mass[a] * mass[b] / (1 - mass[a])
+        assert within(count / n, truth, math.sqrt(truth * (1 - truth) / n)), (a, b)
+
+
+def test_mass_drawer_removes_all_of_a_block_exactly():
+    """Removing every token of a block leaves exactly the other blocks' mass (no drift from
+    subtracting), and draws never land in the emptied block."""
+    mass = np.full(1024, 1e-3)
+    mass[:256] = np.linspace(1.0, 2.0, 256)
+    d = MassDrawer(mass, np.random.default_rng(4))
+    for token in range(256):
+        d.remove(token)
+    assert d.remaining == pytest.approx(768e-3, rel=1e-12)
+    assert all(d.draw() >= 256 for _ in range(200))
+
+
 def test_mass_drawer_exhausts_and_rebuilds():
     mass = np.array([0.7, 0.2, 0.0, 0.1])
     d = MassDrawer(mass, np.random.default_rng(1))
@@ -91,9 +127,9 @@ def test_awrs_frequencies_and_weights_by_monte_carlo(estimator):
     counts = np.zeros(len(mass))
     weighted = np.zeros(len(mass))
     weighted_sq = np.zeros(len(mass))
-    cumsum = np.cumsum(mass)
+    blocks = None
     for _ in range(n):
-        draw = estimator(MassDrawer(mass, rng, cumsum), accepted.__contains__)
+        draw = estimator(MassDrawer(mass, rng, blocks), accepted.__contains__)
         w = math.exp(draw.log_weight)
         counts[draw.token] += 1
         weighted[draw.token] += w
@@ -121,9 +157,9 @@ def test_long_rejection_runs_switch_to_a_precomputed_order_without_bias(estimato
     accepted = {300, 301}
     n = 3000
     hits, weights = 0, []
-    cumsum = np.cumsum(mass)
+    blocks = None
     for _ in range(n):
-        draw = estimator(MassDrawer(mass, rng, cumsum), accepted.__contains__)
+        draw = estimator(MassDrawer(mass, rng, blocks), accepted.__contains__)
         hits += draw.token == 300
         weights.append(math.exp(draw.log_weight))
     weights = np.array(weights)
@@ -141,9 +177,9 @@ def test_awrs_is_robust_when_almost_all_mass_is_rejected():
     z = mass[list(accepted)].sum()
     assert z < 5e-4
     weights = []
-    cumsum = np.cumsum(mass)
+    blocks = None
     for _ in range(150):
-        draw = remainder(MassDrawer(mass, rng, cumsum), accepted.__contains__)
+        draw = remainder(MassDrawer(mass, rng, blocks), accepted.__contains__)
         assert draw.token in accepted and math.isfinite(draw.log_weight)
         weights.append(math.exp(draw.log_weight))
     weights = np.array(weights)
@@ -167,13 +203,13 @@ def test_masking_and_awrs_give_the_same_local_distribution():
     # After "a": 'a', 'b', 'ab' and EOS are valid, 'c' is not.
     valid = [0, 1, 2, 4]
     z = MASS[valid].sum()
-    masking = Masking(weighted=True).propose(MASS, np.cumsum(MASS), _checker(constraint, b"a"), rng)
+    masking = Masking(weighted=True).propose(MASS, None, _checker(constraint, b"a"), rng)
     assert masking.log_weight == pytest.approx(math.log(z))
     counts = {"awrs": np.zeros(6), "masking": np.zeros(6)}
     n = 20_000
     for _ in range(n):
         for name, sampler in (("awrs", AWRS()), ("masking", Masking())):
-            draw = sampler.propose(MASS, np.cumsum(MASS), _checker(constraint, b"a"), rng)
+            draw = sampler.propose(MASS, None, _checker(constraint, b"a"), rng)
             counts[name][draw.token] += 1
     for token in range(6):
         g = MASS[token] / z if token in valid else 0.0
@@ -188,7 +224,7 @@ def test_masking_checks_every_token_and_awrs_few():
     # +1: the EOS-pruning hint; AWRS: loop 1 plus the Poisson estimator's few arrivals
     for sampler, bound in ((Masking(), len(VOCAB) + 1), (AWRS(), 5), (AWRS("two-loop"), 3)):
         checker = _checker(constraint, b"a")
-        sampler.propose(MASS, np.cumsum(MASS), checker, rng)
+        sampler.propose(MASS, None, checker, rng)
         stats = checker._stats
         assert stats.constraint_checks <= bound
     assert stats.constraint_checks < len(VOCAB)
@@ -200,7 +236,7 @@ def test_eos_pruning_after_a_final_match():
     rng = np.random.default_rng(7)
     for _ in range(50):
         checker = _checker(constraint, b"ab")
-        draw = AWRS().propose(MASS, np.cumsum(MASS), checker, rng)
+        draw = AWRS().propose(MASS, None, checker, rng)
         assert draw.token == 4
         assert draw.log_weight == pytest.approx(math.log(0.15))
         assert checker._stats.constraint_checks <= 3
@@ -220,9 +256,9 @@ def test_forced_eos_weight_and_death():
 def test_unconstrained_and_rejection_samplers():
     constraint = Regex("c")
     rng = np.random.default_rng(9)
-    tokens = {Unconstrained().propose(MASS, np.cumsum(MASS), _checker(constraint), rng).token for _ in range(200)}
+    tokens = {Unconstrained().propose(MASS, None, _checker(constraint), rng).token for _ in range(200)}
     assert tokens == {0, 1, 2, 3, 4}  # never the special <pad>, whatever the constraint says
-    outcomes = [Rejection().propose(MASS, np.cumsum(MASS), _checker(constraint), rng) for _ in range(200)]
+    outcomes = [Rejection().propose(MASS, None, _checker(constraint), rng) for _ in range(200)]
     assert {o.token for o in outcomes} == {3, NO_TOKEN}
     assert all((o.token == 3) == (o.log_weight == 0.0) for o in outcomes)
 
@@ -236,7 +272,7 @@ def test_exact_masks_give_the_exact_weight_with_one_check():
     n = 20_000
     for _ in range(n):
         checker = _checker(constraint, b"a")
-        draw = AWRS(masks="always").propose(MASS, np.cumsum(MASS), checker, rng)
+        draw = AWRS(masks="always").propose(MASS, None, checker, rng)
         assert draw.log_weight == pytest.approx(math.log(MASS[valid].sum())) and draw.rejections == 0
         counts[draw.token] += 1
     z = MASS[valid].sum()

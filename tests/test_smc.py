@@ -38,8 +38,8 @@ def mean_and_se(values) -> tuple[float, float]:
 class OneLoopAWRS(TokenSampler):
     """A biased weight, 1/(n0+1) of the total (paper notes §1.4): used to show tests can fail."""
 
-    def propose(self, mass, cumsum, accept, rng):
-        drawer = MassDrawer(mass, rng, cumsum)
+    def propose(self, mass, blocks, accept, rng):
+        drawer = MassDrawer(mass, rng, blocks)
         total = drawer.remaining
         token, n0 = first_accepted(drawer, accept)
         if token < 0:

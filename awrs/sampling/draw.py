@@ -2,10 +2,11 @@
 
 Two ways to produce the same random order, chosen adaptively:
 
-* **Sequential draws** (the common case: a few draws per call). A draw is a binary search in
-  the cumulative sum of the masses; a draw that lands on a removed token is repeated. Once the
-  removed mass exceeds 95% of what the cumulative sum covers, the sum is rebuilt without the
-  removed tokens (one O(V) pass), so repeats stay few however much mass is rejected.
+* **Sequential draws** (the common case: a few draws per call). The vocabulary is cut into
+  blocks of :data:`BLOCK` tokens whose masses are summed (one vectorised pass for all
+  particles, far cheaper than a cumulative sum over the vocabulary); a draw picks a block by
+  its sum, then a token inside it. Removing a token re-sums its block exactly, so the mass
+  left never drifts however much is rejected, and a draw never lands on a removed token.
 * **A precomputed order** (after many draws in one call, when the model strongly disagrees
   with the constraint). The remaining tokens are sorted once by Gumbel-perturbed log mass,
   then served in that order at O(1) each. By the memorylessness of the exponential race, the
@@ -25,11 +26,22 @@ import numpy as np
 
 from ..errors import ModelError
 
-REBUILD_FRACTION = 0.95
+BLOCK = 256  # tokens per block of summed mass
 ORDER_AFTER_DRAWS = 48  # sequential draws in one call before switching to a precomputed order
 
 NO_TOKEN = -1
 """Returned by :meth:`MassDrawer.draw` when no token with positive mass is left."""
+
+
+def block_sums(mass: np.ndarray) -> np.ndarray:
+    """Sums of consecutive :data:`BLOCK`-token blocks along the last axis (the last block may be
+    shorter): what :class:`MassDrawer` draws blocks from. Works on one row or a batch."""
+    n = mass.shape[-1]
+    if n == 0:
+        return np.zeros(mass.shape[:-1] + (0,), dtype=np.float64)
+    if n % BLOCK == 0:
+        return mass.reshape(mass.shape[:-1] + (n // BLOCK, BLOCK)).sum(axis=-1)
+    return np.add.reduceat(mass, np.arange(0, n, BLOCK), axis=-1)
 
 
 class MassDrawer:
@@ -38,26 +50,28 @@ class MassDrawer:
     Args:
         mass: (V,) float64, non-negative; not modified.
         rng: the random generator to draw from.
-        cumsum: ``np.cumsum(mass)`` if the caller already has it (it is computed in one
-            vectorised pass for all particles).
+        blocks: ``block_sums(mass)`` if the caller already has it (it is computed in one
+            vectorised pass for all particles); not modified.
     """
 
     __slots__ = (
-        "_mass", "_rng", "_cum", "_total", "_removed", "_removed_mass",
+        "_mass", "_rng", "_blocks", "_block_cum", "_remaining", "_removed", "_removed_in",
         "_draws", "_order", "_position", "_last", "only_accepted",
     )
 
     def __init__(
-        self, mass: np.ndarray, rng: np.random.Generator, cumsum: np.ndarray | None = None
+        self, mass: np.ndarray, rng: np.random.Generator, blocks: np.ndarray | None = None
     ) -> None:
         self._mass = mass
         self._rng = rng
-        self._cum = np.cumsum(mass) if cumsum is None else cumsum
-        self._total = float(self._cum[-1]) if len(self._cum) else 0.0
-        if not np.isfinite(self._total):  # a NaN mass would make every draw miss, forever
-            raise ModelError(f"token masses must be finite and non-negative; their sum is {self._total}")
+        self._blocks = block_sums(mass) if blocks is None else blocks.copy()
+        self._block_cum: np.ndarray | None = None  # cumulative block sums, until one changes
+        self._remaining: float | None = None
+        total = self.remaining
+        if not np.isfinite(total):  # a NaN mass would make every draw miss, forever
+            raise ModelError(f"token masses must be finite and non-negative; their sum is {total}")
         self._removed: set[int] = set()
-        self._removed_mass = 0.0  # mass removed since the cumulative sum was last built
+        self._removed_in: dict[int, list[int]] = {}  # block -> its removed tokens with mass
         self._draws = 0
         self._order: list[int] | None = None
         self._position = 0
@@ -69,22 +83,34 @@ class MassDrawer:
 
     @property
     def remaining(self) -> float:
-        """Total mass of the tokens not removed.
-
-        Computed as a difference while that keeps at least ~10 significant digits; summed
-        afresh when the remainder is a tiny fraction of the total.
-        """
-        if self._removed_mass > (1.0 - 1e-6) * self._total:
-            self._rebuild()
-        return max(self._total - self._removed_mass, 0.0)
+        """Total mass of the tokens not removed (a sum of exact block sums, never a difference)."""
+        if self._remaining is None:
+            self._remaining = max(float(self._blocks.sum()), 0.0)
+        return self._remaining
 
     def is_removed(self, token: int) -> bool:
         return token in self._removed
 
     def remove(self, token: int) -> None:
-        if token not in self._removed:
-            self._removed.add(token)
-            self._removed_mass += float(self._mass[token])
+        if token in self._removed:
+            return
+        self._removed.add(token)
+        if self._mass[token] > 0.0:
+            block = token // BLOCK
+            self._removed_in.setdefault(block, []).append(token)
+            self._blocks[block] = self._block_mass(block).sum()
+            self._block_cum = None
+            self._remaining = None
+
+    def _block_mass(self, block: int) -> np.ndarray:
+        """The masses of one block, removed tokens zeroed."""
+        start = block * BLOCK
+        segment = self._mass[start:start + BLOCK]
+        removed = self._removed_in.get(block)
+        if removed:
+            segment = segment.copy()
+            segment[[t - start for t in removed]] = 0.0
+        return segment
 
     def draw(self) -> int:
         """A token drawn in proportion to the mass left, or NO_TOKEN if none is left."""
@@ -98,16 +124,20 @@ class MassDrawer:
         return token
 
     def _draw_sequential(self) -> int:
-        last = len(self._mass) - 1
         while True:
-            if self._removed_mass > REBUILD_FRACTION * self._total:
-                self._rebuild()
-            if self._total <= 0.0:
+            if self.remaining <= 0.0:
                 return NO_TOKEN
-            u = self._rng.random() * self._total
-            token = int(np.searchsorted(self._cum, u, side="right"))
-            if token > last:
-                token = last
+            if self._block_cum is None:
+                self._block_cum = np.cumsum(self._blocks)
+            cum = self._block_cum
+            u = self._rng.random() * float(cum[-1])
+            block = min(int(np.searchsorted(cum, u, side="right")), len(cum) - 1)
+            if self._blocks[block] <= 0.0:
+                continue  # rounding at a block's edge: draw again
+            within = np.cumsum(self._block_mass(block))
+            offset = u - (float(cum[block - 1]) if block else 0.0)
+            k = min(int(np.searchsorted(within, offset, side="right")), len(within) - 1)
+            token = block * BLOCK + k
             if token in self._removed or self._mass[token] <= 0.0:
                 continue
             return token
@@ -143,9 +173,10 @@ class MassDrawer:
         if self._removed:
             kept[list(self._removed)] = 0.0
         self._mass = kept
-        self._cum = np.cumsum(kept)
-        self._total = float(self._cum[-1]) if len(self._cum) else 0.0
-        self._removed_mass = 0.0
+        self._blocks = block_sums(kept)
+        self._removed_in = {}  # removed tokens now have no mass
+        self._block_cum = None
+        self._remaining = None
 
     def poisson_sample(self, horizon: float) -> list[int]:
         """Continue the exponential race from time 0 up to ``horizon``: the tokens whose
@@ -173,11 +204,3 @@ class MassDrawer:
     def coin(self, probability: float) -> bool:
         """True with the given probability (used for unbiased random truncation)."""
         return probability >= 1.0 or self._rng.random() < probability
-
-    def _rebuild(self) -> None:
-        kept = self._mass.copy()
-        if self._removed:
-            kept[list(self._removed)] = 0.0
-        self._cum = np.cumsum(kept)
-        self._total = float(self._cum[-1]) if len(self._cum) else 0.0
-        self._removed_mass = 0.0

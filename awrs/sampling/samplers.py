@@ -221,9 +221,10 @@ class TokenSampler(ABC):
 
     @abstractmethod
     def propose(
-        self, mass: np.ndarray, cumsum: np.ndarray, accept: TokenChecker, rng: np.random.Generator
+        self, mass: np.ndarray, blocks: np.ndarray | None, accept: TokenChecker, rng: np.random.Generator
     ) -> Draw:
-        """Propose a token from ``mass`` (V,) float64 with ``cumsum`` = np.cumsum(mass)."""
+        """Propose a token from ``mass`` (V,) float64; ``blocks`` is ``block_sums(mass)`` if
+        the caller has it (computed for all particles at once), else ``None``."""
 
     def force_eos(
         self, mass: np.ndarray, accept: TokenChecker, eos: np.ndarray, rng: np.random.Generator
@@ -291,17 +292,17 @@ class AWRS(TokenSampler):
         key = accept.mask_key()
         return key is not None and key in self._masked_keys
 
-    def propose(self, mass, cumsum, accept, rng) -> Draw:
+    def propose(self, mass, blocks, accept, rng) -> Draw:
         tried_mask = False
         if self._mask_first(accept):
             mask = accept.mask()
             if mask is not None:
                 self.remember_mask(accept)
-                drawer = MassDrawer(mass, rng, cumsum)
+                drawer = MassDrawer(mass, rng, blocks)
                 drawer.restrict(_without_eos_unless_complete(mask, accept), exact=True)
                 return exact(drawer, accept, weighted=self.weighted)
             tried_mask = True  # no mask for this text (e.g. bytes the vocabulary cannot spell)
-        drawer = MassDrawer(mass, rng, cumsum)
+        drawer = MassDrawer(mass, rng, blocks)
         prune = _Pruner(accept, self, masking=not tried_mask)
         if self.masks == "always":
             prune(drawer)  # hint and mask before the first draw
@@ -319,7 +320,7 @@ class Masking(TokenSampler):
         self.weighted = weighted
         self.name = "masking" + ("-weighted" if weighted else "")
 
-    def propose(self, mass, cumsum, accept, rng) -> Draw:
+    def propose(self, mass, blocks, accept, rng) -> Draw:
         candidates = accept.candidates()
         if candidates is not None:
             mass = _only(mass, candidates)
@@ -335,8 +336,8 @@ class Unconstrained(TokenSampler):
     weighted = False
     checks_during_generation = False
 
-    def propose(self, mass, cumsum, accept, rng) -> Draw:
-        token = MassDrawer(mass, rng, cumsum).draw()
+    def propose(self, mass, blocks, accept, rng) -> Draw:
+        token = MassDrawer(mass, rng, blocks).draw()
         return Draw(token, 0.0 if token != NO_TOKEN else -math.inf, 0)
 
     def force_eos(self, mass, accept, eos, rng) -> Draw:
@@ -354,8 +355,8 @@ class Rejection(TokenSampler):
     name = "rejection"
     weighted = False
 
-    def propose(self, mass, cumsum, accept, rng) -> Draw:
-        token = MassDrawer(mass, rng, cumsum).draw()
+    def propose(self, mass, blocks, accept, rng) -> Draw:
+        token = MassDrawer(mass, rng, blocks).draw()
         if token == NO_TOKEN or not accept(token):
             return Draw(NO_TOKEN, -math.inf, 1)
         return Draw(token, 0.0, 0)
