@@ -106,7 +106,8 @@ def test_session_reorder_matches_fresh_evaluation(backend_model):
 
 def test_rows_with_one_history_are_evaluated_once(backend_model):
     """Rows whose token histories are equal (resampled copies drawing the same token) share one
-    evaluation on llama.cpp; every row still matches a fresh evaluation of its own context,
+    evaluation (llama.cpp: one batch entry for all their sequences; transformers: one cache row);
+    every row still matches a fresh evaluation of its own context,
     also after rows that shared cells diverge."""
     model = backend_model
     prompt = model.encode("The capital of France is")
@@ -114,14 +115,12 @@ def test_rows_with_one_history_are_evaluated_once(backend_model):
     session.step(np.array([0, 1, 2, 3]), np.array([11, 11, 11, 198]))  # 2 histories
     session.step(np.array([0, 0, 1, 3]), np.array([5, 5, 5, 6]))  # rows 0-2 share one again: 2
     session.step(np.array([0, 1, 2, 3]), np.array([7, 8, 7, 7]))  # rows 0 and 2 share: 3
-    if model.backend == "llamacpp":
-        assert session.evaluated == 7
+    assert session.evaluated == 7
     got = session.logprobs()
     assert np.array_equal(got[0], got[2])
     contexts = [[11, 5, 7], [11, 5, 8], [11, 5, 7], [198, 6, 7]]
     session.step(np.array([0, 1, 2, 3]), np.array([9, 9, 10, 9]))  # rows 0 and 2 part ways
-    if model.backend == "llamacpp":
-        assert session.evaluated == 11
+    assert session.evaluated == 11
     after = session.logprobs()
     for row, (context, extra) in enumerate(zip(contexts, [9, 9, 10, 9])):
         for logprobs, tail in ((got[row], []), (after[row], [extra])):

@@ -142,7 +142,7 @@ class HFModel(LanguageModel):
     def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:
         ids = self._checked_prompt(prompt_ids)
         cache, logprobs = self._prompt_state(ids)
-        return HFSession(self, cache, logprobs, rows, len(ids))
+        return HFSession(self, cache, logprobs, len(ids), rowmap=np.zeros(int(rows), dtype=np.int64))
 
     def open_many(self, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> DecodingSession:
         """Different prompts in one batch: left-padded, with an attention mask and positions."""
@@ -158,24 +158,23 @@ class HFModel(LanguageModel):
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in checked], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache, logprobs = self._forward(ids, DynamicCache(), attention_mask=mask, position_ids=positions)
-        index = torch.repeat_interleave(
-            torch.arange(len(checked), device=self.device), torch.tensor(list(rows), device=self.device)
-        )
-        cache.reorder_cache(index)
         lengths = torch.tensor([len(p) for p in checked], device=self.device)
-        return HFSession(
-            self, cache, logprobs[index], len(index), width, mask=mask[index], next_position=lengths[index]
-        )
+        rowmap = np.repeat(np.arange(len(checked), dtype=np.int64), [int(n) for n in rows])
+        return HFSession(self, cache, logprobs, width, mask=mask, next_position=lengths, rowmap=rowmap)
 
 
 class HFSession(DecodingSession):
-    """Rows of KV cache in lock step. With ``mask`` (rows of different prompts, left-padded),
-    every forward pass carries the attention mask and each row's own positions."""
+    """Rows of KV cache in lock step, one cache row per distinct token history: rows whose
+    histories are equal (resampled copies that drew the same token, or every row while the
+    constraint forces the text) share a cache row and one evaluation, so a step costs what its
+    distinct histories cost. ``rowmap[row]`` is a row's cache row. With ``mask`` (rows of
+    different prompts, left-padded), every forward pass carries the attention mask and each
+    cache row's own positions."""
 
     extendable = True
 
     def __init__(
-        self, model: HFModel, cache, prompt_logprobs: torch.Tensor, rows: int, length: int,
+        self, model: HFModel, cache, logprobs: torch.Tensor, length: int, *, rowmap: np.ndarray,
         mask: torch.Tensor | None = None, next_position: torch.Tensor | None = None,
     ):
         self._model = model
@@ -183,17 +182,14 @@ class HFSession(DecodingSession):
         self._length = length
         self._mask = mask
         self._next_position = next_position
-        if mask is None and rows > 1:
-            self._cache.batch_repeat_interleave(rows)
-        if prompt_logprobs.shape[0] == rows:
-            self._logprobs_t = prompt_logprobs
-        else:
-            self._logprobs_t = prompt_logprobs.expand(rows, -1)
+        self._logprobs_t = logprobs  # (cache rows, V)
+        self._rowmap = np.asarray(rowmap, dtype=np.int64)
         self._logprobs: np.ndarray | None = None
+        self.evaluated = 0  # rows evaluated by step() so far (rows sharing a history count once)
 
     @property
     def rows(self) -> int:
-        return int(self._logprobs_t.shape[0])
+        return len(self._rowmap)
 
     def logprobs(self) -> np.ndarray:
         if self._logprobs is None:
@@ -201,7 +197,8 @@ class HFSession(DecodingSession):
             logprobs = self._logprobs_t.cpu().numpy()
             if logprobs.shape[1] != width:  # some models pad the output layer past the tokenizer
                 logprobs = _fit_width(logprobs, width)
-            self._logprobs = logprobs
+            identity = len(self._rowmap) == len(logprobs) and np.array_equal(self._rowmap, np.arange(len(logprobs)))
+            self._logprobs = logprobs if identity else logprobs[self._rowmap]
         return self._logprobs
 
     def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
@@ -209,51 +206,66 @@ class HFSession(DecodingSession):
         limit = model.max_context
         if limit and self._length + 1 > limit:
             raise ModelError(f"the context reached {model.name}'s limit of {limit} tokens")
-        parents = np.asarray(parents, dtype=np.int64)
-        if len(parents) != self.rows or not np.array_equal(parents, np.arange(self.rows)):
-            index = torch.as_tensor(parents, device=model.device)
+        parents = np.asarray(parents, dtype=np.int64).reshape(-1)
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if len(parents) != len(tokens):
+            raise ModelError(f"step got {len(parents)} parents but {len(tokens)} tokens")
+        if len(parents) and (parents.min() < 0 or parents.max() >= self.rows):
+            raise ModelError(f"parents must be row indices in [0, {self.rows}), got {parents.tolist()}")
+        # one cache row and one evaluation per distinct (history, token)
+        histories = self._rowmap[parents]
+        stride = max(len(model.vocab), int(tokens.max()) + 1) if len(tokens) else 1
+        _, first, inverse = np.unique(histories * stride + tokens, return_index=True, return_inverse=True)
+        source = histories[first]
+        if len(source) != self._logprobs_t.shape[0] or not np.array_equal(source, np.arange(len(source))):
+            index = torch.as_tensor(source, device=model.device)
             self._cache.reorder_cache(index)
             if self._mask is not None:
                 self._mask = self._mask[index]
                 self._next_position = self._next_position[index]
-        input_ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=model.device)[:, None]
+        self._rowmap = inverse.astype(np.int64).reshape(-1)
+        self._logprobs = None
+        self._length += 1
+        if len(first) == 0:
+            self._logprobs_t = self._logprobs_t[:0]
+            return
+        input_ids = torch.as_tensor(tokens[first], device=model.device)[:, None]
         extra = {}
         if self._mask is not None:
-            ones = torch.ones((len(parents), 1), dtype=self._mask.dtype, device=model.device)
+            ones = torch.ones((len(first), 1), dtype=self._mask.dtype, device=model.device)
             self._mask = torch.cat([self._mask, ones], dim=1)
             extra = {"attention_mask": self._mask, "position_ids": self._next_position[:, None]}
             self._next_position = self._next_position + 1
         self._cache, self._logprobs_t = model._forward(input_ids, self._cache, **extra)
-        self._length += 1
-        self._logprobs = None
+        self.evaluated += len(first)
 
     def extend(self, prompt_ids: Sequence[int], rows: int) -> None:
-        """New rows after a new prompt: its cache is left-padded (or the session's) to one
-        width and joined along the batch; masks and positions keep every row its own."""
+        """New rows after a new prompt: its cache (one row) is left-padded (or the session's) to
+        one width and joined along the batch; masks and positions keep every row its own."""
         model = self._model
         ids = model._checked_prompt(prompt_ids)
         cache, logprobs = model._prompt_state(ids)
         rows = int(rows)
         device = model.device
+        held = int(self._logprobs_t.shape[0])  # cache rows
         if self._mask is None:  # rows of one prompt so far: make masks and positions explicit
-            self._mask = torch.ones((self.rows, self._length), dtype=torch.long, device=device)
-            self._next_position = torch.full((self.rows,), self._length, dtype=torch.long, device=device)
+            self._mask = torch.ones((held, self._length), dtype=torch.long, device=device)
+            self._next_position = torch.full((held,), self._length, dtype=torch.long, device=device)
         width = max(self._length, len(ids))
         if width > self._length:
             _left_pad(self._cache, width - self._length)
-            pad = torch.zeros((self.rows, width - self._length), dtype=self._mask.dtype, device=device)
+            pad = torch.zeros((held, width - self._length), dtype=self._mask.dtype, device=device)
             self._mask = torch.cat([pad, self._mask], dim=1)
         _left_pad(cache, width - len(ids))
-        cache.batch_repeat_interleave(rows)
         for mine, theirs in zip(self._cache.layers, cache.layers):
             mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
             mine.values = torch.cat([mine.values, theirs.values], dim=0)
-        new_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids)] * rows, dtype=self._mask.dtype,
-                                device=device)
+        new_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids)], dtype=self._mask.dtype, device=device)
         self._mask = torch.cat([self._mask, new_mask], dim=0)
         self._next_position = torch.cat(
-            [self._next_position, torch.full((rows,), len(ids), dtype=torch.long, device=device)])
-        self._logprobs_t = torch.cat([self._logprobs_t, logprobs.expand(rows, -1)], dim=0)
+            [self._next_position, torch.full((1,), len(ids), dtype=torch.long, device=device)])
+        self._logprobs_t = torch.cat([self._logprobs_t, logprobs], dim=0)
+        self._rowmap = np.concatenate([self._rowmap, np.full(rows, held, dtype=np.int64)])
         self._length = width
         self._logprobs = None
 
