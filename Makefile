@@ -14,7 +14,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-variance eval clean
+.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-variance bench-peers eval clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -83,5 +83,21 @@ bench-variance: setup setup-llamacpp
 eval: setup setup-llamacpp
 	bench/eval_subset.sh
 
+# awrs against genlm-control (the AWRS authors' library), side by side (bench/peers.py, about 10
+# minutes). genlm-control goes into its own environment, .venv-peers, never into .venv: the CPU
+# torch first (as above), then the pinned release; about 2 GB, installed once.
+PEERS_VENV ?= .venv-peers
+GENLM_SPEC ?= genlm-control==0.4.1
+PEERS_STAMP := $(PEERS_VENV)/.awrs-peers-installed
+$(PEERS_STAMP): Makefile
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(PEERS_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "$(GENLM_SPEC)"
+	touch $(PEERS_STAMP)
+
+bench-peers: setup setup-llamacpp $(PEERS_STAMP)
+	$(PY) bench/peers.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) build *.egg-info .pytest_cache .hypothesis
