@@ -42,15 +42,11 @@ PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 SCHEMA_FILE = "jsonschemabench/Github_easy/o27838.json"
 
 
-def _data_dir() -> Path:
-    for candidate in (ROOT.parent / "shared" / "data", ROOT / "tests" / "data"):
-        if (candidate / SCHEMA_FILE).is_file():
-            return candidate
-    raise SystemExit(f"bench/peers.py: {SCHEMA_FILE} not found under ../shared/data")
-
-
 def tasks(model, seeds: list[int]) -> list[dict]:
-    schema = json.loads((_data_dir() / SCHEMA_FILE).read_text(encoding="utf-8"))
+    path = ROOT.parent / "shared" / "data" / SCHEMA_FILE
+    if not path.is_file():
+        raise SystemExit(f"bench/peers.py: {path} not found (the shared data folder beside the checkout)")
+    schema = json.loads(path.read_text(encoding="utf-8"))
     common = {"particles": 10, "ess_threshold": 0.5, "seeds": seeds}
     return [
         dict(common, name="regex", kind="regex", pattern=r" (yes|no), because [a-z ,]{3,40}\.", max_tokens=30,

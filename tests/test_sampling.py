@@ -24,10 +24,8 @@ def within(estimate: float, truth: float, standard_error: float, sigmas: float =
     return abs(estimate - truth) <= sigmas * standard_error + 1e-12
 
 
-def test_mass_drawer_order_is_sampling_without_replacement():
-    mass = np.array([0.5, 0.3, 0.15, 0.05])
-    rng = np.random.default_rng(0)
-    n = 60_000
+def first_two_draws(mass: np.ndarray, rng: np.random.Generator, n: int) -> dict[tuple[int, int], int]:
+    """How often each ordered pair of tokens came out first and second, over ``n`` drawers."""
     pairs: dict[tuple[int, int], int] = {}
     for _ in range(n):
         d = MassDrawer(mass, rng)
@@ -35,9 +33,19 @@ def test_mass_drawer_order_is_sampling_without_replacement():
         d.remove(a)
         b = d.draw()
         pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    return pairs
+
+
+def assert_without_replacement(mass: np.ndarray, pairs: dict[tuple[int, int], int], n: int) -> None:
     for (a, b), count in pairs.items():
         truth = mass[a] * mass[b] / (1 - mass[a])
         assert within(count / n, truth, math.sqrt(truth * (1 - truth) / n)), (a, b)
+
+
+def test_mass_drawer_order_is_sampling_without_replacement():
+    mass = np.array([0.5, 0.3, 0.15, 0.05])
+    n = 60_000
+    assert_without_replacement(mass, first_two_draws(mass, np.random.default_rng(0), n), n)
 
 
 @pytest.mark.parametrize("size", [256 * 3, 700])  # whole blocks, and a short last block
@@ -50,18 +58,9 @@ def test_mass_drawer_across_blocks_is_sampling_without_replacement(size):
     mass[heavy] = [0.3, 0.25, 0.2, 0.15]
     mass /= mass.sum()
     n = 60_000
-    pairs: dict[tuple[int, int], int] = {}
-    for _ in range(n):
-        d = MassDrawer(mass, rng)
-        a = d.draw()
-        d.remove(a)
-        b = d.draw()
-        if a in heavy and b in heavy:
-            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    pairs = {pair: count for pair, count in first_two_draws(mass, rng, n).items() if set(pair) <= set(heavy)}
     assert len(pairs) == 12
-    for (a, b), count in pairs.items():
-        truth = mass[a] * mass[b] / (1 - mass[a])
-        assert within(count / n, truth, math.sqrt(truth * (1 - truth) / n)), (a, b)
+    assert_without_replacement(mass, pairs, n)
 
 
 def test_mass_drawer_removes_all_of_a_block_exactly():

@@ -29,6 +29,23 @@ class RowsNotExtendable(ModelError):
     """This backend's sessions cannot take new rows while they run (no continuous batching)."""
 
 
+def merge_equal_histories(histories: np.ndarray, parents: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group a step's rows by (parent's history, token): rows in one group have equal histories
+    after the step, so a backend evaluates each group once.
+
+    ``histories[r]``: a number shared by the rows whose token histories are equal. Returns
+    ``(first, group)``: ``first[g]`` is the first row of group ``g`` (groups numbered in order
+    of first appearance, so ``group`` is ``arange`` when no two rows merge) and ``group[row]``
+    the row's group, which serves as its history number after the step.
+    """
+    stride = int(tokens.max()) + 1 if len(tokens) else 1
+    _, first, inverse = np.unique(histories[parents] * stride + tokens, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)].astype(np.int64)
+
+
 class DecodingSession(ABC):
     """Batched, KV-cached decoding of several rows that share one prompt."""
 

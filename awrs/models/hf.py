@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ModelError
 from ..vocab import vocabulary_from_hf
-from .base import DecodingSession, LanguageModel, Message
+from .base import DecodingSession, LanguageModel, Message, merge_equal_histories
 
 PROMPT_CACHE_SIZE = 4  # prompts whose KV cache is kept for reuse by later sessions
 
@@ -213,17 +213,15 @@ class HFSession(DecodingSession):
         if len(parents) and (parents.min() < 0 or parents.max() >= self.rows):
             raise ModelError(f"parents must be row indices in [0, {self.rows}), got {parents.tolist()}")
         # one cache row and one evaluation per distinct (history, token)
-        histories = self._rowmap[parents]
-        stride = max(len(model.vocab), int(tokens.max()) + 1) if len(tokens) else 1
-        _, first, inverse = np.unique(histories * stride + tokens, return_index=True, return_inverse=True)
-        source = histories[first]
+        first, group = merge_equal_histories(self._rowmap, parents, tokens)
+        source = self._rowmap[parents[first]]
         if len(source) != self._logprobs_t.shape[0] or not np.array_equal(source, np.arange(len(source))):
             index = torch.as_tensor(source, device=model.device)
             self._cache.reorder_cache(index)
             if self._mask is not None:
                 self._mask = self._mask[index]
                 self._next_position = self._next_position[index]
-        self._rowmap = inverse.astype(np.int64).reshape(-1)
+        self._rowmap = group
         self._logprobs = None
         self._length += 1
         if len(first) == 0:

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ModelError
-from .base import DecodingSession
+from .base import DecodingSession, merge_equal_histories
 from .llamacpp_lib import LOG, limit_hint
 from .llamacpp_pool import SequencePool
 
@@ -55,9 +55,8 @@ class LlamaCppSession(DecodingSession):
         self._seqs = seqs
         self._lengths = lengths  # tokens in each row (prompt included)
         self._logprobs = logprobs
-        # rows with equal numbers have identical token histories (numbers are per session)
+        # rows with equal numbers have identical token histories (and share their KV cells)
         self._histories = np.asarray(histories, dtype=np.int64)
-        self._next_history = int(self._histories.max()) + 1 if len(self._histories) else 0
         self.evaluated = 0  # tokens evaluated by step() so far (rows sharing a history count once)
         self._broken: str | None = None
         # an unclosed session hands its ids back when collected (freed at the next open/step)
@@ -86,8 +85,8 @@ class LlamaCppSession(DecodingSession):
         self._finalizer.detach()
         self._finalizer = model.pool.adopt(self, self._seqs)
         self._lengths = np.concatenate([self._lengths, np.array(lengths, dtype=np.int64)])
-        self._histories = np.concatenate([self._histories, np.full(len(seqs), self._next_history, dtype=np.int64)])
-        self._next_history += 1
+        new_history = int(self._histories.max()) + 1 if len(self._histories) else 0
+        self._histories = np.concatenate([self._histories, np.full(len(seqs), new_history, dtype=np.int64)])
         if logprobs:
             self._logprobs = np.concatenate([self._logprobs, np.stack(logprobs)])
 
@@ -143,24 +142,22 @@ class LlamaCppSession(DecodingSession):
             self._histories = np.zeros(0, dtype=np.int64)
             return
         # one evaluation per distinct (history, token): equal histories have equal positions
-        keys = self._histories[parents] * model._n_vocab + tokens
-        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        owners: list[list[int]] = [[] for _ in range(len(distinct))]
-        for row, group in enumerate(inverse.tolist()):
-            owners[group].append(self._seqs[row])
+        first, group = merge_equal_histories(self._histories, parents, tokens)
+        owners: list[list[int]] = [[] for _ in range(len(first))]
+        for row, g in enumerate(group.tolist()):
+            owners[g].append(self._seqs[row])
         LOG.mark()
         code = model._decode(tokens[first].tolist(), positions[first].tolist(),
-                             [o[0] if len(o) == 1 else o for o in owners], [True] * len(distinct))
+                             [o[0] if len(o) == 1 else o for o in owners], [True] * len(first))
         if code != 0:
             self._broken = str(model._decode_error(code, f"extending {rows} rows to {longest + 1} tokens"))
             self.close()
             raise ModelError(self._broken)
-        self.evaluated += len(distinct)
+        self.evaluated += len(first)
         self._lengths = positions + 1
-        self._histories = self._next_history + inverse.astype(np.int64)
-        self._next_history += len(distinct)
-        logprobs = log_softmax(model._logits(len(distinct)))
-        self._logprobs = logprobs if len(distinct) == rows and (inverse == np.arange(rows)).all() else logprobs[inverse]
+        self._histories = group
+        logprobs = log_softmax(model._logits(len(first)))
+        self._logprobs = logprobs if len(first) == rows else logprobs[group]
 
     def close(self) -> None:
         if self._finalizer.detach() is not None:
