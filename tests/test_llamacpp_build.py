@@ -40,6 +40,7 @@ def test_installed_llamacpp_has_no_amx_and_was_not_built_native():
     flags = recorded_flags()
     assert flags, f"{library} was not built by make setup-llamacpp (no build record): it may be native"
     assert "-DGGML_NATIVE=OFF" in flags["CMAKE_ARGS"]
+    assert flags.get("CPU_FEATURES"), "the build record names no CPU features: rerun make setup-llamacpp"
     if flags.get("LLAMA_CPU") != "avx512":
         assert found["avx512"] == 0, f"{library} holds AVX-512 instructions but was built for {flags.get('LLAMA_CPU')}"
 
@@ -117,3 +118,59 @@ def test_doctor_reports_without_loading_models(capsys):
     for words in ("awrs 0.", "Python", "extra [hf]", "CPU reports", "model cache"):
         assert words in out
     assert sys.version.split()[0] in out
+
+
+AVX512_BUILD = {"LLAMA_CPU": "avx512", "CPU_FEATURES": "avx avx2 fma avx512f avx512bw avx512_vnni"}
+
+
+def test_a_build_for_missing_cpu_features_is_refused_before_it_runs(monkeypatch, tmp_path: Path):
+    """An AVX-512 build on a CPU without AVX-512 VNNI is refused from its record: never probed
+    (which would die with SIGILL), ``auto`` falls back to transformers, and the message names
+    what is missing and how to rebuild."""
+    from awrs.models import _auto_backend, llamacpp_build
+
+    cpu = {"avx", "avx2", "fma", "avx512f", "avx512bw"}
+    assert llamacpp_probe.missing_cpu_features(AVX512_BUILD, cpu | {"avx512_vnni"}) is None
+    assert llamacpp_probe.missing_cpu_features(AVX512_BUILD, set()) is None  # flags unknown: probe decides
+    verdict = llamacpp_probe.missing_cpu_features(AVX512_BUILD, cpu)
+    assert not verdict.ok and "avx512_vnni" in verdict.reason and "avx512bw" not in verdict.reason
+
+    library = tmp_path / "libggml-cpu.so"
+    library.write_bytes(b"an avx512 build")
+    monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(llamacpp_probe.SIMULATE_VARIABLE, raising=False)
+    monkeypatch.setattr(llamacpp_probe, "library_files", lambda: [library])
+    monkeypatch.setattr(llamacpp_build, "recorded_flags", lambda: AVX512_BUILD)
+    monkeypatch.setattr(llamacpp_build, "host_cpu_flags", lambda: cpu)
+    monkeypatch.setattr(llamacpp_probe, "run_probe", lambda *a, **k: pytest.fail("a build this CPU cannot run was probed"))
+    message = llamacpp_probe.check_build(Path("m.gguf")).message()
+    assert "cannot run on this CPU" in message and "avx512_vnni" in message and "make setup-llamacpp" in message
+    if _installed():
+        from awrs.models.embedded import embedded_gguf_path
+
+        try:
+            embedded_gguf_path()
+        except ModelError:
+            return
+        import io
+        from contextlib import redirect_stderr
+
+        err = io.StringIO()
+        with redirect_stderr(err):
+            assert _auto_backend(None) == "hf"
+        assert "using transformers" in err.getvalue() and "avx512_vnni" in err.getvalue()
+
+
+@pytest.mark.parametrize("flags, wanted, resolved", [
+    ("avx avx2 fma f16c bmi2 avx512f avx512cd avx512bw avx512dq avx512vl avx512vbmi avx512_vnni", "auto", "avx512"),
+    ("avx avx2 fma f16c bmi2 avx512f avx512cd avx512bw avx512dq avx512vl", "auto", "avx2"),  # no VBMI, VNNI
+    ("avx avx2 fma f16c bmi2", "auto", "avx2"),
+    ("avx avx2 fma f16c bmi2", "avx512", "avx512"),  # asked for explicitly
+])
+def test_the_build_script_picks_avx512_only_where_every_feature_is_reported(tmp_path: Path, flags, wanted, resolved):
+    script = Path(__file__).resolve().parents[1] / "bench" / "llamacpp_build.sh"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags} lm\n")
+    done = subprocess.run(["bash", str(script), "--print-cpu"], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", "AWRS_CPUINFO": str(cpuinfo), "LLAMA_CPU": wanted})
+    assert done.stdout.strip() == resolved

@@ -5,7 +5,9 @@ reports AMX while its hypervisor does not enable AMX tiles) dies with SIGILL or 
 first matrix product, taking the whole process with it. So before the first use of a build,
 awrs decodes one token in a child process: a crash there is a verdict, not a dead server. The
 verdict is cached per library file (path, size, modification time) in the awrs cache, so the
-probe runs once per build and machine, not once per process.
+probe runs once per build and machine, not once per process. Before that, the CPU features the
+build recorded (``make setup-llamacpp``) are compared with the ones this CPU reports: a library
+built for AVX-512 on another machine is refused with the features it lacks, without a crash.
 
 ``AWRS_LLAMACPP_SIMULATE=crash`` (a segmentation fault) or ``=fail`` (an error exit) makes the
 child fail on purpose, without touching llama.cpp: that is how the tests exercise the fallback.
@@ -53,9 +55,24 @@ print("ok")
 class Verdict:
     ok: bool
     reason: str  # "" when ok; what failed otherwise (one line)
+    failure: str = "failed its first decode"
+    hint: str = REBUILD_HINT
 
     def message(self) -> str:
-        return f"the installed llama.cpp build failed its first decode ({self.reason}); {REBUILD_HINT}"
+        return f"the installed llama.cpp build {self.failure} ({self.reason}); {self.hint}"
+
+
+def missing_cpu_features(flags: dict[str, str], cpu_flags: set[str]) -> Verdict | None:
+    """A failed verdict if the build's recorded ``CPU_FEATURES`` are not all in ``cpu_flags``
+    (None when they are, or when either side is unknown)."""
+    needed = flags.get("CPU_FEATURES", "").split()
+    missing = [feature for feature in needed if feature not in cpu_flags]
+    if not cpu_flags or not missing:
+        return None
+    built_for = flags.get("LLAMA_CPU", "another CPU")
+    return Verdict(False, f"built for {built_for}; this CPU lacks {' '.join(missing)}", "cannot run on this CPU",
+                   "rebuild it for this CPU with `make setup-llamacpp` (LLAMA_CPU=auto picks what this "
+                   "CPU has) or use --backend hf")
 
 
 def library_files() -> list[Path]:
@@ -112,10 +129,15 @@ def run_probe(gguf: Path, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> Verdict:
 
 def check_build(gguf: Path) -> Verdict:
     """The cached verdict for the installed build, probing it first if it is new."""
+    from .llamacpp_build import host_cpu_flags, recorded_flags
+
     simulated = os.environ.get(SIMULATE_VARIABLE, "")
     files = library_files()
     if simulated or not files:
         return run_probe(gguf)
+    unsupported = missing_cpu_features(recorded_flags(), host_cpu_flags())
+    if unsupported is not None:
+        return unsupported
     key = _library_key(files)
     store = cache_dir() / VERDICT_FILE
     verdicts = _read_verdicts(store)
