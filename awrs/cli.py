@@ -13,6 +13,8 @@
     awrs serve [model options] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
     awrs bench [--particles N] [--max-tokens N] [--masking-tokens N] [--repeats N] [--seed S]
                [--data DIR] [model options, --backend both] [--json]
+    awrs bench --scaling [--scaling-particles N...] [--repeats N] [--plot FILE.png] [model options,
+               --backend both] [--json]
     awrs doctor [--no-backends]
 
 Model options (``cli_options.add_model_options``): --model PATH, --backend auto|hf|llamacpp,
@@ -160,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", default="../shared/data", metavar="DIR",
                        help="real data for the constraint-speed section (skipped if missing)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--scaling", action="store_true",
+                       help="instead: AWRS-SMC's ms per particle-token on issue 14's regex task as the "
+                            "particles grow (--backend both: side by side)")
+    bench.add_argument("--scaling-particles", type=positive_int, nargs="+", default=[1, 10, 32, 64], metavar="N",
+                       help="particle counts for --scaling")
+    bench.add_argument("--plot", default=None, metavar="FILE.png", help="--scaling: also draw the figures here")
     add_model_options(bench, both=True)
 
     from .evaluation.cli import add_eval_arguments, add_report_arguments
@@ -298,6 +306,11 @@ def _bench(args) -> int:
 
     from .bench import compare_backends, format_bench, format_comparison, run_bench
 
+    if args.scaling:
+        return _bench_scaling(args)
+    if args.plot:
+        raise ConfigError("--plot draws the --scaling figures: add --scaling")
+
     options = dict(
         particles=args.particles, max_tokens=args.max_tokens, masking_tokens=args.masking_tokens,
         repeats=args.repeats, seed=args.seed, progress=not args.json, data=Path(args.data),
@@ -309,6 +322,24 @@ def _bench(args) -> int:
     models = {backend: load_model_from_args(args, backend) for backend in ("llamacpp", "hf")}
     report = compare_backends(models, **options)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_comparison(report))
+    return 0
+
+
+def _bench_scaling(args) -> int:
+    from pathlib import Path
+
+    from .bench_scaling import format_scaling, measure_scaling, plot_scaling
+
+    backends = ("llamacpp", "hf") if args.backend == "both" else (None,)
+    figures = {}
+    for backend in backends:
+        model = load_model_from_args(args, backend)
+        figures[model.backend] = measure_scaling(model, args.scaling_particles, seeds=args.repeats,
+                                                 progress=not args.json)
+        del model  # one model in memory at a time
+    if args.plot:
+        plot_scaling(figures, Path(args.plot), title=f"AWRS-SMC, regex task, {args.repeats} seeds per point")
+    print(json.dumps(figures) if args.json else format_scaling(figures))
     return 0
 
 
