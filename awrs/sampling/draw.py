@@ -56,7 +56,7 @@ class MassDrawer:
 
     __slots__ = (
         "_mass", "_rng", "_blocks", "_block_cum", "_remaining", "_removed", "_removed_in",
-        "_draws", "_order", "_position", "_last", "only_accepted",
+        "_draws", "_order", "_position", "_unsorted", "_last", "only_accepted",
     )
 
     def __init__(
@@ -75,6 +75,7 @@ class MassDrawer:
         self._draws = 0
         self._order: list[int] | None = None
         self._position = 0
+        self._unsorted: tuple[np.ndarray, np.ndarray] | None = None  # (ids, negated keys) not yet in _order
         self._last = NO_TOKEN
         self.only_accepted = False  # set by restrict(..., exact=True): every token left is valid
 
@@ -115,7 +116,7 @@ class MassDrawer:
     def draw(self) -> int:
         """A token drawn in proportion to the mass left, or NO_TOKEN if none is left."""
         if self._order is not None and self._last != NO_TOKEN and self._last not in self._removed:
-            self._order = None  # a drawn token stayed available: the order no longer applies
+            self._order = self._unsorted = None  # a drawn token stayed available: the order no longer applies
         self._draws += 1
         if self._order is None and self._draws > ORDER_AFTER_DRAWS:
             self._start_order()
@@ -149,13 +150,33 @@ class MassDrawer:
         live = np.flatnonzero(alive)
         with np.errstate(divide="ignore"):
             keys = np.log(self._mass[live]) + self._rng.gumbel(size=len(live))
-        self._order = live[np.argsort(-keys, kind="stable")].tolist()
+        self._order = []
         self._position = 0
+        self._unsorted = (live, -keys)
+
+    def _extend_order(self) -> bool:
+        """Sort the next chunk of the race's order (the order is usually left after a few
+        tokens, so sorting the whole vocabulary up front is wasted); False when none is left."""
+        if self._unsorted is None or len(self._unsorted[0]) == 0:
+            return False
+        ids, negated = self._unsorted
+        size = min(len(ids), max(64, 2 * len(self._order)))
+        if size < len(ids):
+            chosen = np.argpartition(negated, size - 1)[:size]
+            rest = np.ones(len(ids), dtype=bool)
+            rest[chosen] = False
+            self._unsorted = (ids[rest], negated[rest])
+        else:
+            chosen = np.arange(len(ids))
+            self._unsorted = None
+        # by key, ties by token id: the order a stable sort of the whole race would give
+        self._order.extend(ids[chosen[np.lexsort((ids[chosen], negated[chosen]))]].tolist())
+        return True
 
     def _next_in_order(self) -> int:
-        order, mass, removed = self._order, self._mass, self._removed
-        while self._position < len(order):
-            token = order[self._position]
+        mass, removed = self._mass, self._removed
+        while self._position < len(self._order) or self._extend_order():
+            token = self._order[self._position]
             self._position += 1
             if token not in removed and mass[token] > 0.0:
                 return token
