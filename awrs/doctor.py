@@ -64,6 +64,7 @@ def _timed_backend(backend: str) -> str:
 
 def _llamacpp_build() -> list[str]:
     from .models.llamacpp_build import cpu_library, host_cpu_flags, instruction_families, recorded_flags
+    from .models.llamacpp_probe import missing_cpu_features
 
     library = cpu_library()
     if library is None:
@@ -73,11 +74,9 @@ def _llamacpp_build() -> list[str]:
     lines.append(f"llama.cpp built for: {flags.get('LLAMA_CPU', 'unknown (not built by make setup-llamacpp)')}"
                  + (f" ({flags['CMAKE_ARGS']})" if "CMAKE_ARGS" in flags else ""))
     if flags.get("CPU_FEATURES"):
-        have = host_cpu_flags()
-        missing = [f for f in flags["CPU_FEATURES"].split() if have and f not in have]
-        lines.append(f"llama.cpp needs CPU features: {flags['CPU_FEATURES']} ("
-                     + (f"this CPU lacks {' '.join(missing)}: rebuild with make setup-llamacpp" if missing
-                        else "all reported by this CPU" if have else "this CPU's flags are unknown") + ")")
+        unsupported = missing_cpu_features(flags, host_cpu_flags())
+        verdict = "all reported by this CPU" if unsupported is None else unsupported.message()
+        lines.append(f"llama.cpp needs CPU features: {flags['CPU_FEATURES']} ({verdict})")
     try:
         found = instruction_families(library)
         lines.append(f"llama.cpp instructions: {found['amx']} AMX tile, {found['avx512']} AVX-512 (zmm)")

@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 
 import awrs
+from awrs.bench_scaling import PATTERN as REGEX_TASK_PATTERN
+from awrs.bench_scaling import PROMPT as REGEX_TASK_PROMPT
 from awrs.evaluation.domains.json_schema import messages as json_messages
 from awrs.models.embedded import embedded_gguf_path, ensure_converted
 
@@ -53,8 +55,8 @@ def tasks(model, seeds: list[int]) -> list[dict]:
     schema = json.loads(path.read_text(encoding="utf-8"))
     common = {"particles": 10, "ess_threshold": 0.5, "seeds": seeds}
     return [
-        dict(common, name="regex", kind="regex", pattern=r" (yes|no), because [a-z ,]{3,40}\.", max_tokens=30,
-             prompt_ids=model.prompt_ids("Is the sea salty? Answer yes or no and say why.", chat=True)),
+        dict(common, name="regex", kind="regex", pattern=REGEX_TASK_PATTERN, max_tokens=30,
+             prompt_ids=model.prompt_ids(REGEX_TASK_PROMPT, chat=True)),
         dict(common, name="json", kind="json", schema=schema, max_tokens=40,
              prompt_ids=model.prompt_ids(json_messages(json.dumps(schema)), chat=True)),
         dict(common, name="genlm-readme", kind="regex", pattern=" SMC is (🔥🔥|😍😍|🤌🤌) with LMs", max_tokens=30,

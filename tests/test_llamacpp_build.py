@@ -120,6 +120,20 @@ def test_doctor_reports_without_loading_models(capsys):
     assert sys.version.split()[0] in out
 
 
+def test_doctor_says_whether_this_cpu_runs_the_build(monkeypatch, capsys):
+    from awrs.cli import main
+    from awrs.models import llamacpp_build
+
+    if not recorded_flags().get("CPU_FEATURES"):
+        pytest.skip("no llama.cpp build recorded by make setup-llamacpp")
+    assert main(["doctor", "--no-backends"]) == 0
+    assert "(all reported by this CPU)" in capsys.readouterr().out
+    monkeypatch.setattr(llamacpp_build, "host_cpu_flags", lambda: {"sse2"})
+    assert main(["doctor", "--no-backends"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("llama.cpp needs CPU features"))
+    assert "cannot run on this CPU" in line and "lacks avx avx2" in line
+
+
 AVX512_BUILD = {"LLAMA_CPU": "avx512", "CPU_FEATURES": "avx avx2 fma avx512f avx512bw avx512_vnni"}
 
 
