@@ -18,7 +18,7 @@
     awrs doctor [--no-backends]
 
 Model options (``cli_options.add_model_options``): --model PATH, --backend auto|hf|llamacpp,
---threads N, --n-ctx CELLS, --quant q4_1|q8_0|q4_0.
+--threads N, --n-ctx CELLS, --quant f16|shipped|q8_0|q4_0.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
 on stderr and exit code 2; never a traceback.
@@ -266,10 +266,10 @@ def _generate(args) -> int:
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:
-        out = {**result.to_json(), "model": model.name, "backend": model.backend}
+        out = {**result.to_json(), "model": model.name, "backend": model.backend, "weights": model.weights}
         print(json.dumps(out, ensure_ascii=False))
     else:
-        print(format_result(result, f"{model.name} ({model.backend})"))
+        print(format_result(result, f"{model.name} ({', '.join(filter(None, (model.backend, model.weights)))})"))
     return 0
 
 

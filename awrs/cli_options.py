@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable
 
 from .errors import AwrsError, ConstraintError
+from .models.embedded import QUANTS
+
+QUANT_CHOICES = [*QUANTS, "shipped"]
 
 
 def positive_float(text: str) -> float:
@@ -45,9 +48,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                         help="CPU threads for the llamacpp backend (default: all cores)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
-    parser.add_argument("--quant", choices=["q4_1", "q8_0", "q4_0"], default=None,
-                        help="llamacpp, embedded model: q4_1 reads the shipped file as it is; q8_0 or "
-                             "q4_0 a copy requantized once and cached (batched CPU kernels)")
+    parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
+                        help="llamacpp, embedded model: the weights run (default: f16, the shipped "
+                             "Q4_1 weights converted once to F16 and cached; shipped or q4_1: the file "
+                             "as it is, faster for one row, slower in batches; q8_0, q4_0: smaller copies)")
 
 
 def run_reporting_errors(command: Callable[[], int]) -> int:

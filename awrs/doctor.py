@@ -58,7 +58,8 @@ def _timed_backend(backend: str) -> str:
     session.logprobs()
     step = time.perf_counter() - start
     session.close()
-    return (f"{model.name} loads in {loaded:.2f} s; prompt ({len(prompt)} tokens) {prefill * 1e3:.0f} ms; "
+    weights = f" ({model.weights})" if model.weights else ""
+    return (f"{model.name}{weights} loads in {loaded:.2f} s; prompt ({len(prompt)} tokens) {prefill * 1e3:.0f} ms; "
             f"one-token decode {step * 1e3:.1f} ms")
 
 

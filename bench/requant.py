@@ -1,11 +1,13 @@
-"""Speed against fidelity of the embedded model requantized for llama.cpp's batched CPU kernels.
+"""Speed against fidelity of the embedded model's weight formats on llama.cpp.
 
-    .venv/bin/python bench/requant.py
+    .venv/bin/python bench/requant.py [--seeds 2]
 
-The shipped file is Q4_1. For each format (the shipped file as-is, Q8_0, Q4_0) it prints:
-AWRS-SMC ms per particle-token on the regex task at 10 and 64 particles (llama.cpp, two
-seeds), and the mean KL(shipped || format) of the next-token distributions over every position
-of a fixed set of texts. Requantized files are cached like the transformers conversion
+The shipped file is Q4_1; awrs runs an F16 copy by default (``quant=``). For each format (the
+shipped file as-is, Q8_0, F16, Q4_0) it prints AWRS-SMC ms per particle-token on the regex task
+at 1, 10 and 64 particles (llama.cpp), and the mean KL of the next-token distributions over
+every position of a fixed set of texts, from two references: the shipped weights' exact values
+(the transformers backend, which dequantizes the shipped file to float32) and llama.cpp running
+the shipped file. Requantized files are cached like the transformers conversion
 (:func:`awrs.models.embedded.requantized_gguf`).
 """
 
@@ -16,6 +18,8 @@ import json
 import numpy as np
 
 import awrs
+from awrs.bench_scaling import measure_scaling
+from awrs.models import DEFAULT_QUANT
 from awrs.models.embedded import embedded_gguf_path, requantized_gguf
 
 TEXTS = [
@@ -43,26 +47,35 @@ def mean_kl(p_log: np.ndarray, q_log: np.ndarray) -> float:
 
 
 def main() -> None:
-    import sys
-    sys.path.insert(0, "bench")
-    from scaling import measure
+    import argparse
 
-    formats = ("q4_1 (shipped)", "q8_0", "q4_0")
-    paths = {fmt: embedded_gguf_path() if fmt.startswith("q4_1") else requantized_gguf(fmt) for fmt in formats}
-    results = {}
-    for fmt in formats:  # speed first, each model in a fresh state
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args()
+    formats = ("q4_1", "q8_0", "f16", "q4_0")
+    paths = {fmt: embedded_gguf_path() if fmt == "q4_1" else requantized_gguf(fmt) for fmt in formats}
+    exact = awrs.load_model(backend="hf")
+    exact_logprobs = [next_token_logprobs(exact, t) for t in TEXTS]
+    del exact
+    results, shipped_logprobs = {}, None
+    for fmt in formats:  # each model alone in the process while it is timed
         model = awrs.load_model(str(paths[fmt]), backend="llamacpp")
-        awrs.generate(model, "Hi", awrs.Regex("[a-z]+"), particles=2, max_tokens=4, seed=0)  # warm up
-        results[fmt] = {f"ms_{n}": measure(model, n, range(2), 30)["ms_per_particle_token"] for n in (10, 64)}
+        rows = measure_scaling(model, (1, 10, 64), seeds=args.seeds)
+        logprobs = [next_token_logprobs(model, t) for t in TEXTS]
+        shipped_logprobs = logprobs if fmt == "q4_1" else shipped_logprobs
+        results[fmt] = {
+            **{f"ms_{row['particles']}": row["ms_per_particle_token"] for row in rows},
+            "kl_exact": float(np.mean([mean_kl(e, q) for e, q in zip(exact_logprobs, logprobs)])),
+            "kl_shipped": float(np.mean([mean_kl(s, q) for s, q in zip(shipped_logprobs, logprobs)])),
+        }
         model.close()
-    shipped = awrs.load_model(str(paths[formats[0]]), backend="llamacpp")
-    reference = [next_token_logprobs(shipped, t) for t in TEXTS]
-    for fmt in formats:
-        model = shipped if fmt == formats[0] else awrs.load_model(str(paths[fmt]), backend="llamacpp")
-        results[fmt]["kl"] = 0.0 if model is shipped else float(np.mean([
-            mean_kl(ref, next_token_logprobs(model, t)) for ref, t in zip(reference, TEXTS)]))
-        r = results[fmt]
-        print(f"| {fmt} | {r['ms_10']:.2f} | {r['ms_64']:.2f} | {r['kl']:.2e} |", flush=True)
+    print("| weights | ms per particle-token, 1 particle | 10 | 64 | mean KL from the exact weights "
+          "| from llama.cpp's shipped file |")
+    print("|---|---|---|---|---|---|")
+    for fmt, r in results.items():
+        name = fmt.upper() + (" (shipped)" if fmt == "q4_1" else " (default)" if fmt == DEFAULT_QUANT else "")
+        print(f"| {name} | {r['ms_1']:.2f} | {r['ms_10']:.2f} | {r['ms_64']:.2f} | {r['kl_exact']:.1e} "
+              f"| {r['kl_shipped']:.1e} |")
     print(json.dumps(results))
 
 

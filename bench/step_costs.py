@@ -1,6 +1,6 @@
 """Where one AWRS-SMC step's time goes on llama.cpp, part by part, and what threads change.
 
-    .venv/bin/python bench/step_costs.py [--particles 10] [--seeds 4] [--quant q4_1]
+    .venv/bin/python bench/step_costs.py [--particles 10] [--seeds 4] [--quant f16]
 
 Runs the regex task of issue 14 (``awrs bench --scaling``'s prompt and pattern, 30 tokens) with
 timers wrapped around each part of a step: ``llama_decode`` (the forward pass), copying the
@@ -98,12 +98,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--particles", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--quant", default="q4_1", help="llama.cpp weights (see load_model's quant)")
+    parser.add_argument("--quant", default=None, help="llama.cpp weights (default: load_model's, see its quant)")
     args = parser.parse_args()
     model = awrs.load_model(backend="llamacpp", quant=args.quant)
     awrs.generate(model, PROMPT, awrs.Regex(PATTERN), particles=2, max_tokens=4, chat=True, seed=0)  # warm up
     parts, steps, tokens, total = step_parts(model, args.particles, args.seeds)
-    print(f"{model.name}, {model.n_threads} threads; AWRS-SMC, regex task, {args.particles} particles, "
+    print(f"{model.name} ({model.weights}), {model.n_threads} threads; AWRS-SMC, regex task, {args.particles} particles, "
           f"{args.seeds} seeds: {steps} steps, {tokens} particle-tokens, "
           f"{1000 * total / tokens:.2f} ms per particle-token\n")
     print("| part | ms per step | ms per particle-token | share |")

@@ -33,9 +33,10 @@ def _missing(backend: str) -> str | None:
 
 
 # KL(fresh evaluation || row of a reordered batch). transformers computes in float32 and agrees
-# to about 1e-3 in log-probability (KL ~1e-6). llama.cpp's 4-bit arithmetic depends on where the
-# cache cells sit: up to 0.02 measured, against 1 to 6 for a wrong context (tests/test_llamacpp.py).
-REORDER_KL = {"hf": 1e-4, "llamacpp": 0.1}
+# to about 1e-3 in log-probability (KL ~1e-6); llama.cpp on its default F16 weights to a few 1e-6
+# (the shipped 4-bit file, run as it is, reaches 0.02 where cache cells sit elsewhere), against 1
+# to 6 for a wrong context (tests/test_llamacpp.py).
+REORDER_KL = {"hf": 1e-4, "llamacpp": 1e-4}
 
 
 def available_backends() -> list:

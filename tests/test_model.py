@@ -62,6 +62,7 @@ def test_cli_json_contract(model):
     assert set(data) >= {"samples", "posterior", "log_marginal_likelihood", "eos_token_ids", "stats"}
     assert data["eos_token_ids"] == [0, 2]
     assert data["model"] == "SmolLM2-135M-Instruct" and data["backend"] in ("hf", "llamacpp")
+    assert data["weights"] == {"hf": "F32", "llamacpp": "F16"}[data["backend"]]  # what the run used
     assert data["samples"] and all(awrs.Regex(r" ?\d{1,3}").accepts(s["text"]) for s in data["samples"])
     assert abs(sum(s["probability"] for s in data["samples"]) - 1) < 1e-9
 

@@ -16,8 +16,11 @@ __all__ = ["DecodingSession", "LanguageModel", "TableModel", "load_model"]
 
 
 BACKENDS = ("auto", "hf", "llamacpp")
-#: the embedded model's weights on llama.cpp: "q4_1" is the shipped file as it is
-DEFAULT_QUANT = "q4_1"
+#: the embedded model's weights on llama.cpp: an F16 copy of the shipped Q4_1 file, which holds
+#: the shipped weights to F16 rounding (mean KL 1.5e-5 from their exact values, the transformers
+#: backend; llama.cpp's own Q4_1 arithmetic is 4.5e-3 away) and runs batches as fast as Q8_0
+#: (README, Backends: "Which weights llama.cpp runs").
+DEFAULT_QUANT = "f16"
 
 
 def load_model(
@@ -31,9 +34,10 @@ def load_model(
             a local Hugging Face model directory.
         device: torch device, ``"cpu"`` by default (``llamacpp``: ``"cpu"`` keeps every layer on
             the CPU; anything else offloads all layers if llama.cpp was built for a GPU).
-        verbose: say on stderr when a one-time conversion runs (``hf``; ``llamacpp`` converts nothing).
+        verbose: say on stderr when a one-time conversion runs.
         backend: ``"hf"`` (transformers; a GGUF file is dequantized to float32 once and cached),
-            ``"llamacpp"`` (llama-cpp-python; reads the GGUF file as it is), or ``"auto"`` (the
+            ``"llamacpp"`` (llama-cpp-python; reads a GGUF file as it is, the embedded model in
+            the format ``quant`` names), or ``"auto"`` (the
             default): llama.cpp for a GGUF model (the embedded one included) when
             llama-cpp-python is installed and loads -- it is about 2x faster on CPUs -- otherwise
             transformers. ``model.backend`` says which one was chosen.
@@ -41,9 +45,10 @@ def load_model(
             8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
             cores), ``n_gpu_layers``, ``flash_attn``, ``log`` (print llama.cpp's log), ``name``;
             see :class:`awrs.models.llamacpp.LlamaCppModel`. ``quant`` (embedded model only):
-            ``"q4_1"`` reads the shipped file as it is; ``"q8_0"`` or ``"q4_0"`` a copy
-            requantized once and cached (formats with batched CPU kernels; see
-            :func:`awrs.models.embedded.requantized_gguf`). Default: :data:`DEFAULT_QUANT`.
+            ``"f16"`` (the default, :data:`DEFAULT_QUANT`: the shipped weights to F16 rounding),
+            ``"q8_0"`` or ``"q4_0"``: a copy requantized once and cached (formats with batched
+            CPU kernels; see :func:`awrs.models.embedded.requantized_gguf`); ``"shipped"`` or
+            ``"q4_1"`` reads the shipped file as it is. ``model.weights`` says which runs.
     """
     from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
 
@@ -55,7 +60,7 @@ def load_model(
             for option in ("n_threads", "n_ctx", "quant"):  # settings only llama.cpp would use
                 backend_options.pop(option, None)
     if backend == "llamacpp":
-        return _load_llamacpp(path, device=device, **backend_options)
+        return _load_llamacpp(path, device=device, verbose=verbose, **backend_options)
     if backend_options:
         raise ConfigError(
             f"options {sorted(backend_options)} are for backend='llamacpp', not {backend!r}"
@@ -71,6 +76,7 @@ def load_model(
     if path is None:
         model = HFModel.from_directory(ensure_converted(embedded_gguf_path(), verbose=verbose), device=device)
         model.name = EMBEDDED_NAME
+        model.weights = "F32"  # the shipped Q4_1 values, dequantized
         return model
     path = Path(path).expanduser()
     if not path.exists():
@@ -125,8 +131,8 @@ def _checked_build(path):
     return verdict
 
 
-def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
-    from .embedded import EMBEDDED_NAME, embedded_gguf_path, requantized_gguf
+def _load_llamacpp(path, *, device: str, verbose: bool = True, **options) -> LanguageModel:
+    from .embedded import EMBEDDED_NAME, QUANTS, SHIPPED_QUANT, embedded_gguf_path, requantized_gguf
     from .llamacpp import LlamaCppModel
 
     allowed = {"n_ctx", "n_seq_max", "n_threads", "n_gpu_layers", "flash_attn", "name", "log", "quant"}
@@ -134,12 +140,15 @@ def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
     if unknown:
         raise ConfigError(f"unknown llamacpp options {unknown}; allowed: {sorted(allowed)}")
     options.setdefault("n_gpu_layers", 0 if device == "cpu" else -1)
-    quant = str(options.pop("quant", DEFAULT_QUANT)).lower()
+    if path is not None and options.get("quant"):
+        raise ConfigError("quant= applies to the embedded model only; a GGUF file runs as it is")
+    quant = str(options.pop("quant", None) or DEFAULT_QUANT).lower()
+    quant = SHIPPED_QUANT if quant == "shipped" else quant
+    if quant not in QUANTS:
+        raise ModelError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)} or shipped")
     if path is None:
         gguf = embedded_gguf_path()
         options.setdefault("name", EMBEDDED_NAME)
-        if quant not in ("q4_1", "shipped"):
-            gguf = requantized_gguf(quant, gguf)
     else:
         gguf = Path(path).expanduser()
         if not gguf.exists():
@@ -149,4 +158,8 @@ def _load_llamacpp(path, *, device: str, **options) -> LanguageModel:
     verdict = _checked_build(path)
     if not verdict.ok:
         raise ModelError(verdict.message())
-    return LlamaCppModel(gguf, **options)
+    if path is None and quant != SHIPPED_QUANT:  # after the build check: requantizing runs its code
+        gguf = requantized_gguf(quant, gguf, verbose=verbose)
+    model = LlamaCppModel(gguf, **options)
+    model.weights = quant.upper() if path is None else ""
+    return model

@@ -81,6 +81,7 @@ class LanguageModel(ABC):
     vocab: Vocabulary
     name: str = "model"
     backend: str = "custom"  # "hf", "llamacpp", "table": which implementation runs it
+    weights: str = ""  # the embedded model's weight format as run ("Q8_0", "F32", ...), else ""
     #: rows alive at once over all sessions, and KV cells they share (prompts counted once);
     #: None: no fixed limit. Servers admit requests within both.
     max_rows: int | None = None

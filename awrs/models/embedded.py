@@ -108,15 +108,21 @@ def ensure_converted(gguf: Path, *, verbose: bool = True) -> Path:
 
 
 #: llama.cpp quantization types that awrs can requantize the embedded model to
-REQUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+REQUANT_TYPES = {
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+}
+SHIPPED_QUANT = "q4_1"
+#: the embedded model's weight formats on llama.cpp ("shipped" also names q4_1, the file as it is)
+QUANTS = ("f16", SHIPPED_QUANT, "q8_0", "q4_0")
 
 
 def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = True) -> Path:
     """``gguf`` (default: the embedded file) requantized to ``kind`` for llama.cpp, cached.
 
     The shipped Q4_1 file has no batched x86 kernel in llama.cpp, so a step's time grows with
-    its rows; Q8_0 and Q4_0 have one. Requantizing goes through the Q4_1 values, so the copy is
-    as close to the shipped weights as the format allows (``bench/requant.py`` measures it).
+    its rows; Q8_0, F16 and Q4_0 have one. Requantizing goes through the Q4_1 values, so the copy
+    is as close to the shipped weights as the format allows: F16 holds them almost exactly, Q8_0
+    within the error llama.cpp's own Q4_1 arithmetic adds (``bench/requant.py`` measures both).
     """
     kind = kind.lower().split(" ")[0]
     if kind not in REQUANT_TYPES:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..cli_options import QUANT_CHOICES
+
 #: Limits settable on the command line: (flag, type, help).
 LIMIT_OPTIONS = [
     ("max_tokens", int, "largest max_tokens a request may ask for (default 512)"),
@@ -46,7 +48,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["auto", "hf", "llamacpp"], default="auto",
                         help="model backend (default: auto, llama.cpp when installed, else hf)")
     parser.add_argument("--device", default="cpu", help="torch device for the hf backend (default: cpu)")
-    parser.add_argument("--quant", choices=["q4_1", "q8_0", "q4_0"], default=None,
+    parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
                         help="llamacpp, embedded model: the weights' format (see `awrs generate --help`)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: 127.0.0.1, this machine only)")
