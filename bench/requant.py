@@ -4,7 +4,8 @@
 
 The shipped file is Q4_1; awrs runs an F16 copy by default (``quant=``). For each format (the
 shipped file as-is, Q8_0, F16, Q4_0) it prints AWRS-SMC ms per particle-token on the regex task
-at 1, 10 and 64 particles (llama.cpp), and the mean KL of the next-token distributions over
+at 1, 10 and 64 particles (llama.cpp), the forward pass alone for 1, 10 and 64 distinct rows
+(the fastest of 10 steps), and the mean KL of the next-token distributions over
 every position of a fixed set of texts, from two references: the shipped weights' exact values
 (the transformers backend, which dequantizes the shipped file to float32) and llama.cpp running
 the shipped file. Requantized files are cached like the transformers conversion
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from step_costs import forward_only  # bench/ is on the path when this file runs
 
 import awrs
 from awrs.bench_scaling import measure_scaling
@@ -69,13 +71,15 @@ def main() -> None:
             "kl_shipped": float(np.mean([mean_kl(s, q) for s, q in zip(shipped_logprobs, logprobs)])),
         }
         model.close()
-    print("| weights | ms per particle-token, 1 particle | 10 | 64 | mean KL from the exact weights "
-          "| from llama.cpp's shipped file |")
-    print("|---|---|---|---|---|---|")
+        for rows in (1, 10, 64):
+            results[fmt][f"forward_{rows}"] = forward_only(fmt, None, rows)
+    print("| weights | ms per particle-token, 1 particle | 10 | 64 | forward pass, 1 / 10 / 64 distinct rows "
+          "(ms, fastest of 10) | mean KL from the exact weights | from llama.cpp's shipped file |")
+    print("|---|---|---|---|---|---|---|")
     for fmt, r in results.items():
         name = fmt.upper() + (" (shipped)" if fmt == "q4_1" else " (default)" if fmt == DEFAULT_QUANT else "")
-        print(f"| {name} | {r['ms_1']:.2f} | {r['ms_10']:.2f} | {r['ms_64']:.2f} | {r['kl_exact']:.1e} "
-              f"| {r['kl_shipped']:.1e} |")
+        print(f"| {name} | {r['ms_1']:.2f} | {r['ms_10']:.2f} | {r['ms_64']:.2f} | {r['forward_1']:.1f} / "
+              f"{r['forward_10']:.1f} / {r['forward_64']:.1f} | {r['kl_exact']:.1e} | {r['kl_shipped']:.1e} |")
     print(json.dumps(results))
 
 
