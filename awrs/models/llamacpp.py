@@ -1,7 +1,7 @@
 """llama.cpp backend (through ``llama-cpp-python``): batched, KV-cached decoding of a GGUF file.
 
-The GGUF file is read as shipped (4-bit weights stay 4-bit; nothing is converted or cached on
-disk). One llama.cpp context per model holds a *unified* KV cache of ``n_ctx`` cells shared by
+The class reads the GGUF file it is given as it is (``load_model`` gives it an F16 copy of the
+embedded model, see :func:`awrs.models.embedded.requantized_gguf`). One llama.cpp context per model holds a *unified* KV cache of ``n_ctx`` cells shared by
 every sequence, so:
 
 * a session's rows are llama.cpp sequence ids. The prompt is evaluated once, in a sequence
