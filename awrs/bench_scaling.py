@@ -55,11 +55,13 @@ def measure_scaling(
     return rows
 
 
-def format_scaling(figures: dict[str, list[dict]]) -> str:
-    """A Markdown table: a row per particle count, a column per backend."""
+def format_scaling(figures: dict[str, list[dict]], labels: dict[str, str] | None = None) -> str:
+    """A Markdown table: a row per particle count, a column per backend (headed by ``labels``,
+    e.g. ``"llamacpp (F16)"``, where given)."""
     backends = list(figures)
+    heads = [(labels or {}).get(backend, backend) for backend in backends]
     lines = [f"AWRS-SMC, regex `{PATTERN}`; ms per particle-token: median (range; model share)", "",
-             "| particles | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
+             "| particles | " + " | ".join(heads) + " |", "|---|" + "---|" * len(backends)]
     for k, row in enumerate(figures[backends[0]]):
         cells = []
         for backend in backends:
@@ -70,7 +72,9 @@ def format_scaling(figures: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def plot_scaling(figures: dict[str, list[dict]], path: Path, *, title: str) -> None:
+def plot_scaling(
+    figures: dict[str, list[dict]], path: Path, *, title: str, labels: dict[str, str] | None = None
+) -> None:
     """ms per particle-token against particles (both axes log), a line per backend and its
     range, as a PNG."""
     import matplotlib
@@ -81,7 +85,8 @@ def plot_scaling(figures: dict[str, list[dict]], path: Path, *, title: str) -> N
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for backend, rows in figures.items():
         counts = [r["particles"] for r in rows]
-        ax.plot(counts, [r["ms_per_particle_token"] for r in rows], marker="o", label=backend)
+        ax.plot(counts, [r["ms_per_particle_token"] for r in rows], marker="o",
+                label=(labels or {}).get(backend, backend))
         ax.fill_between(counts, [r["range"][0] for r in rows], [r["range"][1] for r in rows], alpha=0.2)
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -331,15 +331,17 @@ def _bench_scaling(args) -> int:
     from .bench_scaling import format_scaling, measure_scaling, plot_scaling
 
     backends = ("llamacpp", "hf") if args.backend == "both" else (None,)
-    figures = {}
+    figures, labels = {}, {}
     for backend in backends:
         model = load_model_from_args(args, backend)
         figures[model.backend] = measure_scaling(model, args.scaling_particles, seeds=args.repeats,
                                                  progress=not args.json)
+        labels[model.backend] = f"{model.backend} ({model.weights})" if model.weights else model.backend
         del model  # one model in memory at a time
     if args.plot:
-        plot_scaling(figures, Path(args.plot), title=f"AWRS-SMC, regex task, {args.repeats} seeds per point")
-    print(json.dumps(figures) if args.json else format_scaling(figures))
+        plot_scaling(figures, Path(args.plot), title=f"AWRS-SMC, regex task, {args.repeats} seeds per point",
+                     labels=labels)
+    print(json.dumps(figures) if args.json else format_scaling(figures, labels))
     return 0
 
 

@@ -31,9 +31,11 @@ def test_one_row_per_particle_count_with_its_range_and_model_share(tmp_path: Pat
         assert 0.0 <= row["model_share"] <= 1.0
     table = format_scaling({"table": rows, "again": rows}).splitlines()
     assert table[2] == "| particles | table | again |"
+    labelled = format_scaling({"table": rows, "again": rows}, {"table": "table (F16)"}).splitlines()
+    assert labelled[2] == "| particles | table (F16) | again |"
     assert [line.split(" | ")[0] for line in table[4:]] == ["| 1", "| 4"]
     pytest.importorskip("matplotlib")
-    plot_scaling({"table": rows}, tmp_path / "scaling.png", title="test")
+    plot_scaling({"table": rows}, tmp_path / "scaling.png", title="test", labels={"table": "table (F16)"})
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
