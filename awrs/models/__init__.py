@@ -39,7 +39,7 @@ def load_model(
             ``"llamacpp"`` (llama-cpp-python; reads a GGUF file as it is, the embedded model in
             the format ``quant`` names), or ``"auto"`` (the
             default): llama.cpp for a GGUF model (the embedded one included) when
-            llama-cpp-python is installed and loads -- it is about 2x faster on CPUs -- otherwise
+            llama-cpp-python is installed and loads -- it is 2.5-3x faster on CPUs -- otherwise
             transformers. ``model.backend`` says which one was chosen.
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
             8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU

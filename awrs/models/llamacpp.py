@@ -1,8 +1,8 @@
 """llama.cpp backend (through ``llama-cpp-python``): batched, KV-cached decoding of a GGUF file.
 
 The class reads the GGUF file it is given as it is (``load_model`` gives it an F16 copy of the
-embedded model, see :func:`awrs.models.embedded.requantized_gguf`). One llama.cpp context per model holds a *unified* KV cache of ``n_ctx`` cells shared by
-every sequence, so:
+embedded model, see :func:`awrs.models.embedded.requantized_gguf`). One llama.cpp context per
+model holds a *unified* KV cache of ``n_ctx`` cells shared by every sequence, so:
 
 * a session's rows are llama.cpp sequence ids. The prompt is evaluated once, in a sequence
   reserved for it (id ``n_seq_max``), and shared with every row by tagging its KV cells with
