@@ -269,7 +269,7 @@ def _generate(args) -> int:
         out = {**result.to_json(), "model": model.name, "backend": model.backend, "weights": model.weights}
         print(json.dumps(out, ensure_ascii=False))
     else:
-        print(format_result(result, f"{model.name} ({', '.join(filter(None, (model.backend, model.weights)))})"))
+        print(format_result(result, f"{model.name} ({model.runs_as})"))
     return 0
 
 
@@ -336,7 +336,7 @@ def _bench_scaling(args) -> int:
         model = load_model_from_args(args, backend)
         figures[model.backend] = measure_scaling(model, args.scaling_particles, seeds=args.repeats,
                                                  progress=not args.json)
-        labels[model.backend] = f"{model.backend} ({model.weights})" if model.weights else model.backend
+        labels[model.backend] = model.runs_as
         del model  # one model in memory at a time
     if args.plot:
         plot_scaling(figures, Path(args.plot), title=f"AWRS-SMC, regex task, {args.repeats} seeds per point",

@@ -437,7 +437,6 @@ def serve(
 
     options = {"quant": quant} if quant and model_path is None else {}
     model = load_model(model_path, device=device, backend=backend, **options)
-    weights = f", {model.weights} weights" if model.weights else ""
-    print(f"awrs: serving {model.name} ({model.backend}{weights})", file=sys.stderr, flush=True)
+    print(f"awrs: serving {model.name} ({model.runs_as})", file=sys.stderr, flush=True)
     app = create_app(model, limits=checked, model_name=model_name, api_key=api_key)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
