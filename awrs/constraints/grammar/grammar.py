@@ -32,10 +32,11 @@ every token whose first byte cannot follow.
 Whole-vocabulary token masks come from the constraint's checker for a vocabulary
 (:class:`GrammarChecker`, built by ``compile(vocab)``): a second llguidance matcher over the
 model's own tokens, replayed to the state's text from the longest text it has replayed before.
-Same grammar, same engine, so the mask is exactly the set of tokens ``advance`` accepts. Over a character-level grammar a mask needs an Earley step per byte
-of the token trie, 0.02-185 ms on the embedded 49k vocabulary (185 ms inside a string
-literal), where AWRS needs about two checks of ~20 us each: samplers use masks only when a
-step's rejections have cost as much (see :mod:`awrs.sampling.samplers`).
+Same grammar, same engine, so the mask is exactly the set of tokens ``advance`` accepts. Over
+a character-level grammar a mask needs an Earley step per byte of the token trie: 5 ms at p50
+and up to 465 ms (inside a literal) along Spider queries on the embedded 49k vocabulary
+(``bench/grammar_masks.py``), where AWRS needs about two checks of ~20 us each: samplers use
+masks only when a step's rejections have cost as much (see :mod:`awrs.sampling.samplers`).
 
 Grammar text that Lark rejects, a terminal regex a context-free grammar cannot express
 (lookaheads, anchors, backreferences), or a grammar too large for the engine raises
@@ -64,8 +65,8 @@ if TYPE_CHECKING:
 # Earley rows of character-level grammars are wide; the engine's defaults (2,000 items a row)
 # would turn "too much work" into a rejection, which the contract forbids.
 MAX_ITEMS_IN_ROW = 1_000_000
-# A token mask replays the text through llguidance and scans the vocabulary: 5-160 ms at 49k
-# tokens, against ~20 us a check (see Checker.mask_cost).
+# A token mask replays the text through llguidance and scans the vocabulary: 5 ms at p50, up to
+# 465 ms at 49k tokens, against ~20 us a check (see Checker.mask_cost).
 GRAMMAR_MASK_COST = 2048.0
 STEP_MAX_ITEMS = 10_000_000
 REPLAY_CACHE = 256  # token matchers kept per checker, by text
