@@ -5,7 +5,10 @@
 For three Spider databases, the first ``--queries`` gold queries of each, cut after every token
 of the model's own tokenization: the mask of each prefix's state from ``Grammar``'s checker
 (llguidance over the character-level grammar; masks are not cached across prefixes, matchers
-replayed to earlier prefixes are, as in a run). If the ``xgrammar`` package can be imported
+replayed to earlier prefixes are, as in a run). For comparison, the grammar as written handed
+to llguidance directly (its own greedy lexer: a different language, which is why awrs does not
+do this): its masks along the same queries, up to the first token it rejects, and how many gold
+queries it rejects. If the ``xgrammar`` package can be imported
 (it is not one of awrs's dependencies: install it elsewhere and put it on PYTHONPATH), the same
 character-level grammar is also handed to XGrammar and each of its masks is compared with
 llguidance's: a byte-level engine with no lexer, so it keeps the language, unlike a lexer-based
@@ -24,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import awrs
-from awrs.constraints.grammar.grammar import Grammar
+from awrs.constraints.grammar.compile import strip_empty_literals
+from awrs.constraints.grammar.grammar import Grammar, _llguidance, _VocabularyTokenizer
 
 DATABASES = ("concert_singer", "pets_1", "car_1")
 
@@ -87,6 +91,30 @@ class XGrammarMasks:
         return allowed[~np.isin(allowed, self.special)]
 
 
+class LexedAsWritten:
+    """The grammar text as llguidance reads it itself (its lexer decides where terminals end)."""
+
+    def __init__(self, grammar: Grammar, vocab) -> None:
+        llg = _llguidance()
+        tokenizer = llg.LLTokenizer(llg.TokenizerWrapper(_VocabularyTokenizer(vocab)))
+        text = '%llguidance {"no_forcing": true}\n' + strip_empty_literals(grammar.source)
+        self.matcher = llg.LLMatcher(tokenizer, llg.LLMatcher.grammar_from_lark(text), log_level=0,
+                                     limits=grammar._limits)
+        if self.matcher.is_error():
+            raise RuntimeError(self.matcher.get_error())
+
+    def masks_until_rejected(self, ids: list[int], times: list[float]) -> bool:
+        """Time the mask before each token; False at the first token the matcher rejects."""
+        matcher = self.matcher.deep_copy()
+        for token in [None, *ids]:
+            if token is not None and matcher.try_consume_tokens([token]) != 1:
+                return False
+            started = time.perf_counter()
+            matcher.compute_bitmask()
+            times.append(1000 * (time.perf_counter() - started))
+        return True
+
+
 def summary(engine: str, times: list[float], **extra) -> str:
     times = sorted(times)
     return json.dumps({"engine": engine, "masks": len(times), "p50_ms": round(statistics.median(times), 2),
@@ -106,10 +134,14 @@ def main() -> None:
     model = awrs.load_model()
     vocab = model.vocab
     llguidance_ms, xgrammar_ms, identical = [], [], 0
+    as_written_ms, as_written_rejected, queries = [], 0, 0
     for database in DATABASES:
         grammar = Grammar((args.data / "grammars" / f"{database}.lark").read_text())
         xgr_masks = XGrammarMasks(xgrammar, grammar.compiled.text, vocab) if xgrammar else None
+        as_written = LexedAsWritten(grammar, vocab)
         for query in gold_queries(args.data, database, args.queries):
+            queries += 1
+            as_written_rejected += not as_written.masks_until_rejected(model.encode(query), as_written_ms)
             checker = grammar.compile(vocab)
             checker._masks.clear()
             text, state = b"", grammar.start()
@@ -127,7 +159,9 @@ def main() -> None:
                     if not np.array_equal(other, mask):
                         raise AssertionError(f"the engines' masks differ after {text!r}")
                     identical += 1
-    print(summary("llguidance", llguidance_ms, databases=list(DATABASES)))
+    print(summary("llguidance", llguidance_ms, databases=list(DATABASES), gold_queries=queries))
+    print(summary("llguidance, grammar as written (greedy lexer)", as_written_ms,
+                  gold_queries_rejected=as_written_rejected))
     if xgrammar is not None:
         print(summary(f"xgrammar {getattr(xgrammar, '__version__', '')}".strip(), xgrammar_ms,
                       identical_to_llguidance=identical))
