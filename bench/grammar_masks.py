@@ -28,7 +28,7 @@ import numpy as np
 
 import awrs
 from awrs.constraints.grammar.compile import strip_empty_literals
-from awrs.constraints.grammar.grammar import Grammar, _llguidance, _VocabularyTokenizer
+from awrs.constraints.grammar.grammar import Grammar, GrammarChecker, _llguidance, _VocabularyTokenizer
 
 DATABASES = ("concert_singer", "pets_1", "car_1")
 
@@ -142,8 +142,7 @@ def main() -> None:
         for query in gold_queries(args.data, database, args.queries):
             queries += 1
             as_written_rejected += not as_written.masks_until_rejected(model.encode(query), as_written_ms)
-            checker = grammar.compile(vocab)
-            checker._masks.clear()
+            checker = GrammarChecker(grammar, vocab)  # no masks cached from earlier queries
             text, state = b"", grammar.start()
             for token in [None, *model.encode(query)]:
                 if token is not None:
