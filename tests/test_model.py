@@ -103,6 +103,19 @@ def test_gguf_conversion_into_a_fresh_cache(tmp_path, monkeypatch, model):
     assert np.max(np.abs(a - b)) < 1e-4
 
 
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    """A cache folder that cannot be created (here: under a file) stops the first conversion
+    with what, where and how to fix it, never a traceback from deep inside."""
+    from awrs.models.embedded import embedded_gguf_path, ensure_converted, requantized_gguf
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(awrs.ModelError, match=r"cannot write the f16 copy .*a-file.*AWRS_CACHE_DIR.*--quant shipped"):
+        requantized_gguf("f16", verbose=False)
+    with pytest.raises(awrs.ModelError, match=r"cannot write the float32 conversion .*AWRS_CACHE_DIR"):
+        ensure_converted(embedded_gguf_path(), verbose=False)
+
+
 def test_missing_or_wrong_model_paths_are_clear_errors(tmp_path):
     with pytest.raises(awrs.ModelError, match="no model at"):
         awrs.load_model(tmp_path / "missing")

@@ -37,6 +37,19 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "awrs"
 
 
+def _writable_folder(folder: Path, what: str, alternative: str) -> None:
+    """Create ``folder`` for a cached ``what``, or say which folder failed and how to move it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkstemp(prefix=".awrs-write-test-", dir=folder)[1])
+        probe.unlink()
+    except OSError as err:
+        raise ModelError(
+            f"cannot write {what} to the awrs cache {folder} ({err.strerror or err}); set AWRS_CACHE_DIR "
+            f"to a writable folder{alternative}"
+        ) from None
+
+
 def embedded_gguf_path() -> Path:
     """The GGUF file of the embedded model, without importing its package."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
@@ -71,14 +84,14 @@ def ensure_converted(gguf: Path, *, verbose: bool = True) -> Path:
     target = converted_path(gguf)
     if (target / MARKER).is_file():
         return target
-    if verbose:
-        print(f"awrs: converting {gguf.name} once (about 30 s); cached in {target}", file=sys.stderr)
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as err:
         raise ModelError(f"loading a GGUF model needs torch, transformers and gguf: {err}") from err
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _writable_folder(target.parent, f"the float32 conversion of {gguf.name}", "")
+    if verbose:
+        print(f"awrs: converting {gguf.name} once (about 30 s); cached in {target}", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -131,6 +144,8 @@ def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = Tru
     target = cache_dir() / "models" / f"{source.stem}.{kind}-{_fingerprint(source)}.gguf"
     if target.is_file():
         return target
+    _writable_folder(target.parent, f"the {kind} copy of {source.name}",
+                     " (or run the shipped file as it is: --quant shipped, quant='shipped')")
     if verbose:
         print(f"awrs: requantizing {source.name} to {kind} once (a few seconds); cached in {target}",
               file=sys.stderr)
@@ -143,13 +158,16 @@ def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = Tru
     params.ftype = getattr(lib, REQUANT_TYPES[kind])
     params.allow_requantize = True
     params.nthread = max(os.cpu_count() or 1, 1)
-    target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         code = lib.llama_model_quantize(str(source).encode(), str(work).encode(), ctypes.byref(params))
-        if code != 0 or not work.is_file():
-            raise ModelError(f"llama.cpp could not requantize {source.name} to {kind} (code {code})")
+        if code != 0 or not work.is_file():  # e.g. the disk filled up
+            raise ModelError(f"llama.cpp could not requantize {source.name} to {kind} into {target.parent} "
+                             f"(code {code}); is there room on that disk? (AWRS_CACHE_DIR moves the cache)")
         work.replace(target)
+    except OSError as err:
+        raise ModelError(f"could not store the {kind} copy of {source.name} in {target.parent}: "
+                         f"{err.strerror or err}") from None
     finally:
         work.unlink(missing_ok=True)
     return target
