@@ -18,6 +18,7 @@ one. Prints one JSON line per engine.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import re
 import statistics
@@ -140,11 +141,12 @@ def main() -> None:
         xgr_masks = XGrammarMasks(xgrammar, grammar.compiled.text, vocab) if xgrammar else None
         as_written = LexedAsWritten(grammar, vocab)
         for query in gold_queries(args.data, database, args.queries):
+            ids = model.encode(query)
             queries += 1
-            as_written_rejected += not as_written.masks_until_rejected(model.encode(query), as_written_ms)
+            as_written_rejected += not as_written.masks_until_rejected(ids, as_written_ms)
             checker = GrammarChecker(grammar, vocab)  # no masks cached from earlier queries
             text, state = b"", grammar.start()
-            for token in [None, *model.encode(query)]:
+            for token in [None, *ids]:
                 if token is not None:
                     text += vocab.tokens[token]
                     state = grammar.advance(state, vocab.tokens[token])
@@ -158,12 +160,13 @@ def main() -> None:
                     if not np.array_equal(other, mask):
                         raise AssertionError(f"the engines' masks differ after {text!r}")
                     identical += 1
-    print(summary("llguidance", llguidance_ms, databases=list(DATABASES), gold_queries=queries))
+    print(summary("awrs (llguidance, character-level grammar)", llguidance_ms, databases=list(DATABASES),
+                  gold_queries=queries))
     print(summary("llguidance, grammar as written (greedy lexer)", as_written_ms,
                   gold_queries_rejected=as_written_rejected))
     if xgrammar is not None:
-        print(summary(f"xgrammar {getattr(xgrammar, '__version__', '')}".strip(), xgrammar_ms,
-                      identical_to_llguidance=identical))
+        print(summary(f"xgrammar {importlib.metadata.version('xgrammar')} (awrs's character-level grammar)",
+                      xgrammar_ms, identical_to_awrs=identical))
     else:
         print(json.dumps({"engine": "xgrammar", "skipped": "not importable"}))
 

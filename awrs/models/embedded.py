@@ -41,8 +41,9 @@ def _writable_folder(folder: Path, what: str, alternative: str) -> None:
     """Create ``folder`` for a cached ``what``, or say which folder failed and how to move it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkstemp(prefix=".awrs-write-test-", dir=folder)[1])
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(prefix=".awrs-write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as err:
         raise ModelError(
             f"cannot write {what} to the awrs cache {folder} ({err.strerror or err}); set AWRS_CACHE_DIR "
