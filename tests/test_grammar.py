@@ -440,3 +440,57 @@ def test_cheap_grammar_checks_agree_with_advance():
         state = grammar.advance(grammar.start(), text[:cut])
         for token in range(len(pieces) - 1):
             assert checker.accepts_token(state, token) == (grammar.advance(state, pieces[token]) is not DEAD)
+
+
+# --- states share one matcher per lineage ---------------------------------------------------
+
+
+def _walk_shared_states(grammar: Grammar, reference: Grammar, pool: list, seed: int, steps: int) -> int:
+    """Random operations on random states of ``pool`` (old ones included, so lineages are
+    moved on and states left behind are used again), each compared with a state built from
+    the start for the same text. Returns how many operations ran."""
+    import random
+
+    pieces = (b"[", b"1", b",", b"]", b"{", b'"a"', b":", b"}", b" ", b"tru", b"e", b"x", b'"', b"2.5", b"nul", b"l")
+    rng = random.Random(seed)
+    for _ in range(steps):
+        state = pool[-1 - min(int(rng.expovariate(0.2)), len(pool) - 1)]  # mostly recent ones
+        fresh = reference.advance(reference.start(), state.text) if state.text else reference.start()
+        piece = rng.choice(pieces)
+        operation = rng.choice((0, 0, 0, 1, 2, 3))  # mostly advances, to grow long chains
+        if operation == 0:
+            after = grammar.advance(state, piece)
+            expected = reference.advance(fresh, piece)
+            assert (after is DEAD) == (expected is DEAD), (state.text, piece)
+            if after is not DEAD:
+                assert after.text == state.text + piece
+                pool.append(after)
+        elif operation == 1:
+            assert grammar.is_complete(state) == reference.is_complete(fresh), state.text
+        elif operation == 2:
+            assert grammar.next_bytes(state) == reference.next_bytes(fresh), state.text
+        else:
+            assert grammar._would_accept(state, piece) == (reference.advance(fresh, piece) is not DEAD)
+    return steps
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_states_sharing_a_matcher_behave_like_states_built_afresh(threads):
+    """advance moves a lineage's matcher on in place, and a state left behind gets a rolled-back
+    copy when used again: every answer must equal that of a state built from the start, with
+    states used in any order, and from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    grammar, reference = Grammar(JSON_GRAMMAR), Grammar(JSON_GRAMMAR)
+    pool = [grammar.start()]
+    with ThreadPoolExecutor(threads) as workers:
+        done = sum(workers.map(lambda seed: _walk_shared_states(grammar, reference, pool, seed, 400 // threads),
+                               range(threads)))
+    assert done == 400 and len(pool) > 40
+    assert len({len(state.text) for state in pool}) > 15  # long chains, not only short texts
+
+
+def test_the_start_state_is_never_moved_on(json_grammar):
+    first = json_grammar.advance(json_grammar.start(), b"[1")
+    assert json_grammar.start()._lineage is not first._lineage
+    assert json_grammar.start()._lineage.text == b"" and json_grammar.advance(json_grammar.start(), b"{") is not DEAD

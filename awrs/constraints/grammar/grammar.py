@@ -23,10 +23,15 @@ not one string. So:
   because a lexer guessed a token boundary;
 * a text is complete exactly when it is in the language.
 
-States wrap one llguidance matcher each, never mutated after creation: ``advance`` copies the
-matcher and feeds it the new bytes (cost: the new bytes, plus a copy that grows slowly with the
-text). Bytes of a character split across tokens are fed as they come: the engine works on
-UTF-8 bytes. ``next_bytes`` is exact (the engine's mask over the 256 bytes), so samplers skip
+States are immutable values (their text), but they do not each hold a matcher: copying
+llguidance's matcher costs time linear in the text (its Earley chart keeps a row per byte).
+A chain of states shares one matcher, a *lineage*, which sits at the newest state's text.
+``advance`` from that newest state feeds the new bytes to the lineage's matcher in place (cost:
+the new bytes only); a state the lineage has moved past gets its own copy, rolled back to its
+text, the first time it is used again (after resampling, only the second and later copies of a
+particle pay). The start state is never advanced in place. A per-grammar lock keeps threads
+that share states apart. Bytes of a character split across tokens are fed as they come: the
+engine works on UTF-8 bytes. ``next_bytes`` is exact (the engine's mask over the 256 bytes), so samplers skip
 every token whose first byte cannot follow.
 
 Whole-vocabulary token masks come from the constraint's checker for a vocabulary
@@ -147,13 +152,26 @@ class _VocabularyTokenizer:
         return out
 
 
-class GrammarState:
-    """An immutable Earley chart after some bytes (wraps a matcher that is never mutated)."""
+class _Lineage:
+    """One llguidance matcher shared by a chain of states; it sits after ``text``, the newest
+    state's text (every older state's text is a prefix of it)."""
 
-    __slots__ = ("_matcher", "text")
+    __slots__ = ("broken", "matcher", "text")
 
     def __init__(self, matcher, text: bytes) -> None:
-        self._matcher = matcher
+        self.matcher = matcher
+        self.text = text
+        self.broken: str | None = None  # the engine failed while this matcher was moved on
+
+
+class GrammarState:
+    """The grammar's state after some bytes: an immutable value, its text; the Earley chart
+    comes from its lineage (see the module docstring)."""
+
+    __slots__ = ("_lineage", "text")
+
+    def __init__(self, lineage: _Lineage, text: bytes) -> None:
+        self._lineage = lineage
         self.text = text  # bytes consumed so far (replayed for token masks)
 
     @property
@@ -190,8 +208,9 @@ class Grammar(Constraint):
             raise ConfigError(f"grammar rejected by the engine: {_one_line(str(err))}") from None
         if matcher.is_error():
             raise ConfigError(f"grammar rejected by the engine: {_one_line(matcher.get_error())}")
-        self._start = GrammarState(matcher, b"")
+        self._start = GrammarState(_Lineage(matcher, b""), b"")
         self._limits = limits
+        self._lock = threading.RLock()  # every use of a lineage's matcher
 
     def describe(self) -> str:
         first = next((line.strip() for line in self.source.splitlines() if line.strip()), "")
@@ -203,31 +222,67 @@ class Grammar(Constraint):
     def start(self) -> GrammarState:
         return self._start
 
+    def _matcher_at(self, state: GrammarState):
+        """The matcher after ``state.text`` (hold ``self._lock``): the lineage's own while it
+        has not moved past the state, else a copy rolled back to it, which the state keeps."""
+        lineage = state._lineage
+        if lineage.broken is not None:
+            raise ConstraintError(f"grammar engine failed earlier on this text: {lineage.broken}")
+        behind = len(lineage.text) - len(state.text)
+        if behind:
+            matcher = lineage.matcher.deep_copy()
+            matcher.rollback(behind)
+            if matcher.is_error():  # pragma: no cover - rollback within the chart never fails
+                raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
+            state._lineage = lineage = _Lineage(matcher, state.text)
+        return lineage.matcher
+
     def advance(self, state: State, data: bytes) -> State:
         if not data:
             return state
         if self.compiled.empty_language:
             return DEAD
-        matcher = state._matcher.deep_copy()
-        consumed = matcher.try_consume_tokens(list(data))
-        if matcher.is_error():
-            raise ConstraintError(f"grammar engine failed: {_one_line(matcher.get_error())}")
-        if consumed < len(data):
-            return DEAD
-        return GrammarState(matcher, state.text + data)
+        with self._lock:
+            matcher = self._matcher_at(state)
+            if state is self._start:  # shared by every run: never moved on
+                matcher = matcher.deep_copy()
+                lineage = _Lineage(matcher, state.text)
+            else:
+                lineage = state._lineage
+            consumed = matcher.try_consume_tokens(list(data))
+            if matcher.is_error():
+                lineage.broken = _one_line(matcher.get_error())
+                raise ConstraintError(f"grammar engine failed: {lineage.broken}")
+            if consumed < len(data):
+                if consumed:
+                    matcher.rollback(consumed)
+                return DEAD
+            lineage.text = state.text + data
+            return GrammarState(lineage, lineage.text)
+
+    def _would_accept(self, state: State, data: bytes) -> bool:
+        """Whether ``advance(state, data)`` would not be DEAD, without building the state."""
+        if not data:
+            return True
+        if self.compiled.empty_language:
+            return False
+        with self._lock:
+            return self._matcher_at(state).validate_tokens(list(data)) == len(data)
 
     def is_complete(self, state: State) -> bool:
         if self.compiled.empty_language:
             return False
-        return bool(state._matcher.is_accepting())
+        with self._lock:
+            return bool(self._matcher_at(state).is_accepting())
 
     def next_bytes(self, state: State) -> frozenset[int] | None:
         if self.compiled.empty_language:
             return frozenset()
-        matcher = state._matcher
-        if matcher.is_stopped():
-            return frozenset()
-        mask = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+        with self._lock:
+            matcher = self._matcher_at(state)
+            if matcher.is_stopped():
+                return frozenset()
+            mask = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
         bits = np.unpackbits(mask, bitorder="little")[:256]
         return frozenset(np.flatnonzero(bits).tolist())
 
@@ -271,12 +326,7 @@ class GrammarChecker(Checker):
         self._lock = threading.Lock()
 
     def accepts_token(self, state: State, token: int) -> bool:
-        data = self.vocab.tokens[token]
-        if not data:
-            return True
-        if self._empty_language:
-            return False
-        return state._matcher.validate_tokens(list(data)) == len(data)
+        return self.constraint._would_accept(state, self.vocab.tokens[token])
 
     def token_mask(self, state: State) -> np.ndarray | None:
         if self._empty_language:
