@@ -34,6 +34,18 @@ def hashed_model(tokens=("a", "b", "c", "<eos>"), eos=3, concentration=1.0, seed
     return TableModel(list(tokens), next_probs, eos=eos, name="hashed")
 
 
+def llamacpp_unusable() -> str | None:
+    """Why the llama.cpp backend cannot run here (imported the way the backend does), or None."""
+    from awrs.errors import ModelError
+    from awrs.models.llamacpp_lib import llama
+
+    try:
+        llama()
+    except ModelError as err:
+        return str(err)
+    return None
+
+
 @pytest.fixture
 def trap_model() -> TableModel:
     return lcd_trap_model()

@@ -10,6 +10,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import llamacpp_unusable
 
 import awrs
 
@@ -23,13 +24,7 @@ def _missing(backend: str) -> str | None:
     if backend == "hf":
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
         return f"needs {', '.join(missing)}" if missing else None
-    from awrs.models.llamacpp_lib import llama as _llama
-
-    try:
-        _llama()  # imports llama_cpp the way the backend does
-    except awrs.ModelError as err:
-        return str(err)
-    return None
+    return llamacpp_unusable()
 
 
 # KL(fresh evaluation || row of a reordered batch). transformers computes in float32 and agrees

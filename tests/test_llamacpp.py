@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import llamacpp_unusable
 
 import awrs
 from awrs.models.embedded import embedded_gguf_path, requantized_gguf
 from awrs.models.llamacpp import DEFAULT_N_CTX, DEFAULT_N_SEQ_MAX, LlamaCppModel
-from awrs.models.llamacpp_lib import llama as _llama
 
 pytestmark = pytest.mark.model
 
-try:
-    _llama()  # imports llama_cpp the way the backend does
-except awrs.ModelError as err:
-    pytest.skip(f"llama-cpp-python is not usable: {err}", allow_module_level=True)
+if (unusable := llamacpp_unusable()) is not None:
+    pytest.skip(f"llama-cpp-python is not usable: {unusable}", allow_module_level=True)
 
 # One thread: on a shared CPU llama.cpp's threads wait for each other at every graph node, and
 # the results do not depend on the thread count (each dot product is computed by one thread).

@@ -22,6 +22,7 @@ from functools import cache
 import numpy as np
 import pytest
 import regex
+from conftest import llamacpp_unusable
 
 import awrs
 from awrs.constraints import Regex
@@ -120,12 +121,9 @@ def shared_model():
 def default_llamacpp():
     """llama.cpp as users get it by default: the F16 copy of the shipped weights (mean KL ~1e-5
     from the reference's float32 ones, see tests/test_llamacpp.py) with flash attention."""
-    from awrs.models.llamacpp_lib import llama as _llama
-
-    try:
-        _llama()  # imports llama_cpp the way the backend does
-    except awrs.ModelError as err:
-        pytest.skip(f"llama-cpp-python is not usable: {err}")
+    unusable = llamacpp_unusable()
+    if unusable is not None:
+        pytest.skip(f"llama-cpp-python is not usable: {unusable}")
     model = awrs.load_model(backend="llamacpp", verbose=False)
     assert model.weights == "F16"
     return model

@@ -82,15 +82,15 @@ class LanguageModel(ABC):
     name: str = "model"
     backend: str = "custom"  # "hf", "llamacpp", "table": which implementation runs it
     weights: str = ""  # the embedded model's weight format as run ("Q8_0", "F32", ...), else ""
+    #: rows alive at once over all sessions, and KV cells they share (prompts counted once);
+    #: None: no fixed limit. Servers admit requests within both.
+    max_rows: int | None = None
+    max_cells: int | None = None
 
     @property
     def runs_as(self) -> str:
         """What runs it, for people: the backend and the weight format (``"llamacpp, F16"``)."""
         return ", ".join(filter(None, (self.backend, self.weights)))
-    #: rows alive at once over all sessions, and KV cells they share (prompts counted once);
-    #: None: no fixed limit. Servers admit requests within both.
-    max_rows: int | None = None
-    max_cells: int | None = None
 
     @abstractmethod
     def open(self, prompt_ids: Sequence[int], rows: int) -> DecodingSession:

@@ -286,7 +286,6 @@ class Grammar(Constraint):
         bits = np.unpackbits(mask, bitorder="little")[:256]
         return frozenset(np.flatnonzero(bits).tolist())
 
-
     def _checker(self, vocab: Vocabulary) -> Checker:
         return GrammarChecker(self, vocab)
 
@@ -303,8 +302,9 @@ class GrammarChecker(Checker):
 
     exact_masks = True
     mask_cost = GRAMMAR_MASK_COST
-    # A check asks the state's matcher how many bytes it would take (no copy: a few us); a
-    # new state copies the matcher, whose Earley chart grows with the text.
+    # A check asks the state's matcher how many bytes it would take (a few us, the matcher left
+    # where it was); building a state moves the lineage's matcher on, so a second candidate
+    # from the same state would need a copy rolled back to it.
     cheap_checks = True
 
     def __init__(self, constraint: Grammar, vocab: Vocabulary) -> None:
