@@ -3,12 +3,14 @@
     awrs generate --prompt TEXT (--regex R | --json-schema F [--whitespace W] | --grammar F [--start R]
                   | --sql-db F | --smiles) [--chat] [--system TEXT] [--particles N] [--max-tokens N]
                   [--method M] [--estimator E] [--masks auto|always|never] [--ess-threshold X]
-                  [--seed S] [--time-limit SECONDS] [model options] [--json]
+                  [--budget-twist on|exact|off] [--resample-power P] [--seed S]
+                  [--time-limit SECONDS] [model options] [--json]
     awrs check (--regex R | --json-schema F | --grammar F | --sql-db F | --smiles) --text T [--prefix]
     awrs coverage json|spider|patterns --data DIR [--limit N] [--examples K] [--seed S]
                   [--constraint grammar|sql|sql-shipped] [--pieces chars|tokenizer] [--json]
     awrs eval DOMAIN --data DIR --out FILE.jsonl [--method M] [--particles N] [--max-tokens N]
-              [--limit K] [--seed S] [--time-limit SECONDS] [model options] [--json]
+              [--limit K] [--start K] [--seed S] [--time-limit SECONDS] [--ess-threshold X]
+              [--budget-twist on|exact|off] [--resample-power P] [model options] [--json]
     awrs report RESULTS.jsonl... --out REPORT.md [--plot REPORT.png]
     awrs serve [model options] [--host H] [--port P] [--api-key K] [--max-tokens N] [--max-particles N] ...
     awrs bench [--particles N] [--max-tokens N] [--masking-tokens N] [--repeats N] [--seed S]
@@ -124,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "computed one), always, never (default: auto)")
     gen.add_argument("--ess-threshold", type=float, default=0.5,
                      help="resample when ESS < this fraction of particles (SMC methods)")
+    gen.add_argument("--budget-twist", choices=["on", "exact", "off"], default="on",
+                     help="how resampling sees --max-tokens (SMC methods): on (default) favours "
+                          "particles likely to finish within the tokens left and drops those that "
+                          "cannot; exact only drops those that cannot; off ignores the limit until "
+                          "it is reached. The target, and so the samples' distribution, is the same")
+    gen.add_argument("--resample-power", type=float, default=1.0, metavar="P",
+                     help="resampling weighs particles by their weights to this power, in [0, 1] "
+                          "(SMC methods; default 1): lower keeps more lineages apart; the target "
+                          "is the same")
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                      help="stop after this long, keeping the samples finished so far")
@@ -262,7 +273,8 @@ def _generate(args) -> int:
         model, args.prompt, constraint,
         particles=args.particles, max_tokens=args.max_tokens, method=args.method,
         seed=args.seed, chat=args.chat, system=args.system, ess_threshold=args.ess_threshold,
-        estimator=args.estimator, masks=args.masks, time_limit=args.time_limit,
+        budget_twist=args.budget_twist, resample_power=args.resample_power, estimator=args.estimator,
+        masks=args.masks, time_limit=args.time_limit,
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:

@@ -111,6 +111,8 @@ def _prepare(
     system: str | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
+    budget_twist: str = "on",
+    resample_power: float = 1.0,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -134,6 +136,8 @@ def _prepare(
         max_tokens=max_tokens,
         ess_threshold=ess_threshold if spec.resamples else 0.0,
         resampling=resampling,
+        budget_twist=budget_twist,
+        resample_power=resample_power,
     )
     job = Job(
         prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
@@ -161,6 +165,8 @@ def generate(
     system: str | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
+    budget_twist: str = "on",
+    resample_power: float = 1.0,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -183,6 +189,13 @@ def generate(
         chat: wrap a text prompt in the model's chat template (with ``system`` if given).
         ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
         resampling: ``"systematic"`` or ``"multinomial"``.
+        budget_twist: ``"on"`` (default), ``"exact"`` or ``"off"``: how resampling sees
+            ``max_tokens`` (:mod:`awrs.budget`). ``exact`` drops only prefixes that cannot
+            finish in the tokens left; ``on`` also favours particles likely to finish in time.
+            The target is the same either way; SMC methods only.
+        resample_power: resampling weighs particles by their weights to this power (1: plain
+            SMC; towards 0, lineages stay apart unless they die or cannot finish); the
+            target is the same for every value. SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
@@ -206,8 +219,8 @@ def generate(
     prepared = _prepare(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
-        estimator=estimator, masks=masks, critic=critic, max_attempts=max_attempts,
-        time_limit=time_limit, should_stop=should_stop, on_step=on_step,
+        budget_twist=budget_twist, resample_power=resample_power, estimator=estimator, masks=masks,
+        critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None
     if bar is not None:
@@ -372,6 +385,9 @@ def _explain(
         parts.append(f"{stats.dead_ends} reached a prefix that no token can continue")
     if stats.truncated:
         parts.append(f"{stats.truncated} were incomplete at max_tokens (raise max_tokens)")
+    if stats.budget_kills:
+        parts.append(f"{stats.budget_kills} could not have finished in the tokens they had left "
+                     "(raise max_tokens)")
     reasons = "; ".join(parts) if parts else "every particle died"
     return f"no sample satisfies the {constraint.describe()}: of {n} particles, {reasons}"
 

@@ -8,8 +8,11 @@ final score, if one is given). Every step:
    unbiased estimate of the local normaliser Z); a dead end (-inf) kills the particle;
 3. a particle that has produced ``max_tokens`` tokens is given EOS with weight p(EOS | x), which
    keeps the target exact under the length limit;
-4. an optional critic twists the weights (its prefix score is added, and taken back the next
-   step; its final score is applied at EOS);
+4. when resampling, the budget twist (:mod:`awrs.budget`) puts in each unfinished particle's
+   weight how likely it is to finish within the tokens it has left, taken back the next step
+   (a particle that cannot finish in them is dropped); an optional critic twists the weights
+   the same way (its prefix score is added, and taken back the next step; its final score is
+   applied at EOS);
 5. if the effective sample size of the unfinished and dead particles falls below
    ``ess_threshold`` times their number, or one of them is dead, they are resampled among
    themselves and each gets their mean weight: dead particles are replaced, so the population keeps its size, while
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .budget import BudgetTwist, ParticleProgress
 from .constraints.base import Constraint, State, split_utf8
 from .errors import ConfigError, ModelError
 from .models.base import LanguageModel, RowsNotExtendable
@@ -53,6 +57,14 @@ class Particles:
     finished: np.ndarray  # (N,) bool: ended by EOS or dead
     twists: np.ndarray  # (N,) float64: critic score currently included in log_weights
     truncated: np.ndarray = None  # (N,) bool: ended by an EOS forced at the token limit
+    #: (N,) float64: the resampling twist (budget and tempering) currently in log_weights
+    resampling_twists: np.ndarray = None
+    #: (N,) float64: the sum of the particle's log incremental weights along its whole path
+    path_log_weight: np.ndarray = None
+    #: (N, 3) int64: what the budget twist follows per particle: the constraint's
+    #: min_completion_bytes after the last step, tokens since it changed, tokens since the
+    #: constraint last rejected a draw
+    progress: np.ndarray = None
     ancestry: list[np.ndarray] = field(default_factory=list)  # ancestor indices per resampling
     #: the last step, kept only when the job has an ``on_step`` callback: ``{"drawn": {particle:
     #: (token, rejected token ids)}, "parents": ancestor of each particle, or None}``; drawn
@@ -68,6 +80,9 @@ class Particles:
             finished=np.zeros(n, dtype=bool),
             twists=np.zeros(n),
             truncated=np.zeros(n, dtype=bool),
+            resampling_twists=np.zeros(n),
+            path_log_weight=np.zeros(n),
+            progress=np.array([[-1, 0, 0]] * n, dtype=np.int64).reshape(n, 3),
         )
 
     def __len__(self) -> int:
@@ -80,6 +95,9 @@ class Particles:
         self.finished = self.finished[indices]
         self.twists = self.twists[indices]
         self.truncated = self.truncated[indices]
+        self.resampling_twists = self.resampling_twists[indices]
+        self.path_log_weight = self.path_log_weight[indices]
+        self.progress = self.progress[indices]
         self.ancestry.append(np.asarray(indices))
 
 
@@ -91,6 +109,12 @@ class SMCConfig:
     max_tokens: int = 64
     ess_threshold: float = 0.5
     resampling: str = "systematic"
+    #: ``on``, ``exact`` or ``off``: the budget twist (:mod:`awrs.budget`), used when resampling
+    budget_twist: str = "on"
+    #: resampling weighs each particle by its path weight to this power (times the budget
+    #: twist); 1 is plain SMC, 0 keeps lineages apart unless they die or cannot finish. The
+    #: difference is a twist, taken back at the end: the target is the same for every value.
+    resample_power: float = 1.0
 
     def __post_init__(self) -> None:
         if self.particles < 1:
@@ -100,6 +124,9 @@ class SMCConfig:
         if not 0.0 <= self.ess_threshold <= 1.0:
             raise ConfigError(f"ess_threshold must be in [0, 1], got {self.ess_threshold}")
         get_resampler(self.resampling)
+        BudgetTwist.named(self.budget_twist)
+        if not 0.0 <= self.resample_power <= 1.0:
+            raise ConfigError(f"resample_power must be in [0, 1], got {self.resample_power}")
 
 
 def token_masses(logprobs: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +188,11 @@ class _Run:
         self.next_tokens = np.zeros(0, dtype=np.int64)
         self.resample = get_resampler(job.config.resampling)
         self.twisting = job.critic is not None and job.config.ess_threshold > 0
+        resampling = job.config.ess_threshold > 0
+        if not job.sampler.checks_during_generation:  # states stay at the start: nothing to see
+            resampling = False
+        self.budget = BudgetTwist.named(job.config.budget_twist) if resampling else None
+        self.tempering = job.config.resample_power - 1.0 if resampling else 0.0
         self.error: BaseException | None = None  # what ended the job, if it failed
         job.stats.particles += job.config.particles
 
@@ -173,6 +205,42 @@ class _Run:
         self.job.stopped = reason
         self.active = np.zeros(0, dtype=np.int64)
         self.parents = self.next_tokens = np.zeros(0, dtype=np.int64)
+
+    def _apply_twists(self) -> None:
+        """Put each stepped particle's resampling twist in its weight, in place of the last one:
+        the budget twist's log psi plus (resample_power - 1) x its path's log weight."""
+        particles, stats, twist, tempering = self.particles, self.job.stats, self.budget, self.tempering
+        limit, constraint = self.job.config.max_tokens, self.job.constraint
+        longest = self.vocab.max_token_bytes
+        for i in self.active:
+            before = particles.resampling_twists[i]
+            particles.resampling_twists[i] = 0.0
+            if particles.log_weights[i] == -math.inf:
+                continue
+            if particles.finished[i]:  # ended with EOS: its weight is the target's again
+                particles.log_weights[i] -= before
+                continue
+            log_psi = tempering * particles.path_log_weight[i]
+            if twist is None:
+                particles.log_weights[i] += log_psi - before
+                particles.resampling_twists[i] = log_psi
+                continue
+            progress = particles.progress[i]
+            needed = constraint.min_completion_bytes(particles.states[i])
+            progress[1] = progress[1] + 1 if needed == progress[0] else 0
+            progress[0] = needed
+            written = len(particles.tokens[i])
+            log_psi += twist.log_psi(
+                ParticleProgress(needed, int(progress[1]), int(progress[2]), written, limit - written),
+                longest,
+            )
+            if log_psi == -math.inf:  # cannot finish in the tokens left: the target has no mass here
+                particles.log_weights[i] = -math.inf
+                particles.finished[i] = True
+                stats.budget_kills += 1
+                continue
+            particles.log_weights[i] += log_psi - before
+            particles.resampling_twists[i] = log_psi
 
     def step(self, logprobs: np.ndarray) -> None:
         """Extend every live particle by one token (rows of ``logprobs`` follow ``active``)."""
@@ -200,7 +268,12 @@ class _Run:
                     stats.dead_ends += 1
                 continue
             particles.log_weights[i] += draw.log_weight
+            particles.path_log_weight[i] += draw.log_weight
             particles.tokens[i].append(draw.token)
+            if draw.rejections:
+                particles.progress[i, 2] = 0
+            else:
+                particles.progress[i, 2] += 1
             if draw.token in vocab.eos_ids:
                 particles.finished[i] = True
                 particles.truncated[i] = at_limit
@@ -209,6 +282,8 @@ class _Run:
         stats.tokens += len(self.active)
         stats.steps += 1
 
+        if self.budget is not None or self.tempering:
+            self._apply_twists()
         if job.critic is not None:
             _apply_critic(job.critic, particles, self.active, vocab, self.twisting)
 

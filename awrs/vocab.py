@@ -83,6 +83,12 @@ class Vocabulary:
         return out
 
     @cached_property
+    def max_token_bytes(self) -> int:
+        """The most bytes one generated token can write (special tokens write none)."""
+        special = self.special_ids
+        return max((len(t) for i, t in enumerate(self.tokens) if i not in special), default=0)
+
+    @cached_property
     def byte_trie(self) -> ByteTrie:
         """The trie of the non-special tokens' bytes, level by level, for running automata."""
         return ByteTrie.build(self)

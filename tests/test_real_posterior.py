@@ -40,6 +40,12 @@ CASES = {
     # multi-byte UTF-8: é, è and ô split across tokens
     "utf-8": ("The French word for coffee is", [" café", " caffè", " kahvô"], 8),
 }
+# The token limit binds: " three, four, five." needs 6 tokens in every tokenization, so the target
+# (at most 4 tokens) gives it no mass, though without the limit it takes ~0.64 of the posterior;
+# " three, four." needs exactly 4. Not in CASES: it runs once, under the defaults.
+LIMITED_CASES = {
+    "token-limit": ("Count to five: one, two,", [" three.", " three, four.", " three, four, five."], 4),
+}
 PRUNE_BELOW = 1e-13
 
 
@@ -112,6 +118,12 @@ def exact_posterior(prompt: str, strings: list[str], max_tokens: int) -> tuple[d
 
 
 @cache
+def cached_exact_posterior(prompt: str, strings: tuple[str, ...], max_tokens: int):
+    """:func:`exact_posterior`, computed once per case in a session (tests share cases)."""
+    return exact_posterior(prompt, list(strings), max_tokens)
+
+
+@cache
 def shared_model():
     # transformers: the reference above computes with the same float32 arithmetic
     return awrs.load_model(backend="hf", verbose=False)
@@ -130,7 +142,7 @@ def default_llamacpp():
 
 
 def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "poisson", runs: int = RUNS,
-                       model=None) -> list[str]:
+                       model=None, budget_twist: str | None = None, stats: list | None = None) -> list[str]:
     """What is wrong with AWRS-SMC's posterior and log-ML on ``case``, over ``runs`` seeds (empty: nothing).
 
     Three checks, each able to fail on its own:
@@ -143,16 +155,22 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
       collapse of a population onto one lucky lineage, the old default's failure;
     * exp(log-ML - log P) averages within 20 % of 1 and its median within 0.5 nats: the
       likelihood estimate is unbiased (the old default's averages 0.72-0.78 here).
+
+    ``budget_twist`` is passed on when given (else generate's default); each run's statistics
+    are appended to ``stats`` when it is given.
     """
-    prompt, strings, max_tokens = CASES[case]
-    exact, log_p = exact_posterior(prompt, strings, max_tokens)
+    prompt, strings, max_tokens = {**CASES, **LIMITED_CASES}[case]
+    exact, log_p = cached_exact_posterior(prompt, tuple(strings), max_tokens)
     pattern = "|".join(regex.escape(s) for s in strings)
     shares = np.zeros((runs, len(strings)))
     ratios = np.zeros(runs)
     for seed in range(runs):
         result = awrs.generate(model or shared_model(), prompt, Regex(f"(?:{pattern})"), particles=PARTICLES,
-                               max_tokens=max_tokens, seed=seed, masks=masks, estimator=estimator)
+                               max_tokens=max_tokens, seed=seed, masks=masks, estimator=estimator,
+                               **({} if budget_twist is None else {"budget_twist": budget_twist}))
         assert set(result.posterior) <= set(strings)
+        if stats is not None:
+            stats.append(result.stats)
         shares[seed] = [result.posterior.get(s, 0.0) for s in strings]
         ratios[seed] = result.log_marginal_likelihood - log_p
     mean = shares.mean(axis=0)
@@ -174,6 +192,32 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
 @pytest.mark.parametrize("masks", ["auto", "never", "always"])
 def test_awrs_smc_matches_the_exact_posterior(case, masks):
     assert posterior_problems(case, masks=masks) == []
+
+
+def fewest_tokens(text: str) -> int:
+    """The fewest tokens of the reference's tokenizer that spell ``text`` (its bytes)."""
+    _, _, token_bytes, _ = reference()
+    data = text.encode()
+    pieces = {piece for piece in token_bytes if piece and piece in data}
+    fewest = [0] + [math.inf] * len(data)
+    for end in range(1, len(data) + 1):
+        fewest[end] = min((fewest[end - len(p)] + 1 for p in pieces if data.endswith(p, 0, end)),
+                          default=math.inf)
+    return fewest[-1]
+
+
+def test_where_the_token_limit_binds_the_posterior_is_the_truncated_one():
+    """A string that no tokenization fits in max_tokens has no mass in the reference (it only
+    counts tokenizations within the limit), and awrs.generate, under its defaults (budget
+    twist on), matches that truncated posterior and its probability. The budget twist drops the
+    particles that head for the long string (they could not finish)."""
+    prompt, strings, max_tokens = LIMITED_CASES["token-limit"]
+    assert [fewest_tokens(s) for s in strings] == [2, 4, 6]
+    exact, _ = cached_exact_posterior(prompt, tuple(strings), max_tokens)
+    assert exact[" three, four, five."] == 0.0 and exact[" three, four."] > 0.1
+    stats = []
+    assert posterior_problems("token-limit", stats=stats) == []
+    assert sum(s.budget_kills for s in stats) > 0
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -228,7 +272,7 @@ def test_the_exact_posterior_tells_lcd_apart():
     """The reference is sharp: locally constrained decoding, which commits to " cat" first,
     is far from it on the first case (the issue measured 0.80 on " cat xylophone.")."""
     prompt, strings, max_tokens = CASES["lcd-trap"]
-    exact, _ = exact_posterior(prompt, strings, max_tokens)
+    exact, _ = cached_exact_posterior(prompt, tuple(strings), max_tokens)
     pattern = "|".join(regex.escape(s) for s in strings)
     result = awrs.generate(shared_model(), prompt, Regex(f"(?:{pattern})"), method="lcd", particles=PARTICLES,
                            max_tokens=max_tokens, seed=0)

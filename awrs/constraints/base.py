@@ -72,6 +72,16 @@ class Constraint(ABC):
         """
         return None
 
+    def min_completion_bytes(self, state: State) -> int:
+        """A lower bound on the bytes any valid completion of ``state`` still needs (0 if complete).
+
+        Optional: SMC uses it to drop prefixes that cannot finish within the tokens left (a
+        token holds at most ``vocab.max_token_bytes`` bytes), and as a feature of how far a
+        text is from done. It must never exceed the true shortest completion; the default, 0,
+        is always safe.
+        """
+        return 0
+
     def compile(self, vocab: Vocabulary) -> Checker:
         """This constraint's checker for ``vocab`` (see :mod:`awrs.constraints.checker`).
 
@@ -175,6 +185,9 @@ class All(Constraint):
     def is_complete(self, state: State) -> bool:
         return all(c.is_complete(s) for c, s in zip(self.parts, state))
 
+    def min_completion_bytes(self, state: State) -> int:
+        return max(c.min_completion_bytes(s) for c, s in zip(self.parts, state))
+
     def next_bytes(self, state: State) -> frozenset[int] | None:
         allowed: frozenset[int] | None = None
         for c, s in zip(self.parts, state):
@@ -226,6 +239,9 @@ class Scored(Constraint):
 
     def next_bytes(self, state: State) -> frozenset[int] | None:
         return self.base.next_bytes(state)
+
+    def min_completion_bytes(self, state: State) -> int:
+        return self.base.min_completion_bytes(state)
 
     def _checker(self, vocab: Vocabulary) -> Checker:
         return self.base.compile(vocab)  # the score is SMC's business, not the checker's

@@ -119,6 +119,12 @@ class Smiles(Constraint):
     def next_bytes(self, state: State) -> frozenset[int] | None:
         return frozenset(map(ord, _ALPHABET))
 
+    def min_completion_bytes(self, state: State) -> int:
+        """A byte for each open branch and ring bond and for an open bracket atom; one for an
+        atom after a trailing bond symbol or dot (unless a ring bond's closing digit can be it);
+        one for the empty text."""
+        return unclosed_smiles(state)
+
     # --- checks ---------------------------------------------------------------------------
 
     def _cached(self, cache: OrderedDict, text: str, check) -> bool:
@@ -291,3 +297,41 @@ def reduce_prefix(head: str) -> str:
     while "()" in out:
         out = out.replace("()", "")
     return out
+
+
+_BOND_OR_DOT = frozenset("-=#$:/\\.")
+
+
+def unclosed_smiles(text: str) -> int:
+    """The lower bound of :meth:`Smiles.min_completion_bytes` for ``text``."""
+    if not text:
+        return 1
+    branches, rings, i, n = 0, set(), 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "[":
+            end = text.find("]", i)
+            if end < 0:
+                return branches + len(rings) + 1
+            i = end
+        elif char == "(":
+            branches += 1
+        elif char == ")":
+            branches = max(branches - 1, 0)
+        elif char.isdigit():
+            rings ^= {char}
+        elif char == "%":
+            if text[i + 1:i + 2] == "(":
+                end = text.find(")", i)
+                if end < 0:  # an unfinished label: its last byte may close an open ring
+                    return branches + max(len(rings), 1)
+                label, i = text[i + 2:end], end
+            else:
+                label = text[i + 1:i + 3]
+                if len(label) < 2:
+                    return branches + max(len(rings), 1)
+                i += 2
+            rings ^= {"%" + label}
+        i += 1
+    trailing = text[-1] in _BOND_OR_DOT and not rings
+    return branches + len(rings) + trailing

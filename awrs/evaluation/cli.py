@@ -13,6 +13,7 @@ import json
 from ..cli_options import (
     add_model_options,
     load_model_from_args,
+    nonnegative_int,
     positive_float,
     positive_int,
     run_reporting_errors,
@@ -33,6 +34,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=positive_int, default=None,
                         help="tokens per output (default: the domain's, from the paper)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate the first K instances")
+    parser.add_argument("--start", type=nonnegative_int, default=0, metavar="K",
+                        help="skip the first K instances (--limit counts after them; seeds stay "
+                             "per instance), e.g. to report on instances not used for tuning")
+    parser.add_argument("--ess-threshold", type=float, default=None,
+                        help="SMC methods: resample when ESS < this fraction of particles "
+                             "(default 0.5; 0 never resamples)")
+    parser.add_argument("--budget-twist", choices=["on", "exact", "off"], default=None,
+                        help="SMC methods: how resampling sees --max-tokens (default on; see awrs generate --help)")
+    parser.add_argument("--resample-power", type=float, default=None, metavar="P",
+                        help="SMC methods: resampling weighs particles by their weights to this power")
     parser.add_argument("--seed", type=int, default=0, help="instance k uses seed S + k")
     parser.add_argument("--out", required=True, metavar="FILE.jsonl",
                         help="results, one JSON line per instance; re-running resumes")
@@ -54,9 +65,13 @@ def eval_command(args, load=None) -> int:
 
     domain = get_domain(args.domain)  # unknown domains fail before the model loads
     model = (load or load_model_from_args)(args)
+    options = {key: value for key, value in
+               (("ess_threshold", args.ess_threshold), ("budget_twist", args.budget_twist),
+                ("resample_power", args.resample_power)) if value is not None}
     summary = run_eval(model, domain, args.data, args.method, particles=args.particles,
                        max_tokens=args.max_tokens, limit=args.limit, seed=args.seed, out_path=args.out,
-                       progress=not args.json, time_limit=args.time_limit)
+                       progress=not args.json, time_limit=args.time_limit, start=args.start,
+                       options=options)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 130 if summary.get("interrupted") else 0
 

@@ -12,18 +12,20 @@ ALL_METHODS = EVAL_METHODS + [m for m in GENERATE_METHODS if m not in EVAL_METHO
 
 
 def run_method(model, instance, constraint, method: str, *, particles: int, max_tokens: int,
-               seed: int, time_limit: float | None = None) -> tuple[list[dict], Result]:
+               seed: int, time_limit: float | None = None, **options) -> tuple[list[dict], Result]:
     """Generate for ``instance`` and return ``(outputs, result)``.
 
     Each output is ``{"text", "weight", "valid"}``; weights sum to 1 over the outputs (or the
     outputs are empty). ``unconstrained``: every finished sample, equal weights (invalid ones
     included; they score 0). ``sample-rerank``: N unconstrained samples, only the valid ones
     kept, equal weights among them. Other methods: the result's sample probabilities.
+    ``options`` go to :func:`awrs.generate` (``ess_threshold``, ``budget_twist``).
     """
     base = "unconstrained" if method == "sample-rerank" else method
     result = generate(
         model, instance.prompt, constraint, particles=particles, max_tokens=max_tokens,
         method=base, seed=seed, chat=instance.chat, system=instance.system, time_limit=time_limit,
+        **options,
     )
     samples = result.samples
     if method == "sample-rerank":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .methods import ALL_METHODS
-from .runner import read_records, summarize
+from .runner import read_records, record_label, summarize
 
 COLUMNS = [
     ("accuracy", "accuracy", ".3f"),
@@ -21,16 +21,33 @@ COLUMNS = [
 
 
 def collect(paths) -> dict[str, dict[str, dict]]:
-    """``{domain: {method: summary}}`` over the lines of every results file (later lines win per id)."""
+    """``{domain: {method: summary}}`` over the lines of every results file (later lines win per id).
+
+    A method run with options, or with another particle count than the domain's most common
+    one, is its own row: ``awrs-smc (ess_threshold=0.0)``, ``lcd [1 particle]``.
+    """
     groups: dict[tuple, dict[str, dict]] = {}
     for path in paths:
         for record in read_records(path):
-            key = (record.get("domain"), record.get("method"))
-            if None in key or "id" not in record:
+            if record.get("method") is None:
+                continue
+            key = (record.get("domain"), record_label(record), record.get("particles"))
+            if key[0] is None or "id" not in record:
                 continue
             groups.setdefault(key, {})[record["id"]] = record
+    usual: dict[str, int] = {}
+    for domain in {key[0] for key in groups}:
+        counts: dict = {}
+        for (d, _, n), by_id in groups.items():
+            if d == domain and n is not None:
+                counts[n] = counts.get(n, 0) + len(by_id)
+        usual[domain] = max(counts, key=counts.get) if counts else None
+    for (domain, label, n) in [key for key in groups if key[2] is None]:  # e.g. skipped lines
+        groups.setdefault((domain, label, usual[domain]), {}).update(groups.pop((domain, label, n)))
     out: dict[str, dict[str, dict]] = {}
-    for (domain, method), by_id in groups.items():
+    for (domain, method, n), by_id in groups.items():
+        if n != usual[domain]:
+            method = f"{method} [{n} particle{'s' if n != 1 else ''}]"
         summary = summarize(list(by_id.values()))
         models = sorted({str(r.get("model")) for r in by_id.values()})
         particles = sorted({r.get("particles") for r in by_id.values() if r.get("particles") is not None})

@@ -78,6 +78,7 @@ def run_eval(
     model, domain: str | Domain, data_dir: str | Path, method: str, *, particles: int = 5,
     max_tokens: int | None = None, limit: int | None = None, seed: int = 0,
     out_path: str | Path, progress: bool = True, time_limit: float | None = None,
+    start: int = 0, options: dict | None = None,
 ) -> dict:
     """Evaluate ``method`` on the first ``limit`` instances of ``domain`` in ``data_dir``.
 
@@ -87,12 +88,17 @@ def run_eval(
     compile, an error while generating) are recorded with ``"status": "skipped"`` and a reason.
     Ctrl-C stops after the last complete line; the summary then has ``"interrupted": True``.
     ``time_limit`` (seconds per instance) stops a slow instance's generation and keeps what
-    finished (the record's ``message`` says so). Returns :func:`summarize` of this domain and
-    method's lines in ``out_path``.
+    finished (the record's ``message`` says so). ``start`` skips the first instances (``limit``
+    counts after them; instance k keeps seed S + k). ``options`` are passed to
+    :func:`awrs.generate` (``ess_threshold``, ``budget_twist``); a run with options is labelled
+    ``method (key=value, ...)`` and resumes and reports apart from the method's defaults.
+    Returns :func:`summarize` of this domain and label's lines in ``out_path``.
     """
     dom = get_domain(domain) if isinstance(domain, str) else domain
     if method not in ALL_METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
+    options = dict(options or {})
+    label = method_label(method, options)
     data_dir = Path(data_dir)
     if dom.folder and (data_dir / dom.folder).is_dir():
         data_dir = data_dir / dom.folder  # a data root such as ../shared/data
@@ -100,27 +106,28 @@ def run_eval(
         raise ConfigError(f"no data folder at {data_dir}")
     max_tokens = max_tokens or dom.max_tokens
     out_path = Path(out_path)
-    done = {r["id"] for r in read_records(out_path) if r.get("domain") == dom.name and r.get("method") == method}
+    done = {r["id"] for r in read_records(out_path)
+            if r.get("domain") == dom.name and record_label(r) == label and r.get("particles") == particles}
     _repair_tail(out_path)
     try:
-        instances = list(islice(dom.instances(data_dir, seed=seed), limit))
+        instances = list(islice(dom.instances(data_dir, seed=seed), start, None if limit is None else start + limit))
     except (OSError, ImportError) as err:
         raise ConfigError(f"cannot read {dom.name} data in {data_dir}: {err}") from None
     model_name = getattr(model, "name", type(model).__name__)
     model = with_stops(model, dom.stops)
-    bar = _bar(len(instances), f"{dom.name} {method}") if progress else None
+    bar = _bar(len(instances), f"{dom.name} {label}") if progress else None
     scores: list[float] = []
     interrupted = False
     try:
         with open(out_path, "a", encoding="utf-8") as sink:
-            for index, instance in enumerate(instances):
+            for index, instance in enumerate(instances, start):
                 if instance.id in done:
                     if bar is not None:
                         bar.update(1)
                     continue
                 record = _evaluate(model, dom, instance, method, particles=particles,
                                    max_tokens=max_tokens, seed=seed + index, model_name=model_name,
-                                   time_limit=time_limit)
+                                   time_limit=time_limit, options=options)
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 sink.flush()
                 os.fsync(sink.fileno())
@@ -136,18 +143,32 @@ def run_eval(
         if bar is not None:
             bar.close()
         dom.close()
-    summary = summarize([r for r in read_records(out_path)
-                         if r.get("domain") == dom.name and r.get("method") == method])
-    summary.update(domain=dom.name, method=method, out=str(out_path), interrupted=interrupted)
+    summary = summarize([r for r in read_records(out_path) if r.get("domain") == dom.name
+                         and record_label(r) == label and r.get("particles") == particles])
+    summary.update(domain=dom.name, method=label, out=str(out_path), interrupted=interrupted)
     return summary
 
 
+def method_label(method: str, options: dict) -> str:
+    """``method``, or ``method (key=value, ...)`` when run with options."""
+    if not options:
+        return method
+    return f"{method} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+
+
+def record_label(record: dict) -> str:
+    return method_label(record.get("method", ""), record.get("options") or {})
+
+
 def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles: int,
-              max_tokens: int, seed: int, model_name: str, time_limit: float | None = None) -> dict:
+              max_tokens: int, seed: int, model_name: str, time_limit: float | None = None,
+              options: dict | None = None) -> dict:
     record = {
         "format": FORMAT, "id": instance.id, "domain": dom.name, "method": method,
         "particles": particles, "max_tokens": max_tokens, "seed": seed, "model": model_name,
     }
+    if options:
+        record["options"] = options
     if dom.stops:
         record["stops"] = list(dom.stops)
     if instance.skip is not None:
@@ -159,7 +180,8 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         return {**record, "status": "skipped", "reason": f"constraint: {type(err).__name__}: {err}"}
     try:
         outputs, result = run_method(model, instance, constraint, method, particles=particles,
-                                     max_tokens=max_tokens, seed=seed, time_limit=time_limit)
+                                     max_tokens=max_tokens, seed=seed, time_limit=time_limit,
+                                     **(options or {}))
         metrics = score_outputs(dom, instance, outputs)
     except KeyboardInterrupt:
         raise
@@ -173,6 +195,7 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         "seconds": time.perf_counter() - started, "generate_seconds": stats.total_seconds,
         "tokens": stats.tokens, "constraint_checks": stats.constraint_checks,
         "model_calls": stats.model_calls, "resamples": stats.resamples,
+        "budget_kills": stats.budget_kills,
         "log_marginal_likelihood": _finite(result.log_marginal_likelihood), "message": result.message,
     }
 

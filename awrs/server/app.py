@@ -7,8 +7,8 @@ Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/mo
 comes from ``response_format`` (``json_schema`` or ``json_object``) or from vLLM's extension
 fields ``guided_regex``, ``guided_json``,
 ``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
-``method``, ``seed``, ``ess_threshold``, ``masks`` and ``time_limit``. ``n`` returns the ``n`` most
-probable texts of the posterior as choices; the response's ``awrs`` field carries the
+``method``, ``seed``, ``ess_threshold``, ``budget_twist``, ``masks`` and ``time_limit``. ``n``
+returns the ``n`` most probable texts of the posterior as choices; the response's ``awrs`` field carries the
 posterior, the estimate of log P(constraint), the weighted samples, the run statistics and
 which batch the request ran in.
 

@@ -74,6 +74,8 @@ class _Common(_Strict):
     particles: int | None = None
     method: str | None = None
     ess_threshold: float | None = None
+    budget_twist: str | None = None
+    resample_power: float | None = None
     masks: str | None = None
     time_limit: float | None = None
     # OpenAI sampling fields, accepted at their neutral values only

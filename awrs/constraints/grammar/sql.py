@@ -176,6 +176,11 @@ class Sql(Constraint):
     def next_bytes(self, state: State):
         return self.grammar.next_bytes(state[0])
 
+    def min_completion_bytes(self, state: State) -> int:
+        """A closing byte for each open parenthesis and for an open quoted string or name: a
+        valid query is one SQLite prepares, so SQLite's own lexing must close them."""
+        return unclosed_sql(state[1])
+
     def _checker(self, vocab: Vocabulary) -> Checker:
         return SqlChecker(self, vocab)
 
@@ -192,6 +197,38 @@ class Sql(Constraint):
     def prepares(self, query: str) -> bool:
         """Whether SQLite compiles ``query`` as one read-only statement (never runs it)."""
         return self.database.prepares(query)
+
+
+_CLOSERS = {0x27: 0x27, 0x22: 0x22, 0x60: 0x60, 0x5B: 0x5D}  # ' " ` [ and what ends each
+
+
+def unclosed_sql(text: bytes) -> int:
+    """Open parentheses plus one for an open quoted string or name, as SQLite lexes ``text``
+    (quotes doubled inside their own kind stay open; parentheses inside quotes and comments
+    do not count; a comment may end with the text)."""
+    depth, closer, i, n = 0, None, 0, len(text)
+    while i < n:
+        byte = text[i]
+        if closer is not None:
+            if byte == closer:
+                if closer != 0x5D and i + 1 < n and text[i + 1] == closer:
+                    i += 1  # '' inside '...': an escaped quote
+                else:
+                    closer = None
+        elif byte in _CLOSERS:
+            closer = _CLOSERS[byte]
+        elif byte == 0x28:
+            depth += 1
+        elif byte == 0x29:
+            depth = max(depth - 1, 0)
+        elif byte == 0x2D and text[i + 1:i + 2] == b"-":  # -- comment to the end of the line
+            end = text.find(b"\n", i)
+            i = n if end < 0 else end
+        elif byte == 0x2F and text[i + 1:i + 2] == b"*":  # /* comment */
+            end = text.find(b"*/", i + 2)
+            i = n if end < 0 else end + 1
+        i += 1
+    return depth + (closer is not None)
 
 
 class SqlChecker(Checker):

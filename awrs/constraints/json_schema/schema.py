@@ -54,9 +54,15 @@ from . import hints, lexer
 from .branches import Branches
 from .compile import Compiler
 from .lexer import JsonState, number_value
-from .values import K_NUM, M_DONE, M_NUMBER, M_VALUE, N_FINAL, T_VAL
+from .values import (
+    K_NUM, M_COLON, M_DONE, M_KEY, M_KEYSTR, M_LITERAL, M_NUMBER, M_STRING, M_VALUE, N_DOT, N_E,
+    N_ESIGN, N_FINAL, N_MINUS, T_VAL,
+)
 
 WHITESPACE_POLICIES = ("compact", "free")
+# bytes the current token still needs at least, by lexer mode (beyond closing the containers)
+_TOKEN_REST = {M_VALUE: 1, M_STRING: 1, M_KEYSTR: 3, M_KEY: 4, M_COLON: 2}
+_NUMBER_NEEDS_DIGIT = frozenset({N_MINUS, N_DOT, N_E, N_ESIGN})
 ROOT_CACHE = 512
 
 
@@ -253,6 +259,17 @@ class JsonSchema(Constraint):
         if not data:
             return state
         return lexer.advance(state, data, self._branches, self.free_whitespace, self.max_whitespace)
+
+    def min_completion_bytes(self, state: State) -> int:
+        """A lower bound from the syntax alone: a byte to close each open container, and what
+        the current token still needs (a closing quote; after a property name ``:`` and a
+        value; the rest of ``true``/``false``/``null``; a digit after ``-``, ``.`` or ``e``).
+        Required properties and length bounds are not counted, so it never overestimates."""
+        mode, sub, syn = state[0], state[1], state[2]
+        depth = 0 if syn is None else syn[2]
+        return depth + _TOKEN_REST.get(mode, 0) + (
+            len(sub[0]) if mode == M_LITERAL else
+            1 if mode == M_NUMBER and sub[1] in _NUMBER_NEEDS_DIGIT else 0)
 
     # --- hints ----------------------------------------------------------------------------
 

@@ -168,6 +168,35 @@ class ByteAutomaton:
     def next_bytes(self, state: int) -> frozenset[int]:
         return frozenset(np.flatnonzero(self.table[state] >= 0).tolist())
 
+    def min_completion_bytes(self, state: int) -> int:
+        """The length of the shortest byte string that takes ``state`` to acceptance."""
+        distances = self.__dict__.get("_distances")
+        if distances is None:
+            distances = self.__dict__.setdefault("_distances", _distances_to_acceptance(self.table, self.accepting))
+        return max(int(distances[state]), 0)  # -1: an empty language's start state
+
+
+
+def _distances_to_acceptance(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
+    """Bytes from each state to the nearest accepting one: breadth-first over reversed edges.
+
+    Every live state reaches acceptance (dead ends are pruned to -1), so every entry is finite.
+    """
+    n = len(table)
+    sources, _ = np.nonzero(table >= 0)
+    targets = table[table >= 0]
+    order = np.argsort(targets, kind="stable")
+    by_target, starts = sources[order], np.searchsorted(targets[order], np.arange(n + 1))
+    distance = np.full(n, -1, dtype=np.int64)
+    frontier = np.flatnonzero(accepting)
+    distance[frontier] = 0
+    steps = 0
+    while len(frontier):
+        steps += 1
+        previous = np.unique(np.concatenate([by_target[starts[s]:starts[s + 1]] for s in frontier]))
+        frontier = previous[distance[previous] < 0]
+        distance[frontier] = steps
+    return distance
 
 
 class AutomatonChecker(Checker):

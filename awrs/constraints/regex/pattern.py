@@ -172,6 +172,11 @@ class Regex(Constraint):
             return None
         return None if extendable else frozenset()
 
+    def min_completion_bytes(self, state: State) -> int:
+        if self._automaton is not None:
+            return self._automaton.min_completion_bytes(state)
+        return len(state[1]) and 1  # an unfinished UTF-8 character needs at least one more byte
+
     def is_complete(self, state: State) -> bool:
         if self._automaton is not None:
             return self._automaton.is_accepting(state)

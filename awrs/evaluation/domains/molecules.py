@@ -49,6 +49,9 @@ class LeadingSpace(Constraint):
     def is_complete(self, state) -> bool:
         return self.inner.is_complete(state[1])
 
+    def min_completion_bytes(self, state) -> int:
+        return self.inner.min_completion_bytes(state[1])
+
 
 class Molecules(Domain):
     name = "molecules"
