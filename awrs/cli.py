@@ -41,6 +41,7 @@ from .cli_options import (
     positive_int,
     run_reporting_errors,
 )
+from .budget import BUDGET_TWISTS, DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
 from .errors import ConfigError
 
 
@@ -126,15 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "computed one), always, never (default: auto)")
     gen.add_argument("--ess-threshold", type=float, default=0.5,
                      help="resample when ESS < this fraction of particles (SMC methods)")
-    gen.add_argument("--budget-twist", choices=["on", "exact", "off"], default="on",
-                     help="how resampling sees --max-tokens (SMC methods): on (default) favours "
-                          "particles likely to finish within the tokens left and drops those that "
-                          "cannot; exact only drops those that cannot; off ignores the limit until "
+    gen.add_argument("--budget-twist", choices=list(BUDGET_TWISTS), default=DEFAULT_BUDGET_TWIST,
+                     help="how resampling sees --max-tokens (SMC methods): exact (default) drops "
+                          "particles that cannot finish in the tokens left; on also favours those "
+                          "likely to finish in time (a fitted estimate); off ignores the limit until "
                           "it is reached. The target, and so the samples' distribution, is the same")
-    gen.add_argument("--resample-power", type=float, default=1.0, metavar="P",
+    gen.add_argument("--resample-power", type=float, default=DEFAULT_RESAMPLE_POWER, metavar="P",
                      help="resampling weighs particles by their weights to this power, in [0, 1] "
-                          "(SMC methods; default 1): lower keeps more lineages apart; the target "
-                          "is the same")
+                          f"(SMC methods; default {DEFAULT_RESAMPLE_POWER}; 1 is plain SMC): lower "
+                          "keeps more lineages apart; the target is the same")
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                      help="stop after this long, keeping the samples finished so far")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
 from .constraints.base import Constraint
 from .errors import ConfigError
 from .models.base import LanguageModel, Message
@@ -111,8 +112,8 @@ def _prepare(
     system: str | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
-    budget_twist: str = "on",
-    resample_power: float = 1.0,
+    budget_twist: str = DEFAULT_BUDGET_TWIST,
+    resample_power: float = DEFAULT_RESAMPLE_POWER,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -165,8 +166,8 @@ def generate(
     system: str | None = None,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
-    budget_twist: str = "on",
-    resample_power: float = 1.0,
+    budget_twist: str = DEFAULT_BUDGET_TWIST,
+    resample_power: float = DEFAULT_RESAMPLE_POWER,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -189,13 +190,13 @@ def generate(
         chat: wrap a text prompt in the model's chat template (with ``system`` if given).
         ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
         resampling: ``"systematic"`` or ``"multinomial"``.
-        budget_twist: ``"on"`` (default), ``"exact"`` or ``"off"``: how resampling sees
+        budget_twist: ``"exact"`` (default), ``"on"`` or ``"off"``: how resampling sees
             ``max_tokens`` (:mod:`awrs.budget`). ``exact`` drops only prefixes that cannot
             finish in the tokens left; ``on`` also favours particles likely to finish in time.
             The target is the same either way; SMC methods only.
-        resample_power: resampling weighs particles by their weights to this power (1: plain
-            SMC; towards 0, lineages stay apart unless they die or cannot finish); the
-            target is the same for every value. SMC methods only.
+        resample_power: resampling weighs particles by their weights to this power (default
+            0.3; 1: plain SMC; towards 0, lineages stay apart unless they die or cannot
+            finish); the target is the same for every value. SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .budget import BudgetTwist, ParticleProgress
+from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER, BudgetTwist, ParticleProgress
 from .constraints.base import Constraint, State, split_utf8
 from .errors import ConfigError, ModelError
 from .models.base import LanguageModel, RowsNotExtendable
@@ -110,11 +110,11 @@ class SMCConfig:
     ess_threshold: float = 0.5
     resampling: str = "systematic"
     #: ``on``, ``exact`` or ``off``: the budget twist (:mod:`awrs.budget`), used when resampling
-    budget_twist: str = "on"
+    budget_twist: str = DEFAULT_BUDGET_TWIST
     #: resampling weighs each particle by its path weight to this power (times the budget
     #: twist); 1 is plain SMC, 0 keeps lineages apart unless they die or cannot finish. The
     #: difference is a twist, taken back at the end: the target is the same for every value.
-    resample_power: float = 1.0
+    resample_power: float = DEFAULT_RESAMPLE_POWER
 
     def __post_init__(self) -> None:
         if self.particles < 1:

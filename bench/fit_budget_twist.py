@@ -8,12 +8,15 @@ budget r >= k (its tokens do not depend on the limit until the limit is reached)
 within a smaller one. Prints the weights (for ``awrs.budget.FITTED``) and, per domain, the
 log loss against a constant model and the calibration by decile.
 
-    python bench/fit_budget_twist.py traces.jsonl [--budgets 6] [--seed 0]
+    python bench/fit_budget_twist.py traces.jsonl[.gz] [--domains json] [--budgets 6] [--seed 0]
+
+The tuning traces the shipped weights came from: bench/data/budget-traces-tune.jsonl.gz.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 
 from collections import defaultdict
@@ -111,7 +114,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domains", default=None, help="comma-separated subset")
     args = parser.parse_args(argv)
-    with open(args.traces) as handle:
+    opener = gzip.open if args.traces.endswith(".gz") else open
+    with opener(args.traces, "rt") as handle:
         rows = [json.loads(line) for line in handle]
     if args.domains:
         rows = [r for r in rows if r["domain"] in args.domains.split(",")]

@@ -2,7 +2,8 @@
 
 * ``min_completion_bytes`` is a lower bound on the bytes of every valid completion, at every
   byte of every valid text (property-based for regexes on both engines and JSON Schemas; fixed
-  texts for SMILES and SQL); on the byte automaton it is exactly the shortest completion
+  texts and every prefix of the Spider gold queries and RDKit's molecules for SQL and SMILES);
+  on the byte automaton it is exactly the shortest completion
   (breadth-first search over bytes), and for JSON, where only syntax matters, too.
 * The twist's exact part drops a prefix only when no completion fits in the tokens left
   (every prefix of tiny vocabularies enumerated, and every particle of SMC runs recorded), and

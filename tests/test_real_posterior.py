@@ -142,7 +142,7 @@ def default_llamacpp():
 
 
 def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "poisson", runs: int = RUNS,
-                       model=None, budget_twist: str | None = None, stats: list | None = None) -> list[str]:
+                       model=None, stats: list | None = None, **options) -> list[str]:
     """What is wrong with AWRS-SMC's posterior and log-ML on ``case``, over ``runs`` seeds (empty: nothing).
 
     Three checks, each able to fail on its own:
@@ -156,8 +156,8 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
     * exp(log-ML - log P) averages within 20 % of 1 and its median within 0.5 nats: the
       likelihood estimate is unbiased (the old default's averages 0.72-0.78 here).
 
-    ``budget_twist`` is passed on when given (else generate's default); each run's statistics
-    are appended to ``stats`` when it is given.
+    ``options`` (``budget_twist``, ``resample_power``) are passed on to awrs.generate; each
+    run's statistics are appended to ``stats`` when it is given.
     """
     prompt, strings, max_tokens = {**CASES, **LIMITED_CASES}[case]
     exact, log_p = cached_exact_posterior(prompt, tuple(strings), max_tokens)
@@ -166,8 +166,7 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
     ratios = np.zeros(runs)
     for seed in range(runs):
         result = awrs.generate(model or shared_model(), prompt, Regex(f"(?:{pattern})"), particles=PARTICLES,
-                               max_tokens=max_tokens, seed=seed, masks=masks, estimator=estimator,
-                               **({} if budget_twist is None else {"budget_twist": budget_twist}))
+                               max_tokens=max_tokens, seed=seed, masks=masks, estimator=estimator, **options)
         assert set(result.posterior) <= set(strings)
         if stats is not None:
             stats.append(result.stats)
@@ -206,17 +205,20 @@ def fewest_tokens(text: str) -> int:
     return fewest[-1]
 
 
-def test_where_the_token_limit_binds_the_posterior_is_the_truncated_one():
+@pytest.mark.parametrize("options", [{}, {"budget_twist": "on", "resample_power": 0.3}],
+                         ids=["defaults", "soft-twist-tempered"])
+def test_where_the_token_limit_binds_the_posterior_is_the_truncated_one(options):
     """A string that no tokenization fits in max_tokens has no mass in the reference (it only
-    counts tokenizations within the limit), and awrs.generate, under its defaults (budget
-    twist on), matches that truncated posterior and its probability. The budget twist drops the
-    particles that head for the long string (they could not finish)."""
+    counts tokenizations within the limit), and awrs.generate, under its defaults and with the
+    soft budget twist and tempered resampling, matches that truncated posterior and its
+    probability. The budget twist drops the particles that head for the long string (they
+    could not finish)."""
     prompt, strings, max_tokens = LIMITED_CASES["token-limit"]
     assert [fewest_tokens(s) for s in strings] == [2, 4, 6]
     exact, _ = cached_exact_posterior(prompt, tuple(strings), max_tokens)
     assert exact[" three, four, five."] == 0.0 and exact[" three, four."] > 0.1
     stats = []
-    assert posterior_problems("token-limit", stats=stats) == []
+    assert posterior_problems("token-limit", stats=stats, **options) == []
     assert sum(s.budget_kills for s in stats) > 0
 
 

@@ -143,6 +143,11 @@ def test_methods_and_options(client):
     )
     assert awrs_field(response)["stats"]["masks"] > 0
     assert regex.fullmatch("[a-z]{1,3}", response.choices[0].text)
+    response = client.completions.create(
+        model="toy", prompt="x", max_tokens=6, seed=2,
+        extra_body={"guided_regex": "[a-z]{1,3}", "particles": 4, "budget_twist": "on", "resample_power": 1.0},
+    )
+    assert regex.fullmatch("[a-z]{1,3}", response.choices[0].text)
 
 
 def test_no_sample_finishes_with_length(client):
@@ -351,6 +356,10 @@ BAD_REQUESTS = [
     ("disabled method", CHAT, {"messages": chat("x"), "method": "rejection"}, 400, "method", "invalid_value"),
     ("bad ess_threshold", CHAT, {"messages": chat("x"), "ess_threshold": 2}, 400, "ess_threshold", "invalid_value"),
     ("bad masks", CHAT, {"messages": chat("x"), "masks": "often"}, 400, "masks", "invalid_value"),
+    ("bad budget_twist", CHAT, {"messages": chat("x"), "budget_twist": "maybe"}, 400, "budget_twist",
+     "invalid_value"),
+    ("bad resample_power", CHAT, {"messages": chat("x"), "resample_power": 1.5}, 400, "resample_power",
+     "invalid_value"),
     ("negative seed", CHAT, {"messages": chat("x"), "seed": -1}, 400, "seed", "invalid_value"),
     ("bad time_limit", CHAT, {"messages": chat("x"), "time_limit": 0}, 400, "time_limit", "invalid_value"),
     ("temperature", CHAT, {"messages": chat("x"), "temperature": 0.2}, 400, "temperature", "unsupported_parameter"),

@@ -41,7 +41,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SMC methods: resample when ESS < this fraction of particles "
                              "(default 0.5; 0 never resamples)")
     parser.add_argument("--budget-twist", choices=["on", "exact", "off"], default=None,
-                        help="SMC methods: how resampling sees --max-tokens (default on; see awrs generate --help)")
+                        help="SMC methods: how resampling sees --max-tokens (default exact; see awrs generate --help)")
     parser.add_argument("--resample-power", type=float, default=None, metavar="P",
                         help="SMC methods: resampling weighs particles by their weights to this power")
     parser.add_argument("--seed", type=int, default=0, help="instance k uses seed S + k")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -12,6 +13,7 @@ from itertools import islice
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..generate import generate
 from .base import Domain, Instance
 from .domains import get_domain
 from .methods import ALL_METHODS, run_method, with_stops
@@ -149,6 +151,17 @@ def run_eval(
     return summary
 
 
+SMC_METHODS = ("awrs-smc", "masking-smc")
+SMC_SETTINGS = ("ess_threshold", "budget_twist", "resample_power")
+
+
+def smc_defaults() -> dict:
+    """awrs.generate's defaults for the SMC settings a run may override (recorded per line, so
+    that a results file says what ran even after a default changes)."""
+    parameters = inspect.signature(generate).parameters
+    return {name: parameters[name].default for name in SMC_SETTINGS}
+
+
 def method_label(method: str, options: dict) -> str:
     """``method``, or ``method (key=value, ...)`` when run with options."""
     if not options:
@@ -169,6 +182,8 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
     }
     if options:
         record["options"] = options
+    if method in SMC_METHODS:
+        record["settings"] = {**smc_defaults(), **(options or {})}  # what actually ran
     if dom.stops:
         record["stops"] = list(dom.stops)
     if instance.skip is not None:

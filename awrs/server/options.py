@@ -32,21 +32,17 @@ def request_options(request: _Common, limits: Limits, *, max_tokens: int | None)
             raise bad_request(f"seed must be between 0 and 2**64 - 1, got {request.seed}", param="seed",
                               code="invalid_value")
         options["seed"] = request.seed
-    if request.ess_threshold is not None:
-        if not 0.0 <= request.ess_threshold <= 1.0:
-            raise bad_request(f"ess_threshold must be in [0, 1], got {request.ess_threshold}",
-                              param="ess_threshold", code="invalid_value")
-        options["ess_threshold"] = request.ess_threshold
+    for name in ("ess_threshold", "resample_power"):
+        value = getattr(request, name)
+        if value is not None:
+            if not 0.0 <= value <= 1.0:
+                raise bad_request(f"{name} must be in [0, 1], got {value}", param=name, code="invalid_value")
+            options[name] = value
     if request.budget_twist is not None:
         if request.budget_twist not in BUDGET_TWISTS:
             raise bad_request(f"budget_twist must be one of {', '.join(BUDGET_TWISTS)}, got "
                               f"{request.budget_twist!r}", param="budget_twist", code="invalid_value")
         options["budget_twist"] = request.budget_twist
-    if request.resample_power is not None:
-        if not 0.0 <= request.resample_power <= 1.0:
-            raise bad_request(f"resample_power must be in [0, 1], got {request.resample_power}",
-                              param="resample_power", code="invalid_value")
-        options["resample_power"] = request.resample_power
     if request.masks is not None:
         if request.masks not in MASK_MODES:
             raise bad_request(f"masks must be one of {', '.join(MASK_MODES)}, got {request.masks!r}",
