@@ -9,8 +9,10 @@ final score, if one is given). Every step:
 3. a particle that has produced ``max_tokens`` tokens is given EOS with weight p(EOS | x), which
    keeps the target exact under the length limit;
 4. when resampling, the budget twist (:mod:`awrs.budget`) puts in each unfinished particle's
-   weight how likely it is to finish within the tokens it has left, taken back the next step
-   (a particle that cannot finish in them is dropped); an optional critic twists the weights
+   weight how likely it is to finish within the tokens it has left (a particle that cannot
+   finish in them is dropped), and ``resample_power`` tempers what resampling sees (the
+   weight of the particle's path to that power); both are taken back the next step, so they
+   change which particles are kept, not the target; an optional critic twists the weights
    the same way (its prefix score is added, and taken back the next step; its final score is
    applied at EOS);
 5. if the effective sample size of the unfinished and dead particles falls below
@@ -82,7 +84,7 @@ class Particles:
             truncated=np.zeros(n, dtype=bool),
             resampling_twists=np.zeros(n),
             path_log_weight=np.zeros(n),
-            progress=np.array([[-1, 0, 0]] * n, dtype=np.int64).reshape(n, 3),
+            progress=np.tile(np.array([-1, 0, 0], dtype=np.int64), (n, 1)),
         )
 
     def __len__(self) -> int:
