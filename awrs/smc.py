@@ -210,10 +210,8 @@ class _Run:
 
     def _apply_twists(self) -> None:
         """Put each stepped particle's resampling twist in its weight, in place of the last one:
-        the budget twist's log psi plus (resample_power - 1) x its path's log weight."""
-        particles, stats, twist, tempering = self.particles, self.job.stats, self.budget, self.tempering
-        limit, constraint = self.job.config.max_tokens, self.job.constraint
-        longest = self.vocab.max_token_bytes
+        (resample_power - 1) x its path's log weight, plus the budget twist's log psi."""
+        particles, tempering = self.particles, self.tempering
         for i in self.active:
             before = particles.resampling_twists[i]
             particles.resampling_twists[i] = 0.0
@@ -223,26 +221,28 @@ class _Run:
                 particles.log_weights[i] -= before
                 continue
             log_psi = tempering * particles.path_log_weight[i]
-            if twist is None:
-                particles.log_weights[i] += log_psi - before
-                particles.resampling_twists[i] = log_psi
-                continue
-            progress = particles.progress[i]
-            needed = constraint.min_completion_bytes(particles.states[i])
-            progress[1] = progress[1] + 1 if needed == progress[0] else 0
-            progress[0] = needed
-            written = len(particles.tokens[i])
-            log_psi += twist.log_psi(
-                ParticleProgress(needed, int(progress[1]), int(progress[2]), written, limit - written),
-                longest,
-            )
-            if log_psi == -math.inf:  # cannot finish in the tokens left: the target has no mass here
-                particles.log_weights[i] = -math.inf
-                particles.finished[i] = True
-                stats.budget_kills += 1
-                continue
+            if self.budget is not None:
+                log_psi += self._budget_log_psi(i)
+                if log_psi == -math.inf:  # cannot finish in the tokens left: the target has no mass here
+                    particles.log_weights[i] = -math.inf
+                    particles.finished[i] = True
+                    self.job.stats.budget_kills += 1
+                    continue
             particles.log_weights[i] += log_psi - before
             particles.resampling_twists[i] = log_psi
+
+    def _budget_log_psi(self, i: int) -> float:
+        """The budget twist of particle ``i``, after updating what it follows of its progress."""
+        particles, limit = self.particles, self.job.config.max_tokens
+        progress = particles.progress[i]
+        needed = self.job.constraint.min_completion_bytes(particles.states[i])
+        progress[1] = progress[1] + 1 if needed == progress[0] else 0
+        progress[0] = needed
+        written = len(particles.tokens[i])
+        return self.budget.log_psi(
+            ParticleProgress(needed, int(progress[1]), int(progress[2]), written, limit - written),
+            self.vocab.max_token_bytes,
+        )
 
     def step(self, logprobs: np.ndarray) -> None:
         """Extend every live particle by one token (rows of ``logprobs`` follow ``active``)."""

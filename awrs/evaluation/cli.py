@@ -21,6 +21,7 @@ from ..cli_options import (
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..budget import BUDGET_TWISTS
     from .domains import DOMAINS
     from .methods import ALL_METHODS
 
@@ -40,7 +41,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ess-threshold", type=float, default=None,
                         help="SMC methods: resample when ESS < this fraction of particles "
                              "(default 0.5; 0 never resamples)")
-    parser.add_argument("--budget-twist", choices=["on", "exact", "off"], default=None,
+    parser.add_argument("--budget-twist", choices=list(BUDGET_TWISTS), default=None,
                         help="SMC methods: how resampling sees --max-tokens (default exact; see awrs generate --help)")
     parser.add_argument("--resample-power", type=float, default=None, metavar="P",
                         help="SMC methods: resampling weighs particles by their weights to this power")
