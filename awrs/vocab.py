@@ -57,8 +57,8 @@ class Vocabulary:
         for i in self.eos_ids | self.special_ids:
             if not 0 <= i < size:
                 raise ValueError(f"token id {i} is outside the vocabulary of {size} tokens")
-        empty = {i for i, token in enumerate(self.tokens) if not token}
-        object.__setattr__(self, "special_ids", frozenset(self.special_ids) | self.eos_ids | empty)
+        empty = np.flatnonzero(self._byte_layout.lengths == 0).tolist()
+        object.__setattr__(self, "special_ids", frozenset(self.special_ids) | self.eos_ids | frozenset(empty))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -74,19 +74,30 @@ class Vocabulary:
         return np.array(sorted(self.special_ids - self.eos_ids), dtype=np.int64)
 
     @cached_property
+    def _byte_layout(self) -> _ByteLayout:
+        return _ByteLayout.of(self.tokens)
+
+    @cached_property
+    def generated_ids(self) -> np.ndarray:
+        """Ids of the tokens that write text: every non-special token, ascending."""
+        usable = np.ones(len(self.tokens), dtype=bool)
+        usable[np.fromiter(self.special_ids, dtype=np.int64, count=len(self.special_ids))] = False
+        return np.flatnonzero(usable)
+
+    @cached_property
     def first_bytes(self) -> np.ndarray:
         """(V,) int16: each token's first byte; -1 for special and empty tokens."""
         out = np.full(len(self.tokens), -1, dtype=np.int16)
-        for i, token in enumerate(self.tokens):
-            if token and i not in self.special_ids:
-                out[i] = token[0]
+        ids = self.generated_ids
+        layout = self._byte_layout
+        out[ids] = layout.flat[layout.starts[ids]]
         return out
 
     @cached_property
     def max_token_bytes(self) -> int:
         """The most bytes one generated token can write (special tokens write none)."""
-        special = self.special_ids
-        return max((len(t) for i, t in enumerate(self.tokens) if i not in special), default=0)
+        lengths = self._byte_layout.lengths[self.generated_ids]
+        return int(lengths.max()) if len(lengths) else 0
 
     @cached_property
     def byte_trie(self) -> ByteTrie:
@@ -125,9 +136,6 @@ class Vocabulary:
         return f"{token_id}:{text!r}" + (" (special)" if token_id in self.special_ids else "")
 
 
-# --- Building a Vocabulary from a Hugging Face tokenizer -------------------------------------
-
-
 @dataclass(frozen=True)
 class ByteTrie:
     """The prefixes of a vocabulary's tokens, one array per depth.
@@ -144,31 +152,57 @@ class ByteTrie:
 
     @classmethod
     def build(cls, vocab: Vocabulary) -> ByteTrie:
-        index: list[dict[bytes, int]] = []  # per depth: prefix -> node
-        parents: list[list[int]] = []
-        bytes_: list[list[int]] = []
-        ends: list[tuple[list[int], list[int]]] = []
-        for token_id, token in enumerate(vocab.tokens):
-            if not token or token_id in vocab.special_ids:
-                continue
-            for depth in range(1, len(token) + 1):
-                if len(index) < depth:
-                    index.append({})
-                    parents.append([])
-                    bytes_.append([])
-                    ends.append(([], []))
-                prefix = token[:depth]
-                if prefix not in index[depth - 1]:
-                    index[depth - 1][prefix] = len(parents[depth - 1])
-                    parents[depth - 1].append(index[depth - 2][token[: depth - 1]] if depth > 1 else 0)
-                    bytes_[depth - 1].append(token[depth - 1])
-            ends[len(token) - 1][0].append(index[len(token) - 1][token])
-            ends[len(token) - 1][1].append(token_id)
-        return cls(
-            tuple(np.array(p, dtype=np.int64) for p in parents),
-            tuple(np.array(b, dtype=np.int64) for b in bytes_),
-            tuple((np.array(n, dtype=np.int64), np.array(t, dtype=np.int64)) for n, t in ends),
-        )
+        """Depth by depth, as one MSD radix sort of the tokens: vectorised, about 0.1 s at 262k tokens.
+
+        Tokens still longer than the depth are kept sorted by their prefix node; sorting them by
+        (node, next byte) puts each child prefix in one run, and a run's start is a new node.
+        """
+        layout = vocab._byte_layout
+        flat, starts, lengths = layout.flat, layout.starts, layout.lengths
+        live = vocab.generated_ids.astype(np.int32)
+        live = live[np.argsort(flat[starts[live]], kind="stable")]  # uint8 keys: a radix sort
+        key = flat[starts[live]].astype(np.int32)
+        parents: list[np.ndarray] = []
+        bytes_: list[np.ndarray] = []
+        ends: list[tuple[np.ndarray, np.ndarray]] = []
+        depth = 0
+        while len(live):
+            depth += 1
+            new = np.empty(len(key), dtype=bool)
+            new[0] = True
+            np.not_equal(key[1:], key[:-1], out=new[1:])
+            first = key[new]
+            parents.append((first >> 8).astype(np.int64))
+            bytes_.append((first & 255).astype(np.int64))
+            node = np.cumsum(new, dtype=np.int32) - 1
+            ending = lengths[live] == depth
+            ends.append((node[ending].astype(np.int64), live[ending].astype(np.int64)))
+            live, node = live[~ending], node[~ending]
+            if len(live):
+                key = node * 256 + flat[starts[live] + depth]
+                order = np.argsort(key, kind="stable")
+                live, key = live[order], key[order]
+        return cls(tuple(parents), tuple(bytes_), tuple(ends))
+
+
+@dataclass(frozen=True)
+class _ByteLayout:
+    """Every token's bytes in one array: token i is ``flat[starts[i] : starts[i] + lengths[i]]``."""
+
+    flat: np.ndarray  # uint8
+    starts: np.ndarray  # int32
+    lengths: np.ndarray  # int32
+
+    @classmethod
+    def of(cls, tokens: Sequence[bytes]) -> _ByteLayout:
+        lengths = np.fromiter(map(len, tokens), dtype=np.int32, count=len(tokens))
+        starts = np.zeros(len(tokens), dtype=np.int32)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        flat = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+        return cls(flat, starts, lengths)
+
+
+# --- Building a Vocabulary from a Hugging Face tokenizer -------------------------------------
 
 
 def _gpt2_byte_decoder() -> dict[str, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from awrs.errors import ModelError
-from awrs.models import llamacpp_probe
+from awrs.models import llamacpp_build, llamacpp_probe
 from awrs.models.llamacpp_build import cpu_library, instruction_families, recorded_flags
 
 needs_objdump = pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
@@ -94,7 +94,7 @@ def test_verdicts_are_cached_per_library_file(monkeypatch, tmp_path: Path):
     library.write_bytes(b"first build")
     monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(llamacpp_probe.SIMULATE_VARIABLE, raising=False)
-    monkeypatch.setattr(llamacpp_probe, "library_files", lambda: [library])
+    monkeypatch.setattr(llamacpp_build, "library_files", lambda: [library])
     calls = []
 
     def probe(gguf, **_):
@@ -153,7 +153,7 @@ def test_a_build_for_missing_cpu_features_is_refused_before_it_runs(monkeypatch,
     library.write_bytes(b"an avx512 build")
     monkeypatch.setenv("AWRS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(llamacpp_probe.SIMULATE_VARIABLE, raising=False)
-    monkeypatch.setattr(llamacpp_probe, "library_files", lambda: [library])
+    monkeypatch.setattr(llamacpp_build, "library_files", lambda: [library])
     monkeypatch.setattr(llamacpp_build, "recorded_flags", lambda: AVX512_BUILD)
     monkeypatch.setattr(llamacpp_build, "host_cpu_flags", lambda: cpu)
     monkeypatch.setattr(llamacpp_probe, "run_probe", lambda *a, **k: pytest.fail("a build this CPU cannot run was probed"))

@@ -30,8 +30,10 @@ def load_model(
     """Load a language model.
 
     Args:
-        path: ``None`` for the embedded SmolLM2-135M-Instruct; a ``.gguf`` file; or (``hf`` only)
-            a local Hugging Face model directory.
+        path: ``None`` for the embedded SmolLM2-135M-Instruct; a named model (``"gemma3-270m"``,
+            ``"smollm2-135m"``: see :data:`awrs.models.named.NAMED_MODELS`, installed and
+            cached on first use); a ``.gguf`` file; or (``hf`` only) a local Hugging Face model
+            directory.
         device: torch device, ``"cpu"`` by default (``llamacpp``: ``"cpu"`` keeps every layer on
             the CPU; anything else offloads all layers if llama.cpp was built for a GPU).
         verbose: say on stderr when a one-time conversion runs.
@@ -51,13 +53,20 @@ def load_model(
             ``"q4_1"`` reads the shipped file as it is. ``model.weights`` says which runs.
     """
     from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
+    from .named import named_model
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    named = named_model(path)
+    if named is not None:
+        gguf = named.gguf(verbose=verbose)
+        path = None if named.embedded else gguf  # the embedded model keeps its quantizations
+        if path is not None and backend in ("llamacpp", "auto"):
+            backend_options.setdefault("name", named.name)
     if backend == "auto":
         backend = _auto_backend(path)
         if backend == "hf":
-            for option in ("n_threads", "n_ctx", "quant"):  # settings only llama.cpp would use
+            for option in ("n_threads", "n_ctx", "quant", "name"):  # settings only llama.cpp would use
                 backend_options.pop(option, None)
     if backend == "llamacpp":
         return _load_llamacpp(path, device=device, verbose=verbose, **backend_options)
@@ -85,7 +94,7 @@ def load_model(
         if path.suffix != ".gguf":
             raise ModelError(f"{path} is a file but not a .gguf model")
         model = HFModel.from_directory(ensure_converted(path, verbose=verbose), device=device)
-        model.name = path.stem
+        model.name = named.name if named is not None else path.stem
         return model
     return HFModel.from_directory(path, device=device)
 

@@ -118,7 +118,12 @@ class LanguageModel(ABC):
 
     def apply_chat_template(self, messages: Sequence[Message]) -> list[int]:
         """Token ids of a chat conversation, ready for the assistant's turn."""
-        raise NotImplementedError(f"{self.name} has no chat template")
+        raise ModelError(f"{self.name} has no chat template; prompt it with plain text (without --chat)")
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether chat prompts work (base models have no template: prompt them with text)."""
+        return type(self).apply_chat_template is not LanguageModel.apply_chat_template
 
     def prompt_ids(
         self, prompt: str | Sequence[int] | Sequence[Message], *, chat: bool = False,

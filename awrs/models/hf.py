@@ -93,6 +93,10 @@ class HFModel(LanguageModel):
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
     def apply_chat_template(self, messages: Sequence[Message]) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(f"{self.name} has no chat template; prompt it without --chat")

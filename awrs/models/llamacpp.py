@@ -184,7 +184,7 @@ class LlamaCppModel(LanguageModel):
     def _read_vocabulary(self) -> Vocabulary:
         lib = self._lib
         vocab = self._vocab_p
-        control = lib.LLAMA_TOKEN_ATTR_CONTROL
+        control, user_defined = lib.LLAMA_TOKEN_ATTR_CONTROL, lib.LLAMA_TOKEN_ATTR_USER_DEFINED
         buf = ctypes.create_string_buffer(256)
         tokens: list[bytes] = []
         special: set[int] = set()
@@ -192,7 +192,10 @@ class LlamaCppModel(LanguageModel):
         for i in range(self._n_vocab):
             n = lib.llama_token_to_piece(vocab, i, buf, 256, 0, True)
             tokens.append(buf.raw[:n] if n >= 0 else self._piece(i))
-            if lib.llama_vocab_get_attr(vocab, i) & control:
+            attributes = lib.llama_vocab_get_attr(vocab, i)
+            # llama.cpp also flags some user-defined text pieces as control, by name: Gemma's
+            # "</s>" is an HTML tag there, text to its tokenizer (and to transformers).
+            if attributes & control and not attributes & user_defined:
                 special.add(i)
         # The same rule as the transformers backend (awrs.vocab.vocabulary_from_hf): the declared
         # EOS (and end-of-turn) token plus special tokens that are known end markers. Not
@@ -225,6 +228,10 @@ class LlamaCppModel(LanguageModel):
         if 0 <= token < self._n_vocab:
             return self.vocab.tokens[token].decode("utf-8", errors="replace")
         return ""
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self._lib.llama_model_chat_template(self._model, None))
 
     def apply_chat_template(self, messages: Sequence[Message]) -> list[int]:
         if self._template is None:

@@ -11,18 +11,26 @@ Not here: running the library (:mod:`awrs.models.llamacpp_probe` does, in a subp
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import shutil
 import subprocess
 from pathlib import Path
-
-from .llamacpp_probe import library_files
 
 FLAGS_FILE = "awrs-build-flags.txt"
 AMX_MNEMONICS = ("ldtilecfg", "sttilecfg", "tileloadd", "tileloaddt1", "tilestored", "tilerelease",
                  "tilezero", "tdpbssd", "tdpbsud", "tdpbusd", "tdpbuud", "tdpbf16ps", "tdpfp16ps")
 _AMX = re.compile(r"\t(" + "|".join(AMX_MNEMONICS) + r")\b")
 _ZMM = re.compile(r"%zmm\d")
+
+
+def library_files() -> list[Path]:
+    """The shared libraries of the installed llama-cpp-python, found without importing it."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return []
+    lib_dir = Path(spec.origin).parent / "lib"
+    return sorted(p for p in lib_dir.glob("lib*.so*") if p.is_file()) if lib_dir.is_dir() else []
 
 
 def cpu_library() -> Path | None:

@@ -18,7 +18,6 @@ Not here: loading models (:mod:`awrs.models.llamacpp`), choosing the backend (:m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import llamacpp_build
 from .embedded import cache_dir
 
 SIMULATE_VARIABLE = "AWRS_LLAMACPP_SIMULATE"
@@ -75,15 +75,6 @@ def missing_cpu_features(flags: dict[str, str], cpu_flags: set[str]) -> Verdict 
                    "CPU has) or use --backend hf")
 
 
-def library_files() -> list[Path]:
-    """The shared libraries of the installed llama-cpp-python, found without importing it."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or spec.origin is None:
-        return []
-    lib_dir = Path(spec.origin).parent / "lib"
-    return sorted(p for p in lib_dir.glob("lib*.so*") if p.is_file()) if lib_dir.is_dir() else []
-
-
 def _library_key(files: list[Path]) -> str:
     parts = []
     for path in files:
@@ -129,13 +120,11 @@ def run_probe(gguf: Path, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> Verdict:
 
 def check_build(gguf: Path) -> Verdict:
     """The cached verdict for the installed build, probing it first if it is new."""
-    from .llamacpp_build import host_cpu_flags, recorded_flags
-
     simulated = os.environ.get(SIMULATE_VARIABLE, "")
-    files = library_files()
+    files = llamacpp_build.library_files()
     if simulated or not files:
         return run_probe(gguf)
-    unsupported = missing_cpu_features(recorded_flags(), host_cpu_flags())
+    unsupported = missing_cpu_features(llamacpp_build.recorded_flags(), llamacpp_build.host_cpu_flags())
     if unsupported is not None:
         return unsupported
     key = _library_key(files)

@@ -377,10 +377,12 @@ class Batcher:
 
     def _tokenize(self, ticket: Ticket) -> None:
         model = self.model
+        messages = isinstance(ticket.prompt, list) and bool(ticket.prompt) and isinstance(ticket.prompt[0], dict)
+        if (ticket.chat or messages) and not model.has_chat_template:
+            raise ApiError(400, f"{model.name} has no chat template (a base model); send a text prompt to "
+                                "/v1/completions", code="no_chat_template")
         try:
             ids = model.prompt_ids(ticket.prompt, chat=ticket.chat)
-        except NotImplementedError as err:
-            raise ApiError(400, f"{err}; use /v1/completions", code="no_chat_template") from None
         except (ValueError, TypeError, ModelError, ConfigError) as err:
             raise ApiError(400, f"cannot tokenize the prompt: {err}", param="prompt", code="invalid_prompt") from None
         except Exception as err:
