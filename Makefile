@@ -17,7 +17,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU_RESOLVED)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-scaling bench-variance bench-peers eval clean
+.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -83,9 +83,16 @@ bench: setup
 bench-backends: setup setup-llamacpp
 	$(VENV)/bin/awrs bench --backend both
 
-# ms per particle-token at 1, 10, 32 and 64 particles on both backends, and the README's plot
+# ms per particle-token at 1, 10, 32 and 64 particles on both backends, and the README's plots:
+# the embedded model (49k tokens) and Gemma 3 270M (262k tokens)
 bench-scaling: setup setup-llamacpp
 	$(VENV)/bin/awrs bench --scaling --backend both --plot docs/scaling.png
+	$(VENV)/bin/awrs bench --scaling --backend both --model gemma3-270m --plot docs/scaling-gemma.png
+
+# AWRS against token masking and a mask engine (llguidance) on a regex and a JSON task, on both
+# named models: how the gap grows with the vocabulary (about 5 minutes)
+bench-vocab: setup setup-llamacpp
+	$(VENV)/bin/awrs bench --vocabularies --repeats 3
 
 # Var(w)/Z^2 of each AWRS estimator on ~300 real next-token distributions (about 5 minutes)
 bench-variance: setup setup-llamacpp

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scaling-particles", type=positive_int, nargs="+", default=[1, 10, 32, 64], metavar="N",
                        help="particle counts for --scaling")
     bench.add_argument("--plot", default=None, metavar="FILE.png", help="--scaling: also draw the figures here")
+    bench.add_argument("--vocabularies", action="store_true",
+                       help="instead: AWRS against token masking and a mask engine (llguidance) on a regex and a "
+                            "JSON task, on both named models (49k and 262k tokens; --model: that one only)")
     add_model_options(bench, both=True)
 
     from .evaluation.cli import add_eval_arguments, add_report_arguments
@@ -349,6 +352,8 @@ def _bench(args) -> int:
 
     if args.scaling:
         return _bench_scaling(args)
+    if args.vocabularies:
+        return _bench_vocabularies(args)
     if args.plot:
         raise ConfigError("--plot draws the --scaling figures: add --scaling")
 
@@ -363,6 +368,24 @@ def _bench(args) -> int:
     models = {backend: load_model_from_args(args, backend) for backend in ("llamacpp", "hf")}
     report = compare_backends(models, **options)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_comparison(report))
+    return 0
+
+
+def _bench_vocabularies(args) -> int:
+    from .bench_vocab import format_vocabularies, measure_model
+    from .models.named import NAMED_MODELS
+
+    if args.backend == "both":
+        raise ConfigError("--vocabularies compares models on one backend: choose --backend auto, hf or llamacpp")
+    names = [args.model] if args.model else list(NAMED_MODELS)
+    reports = []
+    for name in names:
+        args.model = name
+        model = load_model_from_args(args)
+        reports.append(measure_model(model, particles=args.particles, max_tokens=args.max_tokens,
+                                     masking_tokens=args.masking_tokens, seeds=args.repeats, progress=not args.json))
+        del model  # one model in memory at a time
+    print(json.dumps({"models": reports}) if args.json else format_vocabularies(reports))
     return 0
 
 

@@ -37,10 +37,11 @@ import numpy as np
 
 from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER, BudgetTwist, ParticleProgress
 from .constraints.base import Constraint, State, split_utf8
-from .errors import ConfigError, ModelError
+from .errors import ConfigError
 from .models.base import LanguageModel, RowsNotExtendable
 from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
-from .sampling.draw import NO_TOKEN, block_sums
+from .sampling.draw import NO_TOKEN
+from .sampling.masses import MassWorkers, token_masses
 from .sampling.samplers import TokenChecker, TokenSampler
 from .stats import Stats
 from .vocab import Vocabulary
@@ -131,27 +132,6 @@ class SMCConfig:
             raise ConfigError(f"resample_power must be in [0, 1], got {self.resample_power}")
 
 
-def token_masses(logprobs: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Absolute next-token probabilities (special non-EOS tokens set to 0) and their block sums
-    (:func:`~awrs.sampling.draw.block_sums`, what the samplers draw from).
-
-    (n, V) and (n, blocks) float64. The masses are not renormalised: the mass removed with the
-    special tokens stays out of every weight, which is what targets text without control tokens.
-    """
-    mass = np.exp(logprobs, dtype=np.float64)
-    if len(vocab.blocked_array):
-        mass[:, vocab.blocked_array] = 0.0
-    blocks = block_sums(mass)
-    totals = blocks.sum(axis=1)
-    if not np.isfinite(totals).all():  # NaN anywhere reaches the total
-        rows = np.flatnonzero(~np.isfinite(totals)).tolist()
-        raise ModelError(
-            f"the model returned NaN or infinite log-probabilities for rows {rows[:8]}: its weights "
-            "or arithmetic are broken (try the other backend, or --backend hf)"
-        )
-    return mass, blocks
-
-
 def _checked_score(critic: Critic, text: str, finished: bool) -> float:
     score = float(critic(text, finished))
     if math.isnan(score) or score == math.inf:
@@ -189,6 +169,8 @@ class _Run:
         self.parents = np.zeros(0, dtype=np.int64)  # for the next model call, in local rows
         self.next_tokens = np.zeros(0, dtype=np.int64)
         self.resample = get_resampler(job.config.resampling)
+        self._masses: np.ndarray | None = None  # reused by every step (see token_masses)
+        self.mass_workers: MassWorkers | None = None  # the driver's, if it has some
         self.twisting = job.critic is not None and job.config.ess_threshold > 0
         resampling = job.config.ess_threshold > 0
         if not job.sampler.checks_during_generation:  # states stay at the start: nothing to see
@@ -249,7 +231,9 @@ class _Run:
         job, particles, vocab, stats = self.job, self.particles, self.vocab, self.job.stats
         config, sampler, rng = job.config, job.sampler, job.rng
         eos = vocab.eos_array
-        mass, blocks = token_masses(logprobs, vocab)
+        if self._masses is None or self._masses.shape[0] < len(logprobs):
+            self._masses = np.empty((job.config.particles, len(vocab)), dtype=np.float64)
+        mass, blocks = token_masses(logprobs, vocab, out=self._masses, workers=self.mass_workers)
         drawn: dict[int, tuple[int, list[int]]] | None = {} if job.on_step is not None else None
         for row, i in enumerate(self.active):
             checker = TokenChecker(self.checker, particles.states[i], stats)
@@ -339,6 +323,7 @@ class Driver:
     def __init__(self, model: LanguageModel, *, prefill_chunk: int = PREFILL_CHUNK) -> None:
         self.model = model
         self.session = None
+        self.mass_workers: MassWorkers | None = None  # threads for large steps' token masses
         self.runs: list[_Run] = []  # in the session's row order
         self.waiting: list[Job] = []  # joined, prompt still being evaluated (chunked prefill)
         self.prefill_chunk = prefill_chunk
@@ -354,7 +339,7 @@ class Driver:
     def start(self, jobs: Sequence[Job]) -> list[_Run]:
         if self.session is not None:
             raise ConfigError("this driver has already started; join() adds jobs")
-        runs = [_Run(job, self.model.vocab) for job in jobs]
+        runs = [self._new_run(job) for job in jobs]
         clock = time.perf_counter()
         self.session = self.model.open_many([job.prompt_ids for job in jobs],
                                             [job.config.particles for job in jobs])
@@ -375,8 +360,15 @@ class Driver:
             return None
         return self._extend(job)
 
-    def _extend(self, job: Job) -> _Run:
+    def _new_run(self, job: Job) -> _Run:
         run = _Run(job, self.model.vocab)
+        if self.mass_workers is None:
+            self.mass_workers = MassWorkers.suited(self.model.vocab, job.config.particles)
+        run.mass_workers = self.mass_workers
+        return run
+
+    def _extend(self, job: Job) -> _Run:
+        run = self._new_run(job)
         clock = time.perf_counter()
         self.session.extend(job.prompt_ids, job.config.particles)
         _charge([run], time.perf_counter() - clock, [1], model=True)
@@ -449,6 +441,9 @@ class Driver:
         return done + ([failed] if failed else [])
 
     def close(self) -> None:
+        if self.mass_workers is not None:
+            self.mass_workers.close()
+            self.mass_workers = None
         if self.session is not None:
             self.session.close()
             self.session = None

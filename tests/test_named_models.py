@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_a_changed_file_is_checked_and_rebuilt(fake_parts):
 def test_wrong_parts_are_a_clear_error_and_leave_nothing_behind(fake_parts, monkeypatch):
     model, _ = fake_parts
     monkeypatch.setattr(sys.modules["fake_weights_pkg"], "assemble",
-                        lambda output_path, overwrite=False: open(output_path, "wb").write(b"garbage"))
+                        lambda output_path, overwrite=False: Path(output_path).write_bytes(b"garbage"))
     with pytest.raises(ModelError, match="expected SHA-256.*--force-reinstall"):
         model.gguf(verbose=False)
     assert not any(model.cached_path().parent.iterdir())

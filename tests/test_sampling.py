@@ -115,6 +115,41 @@ def test_mass_drawer_restrict_keeps_only_given_tokens():
     assert {d.draw() for _ in range(50)} == {2}
 
 
+def test_restricting_by_a_boolean_row_is_the_same_as_by_ids():
+    """The two forms of restrict give bit-identical masses, block sums and draws."""
+    rng = np.random.default_rng(5)
+    mass = rng.dirichlet(np.full(1000, 0.3))
+    ids = np.sort(rng.choice(1000, 400, replace=False))
+    eos = np.array([999])
+    row = np.zeros(1000, dtype=bool)
+    row[ids] = True
+    drawers = [MassDrawer(mass, np.random.default_rng(9)) for _ in range(2)]
+    for d in drawers:
+        d.remove(int(ids[0]))
+    drawers[0].restrict(np.concatenate([ids, eos]))
+    drawers[1].restrict(row, also=eos)
+    assert (drawers[0]._mass == drawers[1]._mass).all() and (drawers[0]._blocks == drawers[1]._blocks).all()
+    assert [drawers[0].draw() for _ in range(20)] == [drawers[1].draw() for _ in range(20)]
+
+
+def test_token_masses_split_across_threads_are_identical():
+    from awrs.sampling.masses import MassWorkers, token_masses
+
+    rng = np.random.default_rng(0)
+    size = 70_000
+    vocab = Vocabulary(tuple(bytes([i % 251 + 1]) * (1 + i // 251) for i in range(size)), frozenset({0}),
+                       frozenset({1, 2, 3}))
+    logprobs = (rng.standard_normal((16, size)) * 3 - 11).astype(np.float32)
+    workers = MassWorkers(3)
+    try:
+        alone = token_masses(logprobs, vocab)
+        split = token_masses(logprobs, vocab, out=np.empty((20, size)), workers=workers)
+    finally:
+        workers.close()
+    assert (alone[0] == split[0]).all() and (alone[1] == split[1]).all()
+    assert (split[0][:, [1, 2, 3]] == 0).all()
+
+
 @pytest.mark.parametrize("estimator", [remainder, two_loop])
 def test_awrs_frequencies_and_weights_by_monte_carlo(estimator):
     """Would catch a 2% relative error in any token's frequency (5 sigma bound is ~1.3%)."""

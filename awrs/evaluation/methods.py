@@ -53,7 +53,8 @@ class StopStrings:
         extra = {i for i, tok in enumerate(base.tokens)
                  if i not in base.special_ids and any(s.encode() in tok for s in stops)}
         self._model = model
-        self.vocab = Vocabulary(base.tokens, frozenset(base.eos_ids | extra), base.special_ids)
+        self.vocab = Vocabulary(base.tokens, frozenset(base.eos_ids | extra), base.special_ids,
+                                trie_cache=base.trie_cache)
         self.name = getattr(model, "name", "model")
         self.stops = tuple(stops)
 

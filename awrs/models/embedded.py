@@ -37,6 +37,11 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "awrs"
 
 
+def vocabulary_cache() -> Path:
+    """Where per-vocabulary structures (the byte trie) are kept between processes."""
+    return cache_dir() / "vocab"
+
+
 def _writable_folder(folder: Path, what: str, alternative: str) -> None:
     """Create ``folder`` for a cached ``what``, or say which folder failed and how to move it."""
     try:

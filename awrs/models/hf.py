@@ -22,6 +22,7 @@ import torch
 from ..errors import ModelError
 from ..vocab import vocabulary_from_hf
 from .base import DecodingSession, LanguageModel, Message, merge_equal_histories
+from .embedded import vocabulary_cache
 
 PROMPT_CACHE_SIZE = 4  # prompts whose KV cache is kept for reuse by later sessions
 
@@ -58,7 +59,7 @@ class HFModel(LanguageModel):
         generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         if isinstance(generation_eos, int):
             generation_eos = [generation_eos]
-        self.vocab = vocabulary_from_hf(tokenizer, generation_eos or ())
+        self.vocab = vocabulary_from_hf(tokenizer, generation_eos or (), trie_cache=vocabulary_cache())
         self.device = next(model.parameters()).device
         self._logit_width = model.get_output_embeddings().weight.shape[0]
         self._prompt_cache: OrderedDict[tuple[int, ...], tuple[object, torch.Tensor]] = OrderedDict()

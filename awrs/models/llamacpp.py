@@ -54,6 +54,7 @@ from ..errors import ModelError
 from ..vocab import KNOWN_END_TOKENS, Vocabulary
 from .base import DecodingSession, LanguageModel, Message
 from .chat_template import compile_template
+from .embedded import vocabulary_cache
 from .llamacpp_lib import LOG, limit_hint, llama
 from .llamacpp_pool import MAX_SEQ, SequencePool
 from .llamacpp_session import LlamaCppSession, log_softmax
@@ -208,7 +209,7 @@ class LlamaCppModel(LanguageModel):
                 eos.add(i)
         if not eos:
             raise ModelError(f"{self.path.name} names no end-of-sequence token")
-        return Vocabulary(tuple(tokens), frozenset(eos), frozenset(special | eos))
+        return Vocabulary(tuple(tokens), frozenset(eos), frozenset(special | eos), trie_cache=vocabulary_cache())
 
     def _tokenize(self, text: str, *, add_special: bool) -> list[int]:
         lib = self._lib

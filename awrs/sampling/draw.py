@@ -182,15 +182,21 @@ class MassDrawer:
                 return token
         return NO_TOKEN
 
-    def restrict(self, tokens: np.ndarray, *, exact: bool = False) -> None:
+    def restrict(self, tokens: np.ndarray, *, exact: bool = False, also: np.ndarray | None = None) -> None:
         """Remove every token not in ``tokens`` (used to prune tokens known to be rejected).
 
-        ``exact``: ``tokens`` is exactly the accepted set, so every token left is valid and
-        the mass left is the local normaliser (estimators may then use it as is).
+        ``tokens``: ids, or a (V,) bool row saying which tokens stay; ``also``: more ids
+        that stay (EOS). ``exact``: they are exactly the accepted set, so every token left is
+        valid and the mass left is the local normaliser (estimators may then use it as is).
         """
         self.only_accepted = self.only_accepted or exact
-        kept = np.zeros_like(self._mass)
-        kept[tokens] = self._mass[tokens]
+        if tokens.dtype == np.bool_:
+            kept = np.multiply(self._mass, tokens)  # masses are finite and >= 0: kept exactly or 0
+        else:
+            kept = np.zeros_like(self._mass)
+            kept[tokens] = self._mass[tokens]
+        if also is not None and len(also):
+            kept[also] = self._mass[also]
         if self._removed:
             kept[list(self._removed)] = 0.0
         self._mass = kept

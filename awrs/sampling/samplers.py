@@ -100,6 +100,26 @@ class TokenChecker:
             return None
         return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
+    def candidate_filter(self) -> np.ndarray | None:
+        """:meth:`candidates` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
+        started = time.perf_counter()
+        ids = self._checker.candidate_tokens(self._state)
+        self._stats.constraint_seconds += time.perf_counter() - started
+        self._stats.constraint_checks += 1
+        return None if ids is None else self._vocab.membership(ids)
+
+    def mask_filter(self) -> np.ndarray | None:
+        """:meth:`mask` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
+        started = time.perf_counter()
+        ids = self._checker.token_mask(self._state)
+        elapsed = time.perf_counter() - started
+        self._stats.constraint_seconds += elapsed
+        if ids is None:
+            return None
+        self._stats.masks += 1
+        self._stats.mask_seconds += elapsed
+        return self._vocab.membership(ids)
+
     def mask(self) -> np.ndarray | None:
         """The checker's token mask with EOS ids added; None if it has no mask engine."""
         started = time.perf_counter()
@@ -186,28 +206,27 @@ class _Pruner:
 
     def __call__(self, drawer) -> bool:
         self._calls += 1
+        accept = self._accept
         if not self._hinted:
             self._hinted = True
-            candidates = self._accept.candidates()
+            candidates = accept.candidate_filter()
             if candidates is not None:
-                drawer.restrict(candidates)
+                drawer.restrict(candidates, also=accept.eos_ids)
         if self._masking and self._calls >= self._price:
             self._masking = False
-            mask = self._accept.mask()
+            mask = accept.mask_filter()
             if mask is not None:  # None: no mask engine, or none for this text; checks only
-                self._sampler.remember_mask(self._accept)
-                if self._accept.exact_masks:
-                    drawer.restrict(_without_eos_unless_complete(mask, self._accept), exact=True)
+                self._sampler.remember_mask(accept)
+                if accept.exact_masks:
+                    drawer.restrict(mask, exact=True, also=_eos_if_complete(accept))
                 else:
-                    drawer.restrict(mask)
+                    drawer.restrict(mask, also=accept.eos_ids)
         return self._masking
 
 
-def _without_eos_unless_complete(candidates: np.ndarray, accept: TokenChecker) -> np.ndarray:
-    """An exact mask with EOS (which every mask includes) kept only if the text is complete."""
-    if accept.is_complete():
-        return candidates
-    return candidates[~np.isin(candidates, accept.eos_ids)]
+def _eos_if_complete(accept: TokenChecker) -> np.ndarray | None:
+    """The EOS ids an exact mask keeps: all of them if the text is complete, else none."""
+    return accept.eos_ids if accept.is_complete() else None
 
 
 class TokenSampler(ABC):
@@ -295,11 +314,11 @@ class AWRS(TokenSampler):
     def propose(self, mass, blocks, accept, rng) -> Draw:
         tried_mask = False
         if self._mask_first(accept):
-            mask = accept.mask()
+            mask = accept.mask_filter()
             if mask is not None:
                 self.remember_mask(accept)
                 drawer = MassDrawer(mass, rng, blocks)
-                drawer.restrict(_without_eos_unless_complete(mask, accept), exact=True)
+                drawer.restrict(mask, exact=True, also=_eos_if_complete(accept))
                 return exact(drawer, accept, weighted=self.weighted)
             tried_mask = True  # no mask for this text (e.g. bytes the vocabulary cannot spell)
         drawer = MassDrawer(mass, rng, blocks)
