@@ -64,11 +64,11 @@ def llguidance_lcd(model: LanguageModel, prompt_ids: Sequence[int], grammar: dic
 
     Returns particle-tokens, seconds (total, model, masks) and how many rows ended accepted.
     """
-    from .constraints.grammar.grammar import _llguidance, _VocabularyTokenizer
+    from .constraints.grammar.grammar import _llguidance, vocabulary_tokenizer
 
     llg = _llguidance()
     vocab = model.vocab
-    tokenizer = llg.LLTokenizer(llg.TokenizerWrapper(_VocabularyTokenizer(vocab)))
+    _, tokenizer = vocabulary_tokenizer(vocab)
     if "regex" in grammar:
         source = llg.LLMatcher.grammar_from_regex(grammar["regex"])
     else:

@@ -442,6 +442,23 @@ def test_cheap_grammar_checks_agree_with_advance():
             assert checker.accepts_token(state, token) == (grammar.advance(state, pieces[token]) is not DEAD)
 
 
+def test_grammars_over_one_vocabulary_share_its_llguidance_tokenizer():
+    """Indexing a vocabulary costs llguidance ~1 s at 262k tokens: once per vocabulary, not per
+    grammar (an evaluation builds one per question); masks stay each grammar's own."""
+    from awrs.constraints.grammar.grammar import vocabulary_tokenizer
+    from awrs.vocab import Vocabulary
+
+    pieces = (b"a", b"b", b"ab", b"<e>")
+    vocab = Vocabulary(pieces, frozenset({3}))
+    first, second = Grammar('start: "a"+'), Grammar('start: "b"+')
+    assert first.compile(vocab)._encode is second.compile(vocab)._encode is vocabulary_tokenizer(vocab)[0]
+    state = first.start()
+    assert first.compile(vocab).token_mask(state).tolist() == [0]  # "ab" leaves the language
+    assert second.compile(vocab).token_mask(second.start()).tolist() == [1]
+    other = Vocabulary(pieces, frozenset({3}))
+    assert first.compile(other)._encode is not first.compile(vocab)._encode
+
+
 # --- states share one matcher per lineage ---------------------------------------------------
 
 

@@ -53,6 +53,7 @@ than reject a prefix it could not decide.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -150,6 +151,23 @@ class _VocabularyTokenizer:
             else:
                 raise ValueError(f"byte {data[at]:#x} is not a token of this vocabulary")
         return out
+
+
+_tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vocabulary -> its llguidance pair
+_tokenizers_lock = threading.Lock()
+
+
+def vocabulary_tokenizer(vocab) -> tuple[_VocabularyTokenizer, object]:
+    """``vocab`` as llguidance's tokenizer, built once per vocabulary and shared by every grammar
+    over it (llguidance takes about 1 s to index a 262k vocabulary; a Spider run builds a
+    grammar per question)."""
+    with _tokenizers_lock:
+        hit = _tokenizers.get(vocab)
+        if hit is None:
+            llg = _llguidance()
+            encode = _VocabularyTokenizer(vocab)
+            hit = _tokenizers[vocab] = (encode, llg.LLTokenizer(llg.TokenizerWrapper(encode)))
+    return hit
 
 
 class _Lineage:
@@ -311,8 +329,7 @@ class GrammarChecker(Checker):
         super().__init__(constraint, vocab)
         llg = _llguidance()
         self._empty_language = constraint.compiled.empty_language
-        self._encode = _VocabularyTokenizer(vocab)
-        tokenizer = llg.LLTokenizer(llg.TokenizerWrapper(self._encode))
+        self._encode, tokenizer = vocabulary_tokenizer(vocab)
         # no_forcing: without it llguidance allows only the greedy tokenization of forced
         # text ("SELECT " but not "S" at the start), fewer tokens than advance accepts
         grammar = llg.LLMatcher.grammar_from_lark('%llguidance {"no_forcing": true}\n' + constraint.compiled.text)
