@@ -345,6 +345,20 @@ def test_prefixes_inside_escapes_and_after_commas_can_be_continued():
     assert constraint.accepts('{"k\\u0065y":"a\\u0062"}') and reference(one_of, {"key": "ab"})
 
 
+def test_an_escape_at_a_length_limit_is_judged_by_the_length_alone():
+    """Where only a length limit applies, one character answers for every character an escape
+    may still write: the verdicts are the full scan's (dead at the limit, alive below it, and a
+    pattern or enum still scans), and no longer cost a scan of 65,536 characters."""
+    limited = JsonSchema({"type": "string", "maxLength": 3})
+    assert not limited.accepts_prefix('"abc\\') and not limited.accepts_prefix('"abc\\u00')
+    assert limited.accepts_prefix('"ab\\') and limited.accepts_prefix('"ab\\u00e')
+    assert limited.accepts('"ab\\u00e9"') and not limited.accepts('"abc\\u00e9"')
+    patterned = JsonSchema({"type": "string", "maxLength": 3, "pattern": "^[a-z]+$"})
+    assert patterned.accepts_prefix('"ab\\u006') and not patterned.accepts_prefix('"ab\\u00e')
+    free = JsonSchema({"type": "object", "properties": {"r": {"type": "string", "maxLength": 2}}})
+    assert free.accepts_prefix('{"r":"a\\') and not free.accepts_prefix('{"r":"ab\\')
+
+
 def test_prefix_pruning_is_early():
     """The prefix itself is rejected, not only the completed text."""
     early = {

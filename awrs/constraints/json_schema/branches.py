@@ -218,7 +218,8 @@ class Branches:
         if span is None:
             new = tuple(t for t in threads if alive(t, text, count))
         else:  # inside an escape: some character it may still write must keep the string alive
-            new = tuple(t for t in threads if some_char_fits(span, lambda c, t=t: alive(t, text + c, count + 1)))
+            new = tuple(t for t in threads if some_char_fits(span, lambda c, t=t: alive(t, text + c, count + 1),
+                                                             any_char=t[1].str_prefix_length_only))
         return new if new else DEAD
 
     def key_prefix(self, threads, sub):
@@ -257,13 +258,15 @@ def escape_span(esc: str) -> tuple[int, int] | None:
     return low, low + (1 << width) - 1
 
 
-def some_char_fits(span: tuple[int, int], fits) -> bool:
+def some_char_fits(span: tuple[int, int], fits, *, any_char: bool = False) -> bool:
     """Whether ``fits(c)`` holds for some character c in ``span``, likely characters first.
 
     Surrogates are not tried: a span of only surrogates counts as fitting (they pair with a
-    later escape). A span is at most 65,536 characters; a dead one is scanned whole (a few
-    ms for a length limit, up to ~0.4 s for a regex), which happens only where the text could
-    not be finished anyway, instead of leaving a prefix no token can continue.
+    later escape). A span is at most 65,536 characters; a dead one is scanned whole (up to
+    ~0.4 s for a regex), which happens only where the text could not be finished anyway,
+    instead of leaving a prefix no token can continue. ``any_char``: ``fits`` does not depend
+    on the character (only a length limit applies), so one character answers for all (a
+    whole scan at a length limit cost ~12 ms, and a model that likes escapes pays it often).
     """
     low, high = span
     likely = [c for c in _LIKELY_CHARS if low <= c <= high]
@@ -273,6 +276,8 @@ def some_char_fits(span: tuple[int, int], fits) -> bool:
         if fits(chr(cp)):
             return True
         tried += 1
+        if any_char:
+            return False
     return tried == 0
 
 

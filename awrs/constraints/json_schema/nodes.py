@@ -159,6 +159,7 @@ class Alt:
         "spatterns",
         "str_enums",
         "str_prefix_trivial",
+        "str_prefix_length_only",
         "unique",
     )
 
@@ -215,6 +216,8 @@ class Alt:
         self.str_prefix_trivial = not (
             smax is not None or self.str_enums or any(p for _, _, p in self.spatterns) or fpartial
         )
+        # only the length can end a string prefix: every next character fits, or none does
+        self.str_prefix_length_only = not (self.str_enums or any(p for _, _, p in self.spatterns) or fpartial)
         self.nums = tuple(nums)
         self.mults = tuple(mults)
         self.num_prefix_trivial = not nums and not (int_only and compiler.draft4_integers)
