@@ -17,7 +17,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU_RESOLVED)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval clean
+.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -116,6 +116,12 @@ $(PEERS_STAMP): Makefile
 
 bench-peers: setup setup-llamacpp $(PEERS_STAMP)
 	$(PY) bench/peers.py
+
+# The differential tests with a new seed and 200 examples per pattern and schema each round,
+# for MINUTES minutes (make test runs a fixed, seeded budget of them)
+MINUTES ?= 10
+fuzz: setup
+	bench/fuzz.sh $(MINUTES) $(PY)
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) build *.egg-info .pytest_cache .hypothesis

@@ -41,7 +41,7 @@ from .errors import ConfigError
 from .models.base import LanguageModel, RowsNotExtendable
 from .resampling import effective_sample_size, get_resampler, log_mean_exp, normalized
 from .sampling.draw import NO_TOKEN
-from .sampling.masses import MassWorkers, token_masses
+from .sampling.masses import token_masses
 from .sampling.samplers import TokenChecker, TokenSampler
 from .stats import Stats
 from .vocab import Vocabulary
@@ -170,7 +170,6 @@ class _Run:
         self.next_tokens = np.zeros(0, dtype=np.int64)
         self.resample = get_resampler(job.config.resampling)
         self._masses: np.ndarray | None = None  # reused by every step (see token_masses)
-        self.mass_workers: MassWorkers | None = None  # the driver's, if it has some
         self.twisting = job.critic is not None and job.config.ess_threshold > 0
         resampling = job.config.ess_threshold > 0
         if not job.sampler.checks_during_generation:  # states stay at the start: nothing to see
@@ -233,7 +232,7 @@ class _Run:
         eos = vocab.eos_array
         if self._masses is None or self._masses.shape[0] < len(logprobs):
             self._masses = np.empty((job.config.particles, len(vocab)), dtype=np.float64)
-        mass, blocks = token_masses(logprobs, vocab, out=self._masses, workers=self.mass_workers)
+        mass, blocks = token_masses(logprobs, vocab, out=self._masses)
         drawn: dict[int, tuple[int, list[int]]] | None = {} if job.on_step is not None else None
         for row, i in enumerate(self.active):
             checker = TokenChecker(self.checker, particles.states[i], stats)
@@ -323,7 +322,6 @@ class Driver:
     def __init__(self, model: LanguageModel, *, prefill_chunk: int = PREFILL_CHUNK) -> None:
         self.model = model
         self.session = None
-        self.mass_workers: MassWorkers | None = None  # threads for large steps' token masses
         self.runs: list[_Run] = []  # in the session's row order
         self.waiting: list[Job] = []  # joined, prompt still being evaluated (chunked prefill)
         self.prefill_chunk = prefill_chunk
@@ -339,7 +337,7 @@ class Driver:
     def start(self, jobs: Sequence[Job]) -> list[_Run]:
         if self.session is not None:
             raise ConfigError("this driver has already started; join() adds jobs")
-        runs = [self._new_run(job) for job in jobs]
+        runs = [_Run(job, self.model.vocab) for job in jobs]
         clock = time.perf_counter()
         self.session = self.model.open_many([job.prompt_ids for job in jobs],
                                             [job.config.particles for job in jobs])
@@ -360,15 +358,8 @@ class Driver:
             return None
         return self._extend(job)
 
-    def _new_run(self, job: Job) -> _Run:
-        run = _Run(job, self.model.vocab)
-        if self.mass_workers is None:
-            self.mass_workers = MassWorkers.suited(self.model.vocab, job.config.particles)
-        run.mass_workers = self.mass_workers
-        return run
-
     def _extend(self, job: Job) -> _Run:
-        run = self._new_run(job)
+        run = _Run(job, self.model.vocab)
         clock = time.perf_counter()
         self.session.extend(job.prompt_ids, job.config.particles)
         _charge([run], time.perf_counter() - clock, [1], model=True)
@@ -441,9 +432,6 @@ class Driver:
         return done + ([failed] if failed else [])
 
     def close(self) -> None:
-        if self.mass_workers is not None:
-            self.mass_workers.close()
-            self.mass_workers = None
         if self.session is not None:
             self.session.close()
             self.session = None

@@ -132,23 +132,20 @@ class Vocabulary:
             digest.update(np.ascontiguousarray(part).tobytes())
         return digest.hexdigest()[:24]
 
-    @cached_property
-    def _first_byte_groups(self) -> list[np.ndarray]:
-        """Token ids grouped by first byte: ``groups[b]`` (one sort of the vocabulary, once)."""
-        order = np.argsort(self.first_bytes, kind="stable")
-        bounds = np.searchsorted(self.first_bytes[order], np.arange(257))
-        return [order[bounds[b] : bounds[b + 1]] for b in range(256)]
-
     def tokens_starting_with(self, allowed: frozenset[int]) -> np.ndarray:
-        """Ids of the non-special tokens whose first byte is in ``allowed`` (cached per set)."""
+        """Ids of the non-special tokens whose first byte is in ``allowed``, ascending (cached
+        per set, with their membership row: one pass over the first bytes, no sort)."""
         cache = self.__dict__.setdefault("_by_first_bytes", {})
-        if allowed not in cache:
+        hit = cache.get(allowed)
+        if hit is None:
             if len(cache) > 256:
                 cache.clear()
-            groups = self._first_byte_groups
-            parts = [groups[b] for b in sorted(allowed) if 0 <= b < 256]
-            cache[allowed] = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        return cache[allowed]
+            table = np.zeros(257, dtype=bool)  # entry 0: special and empty tokens (first byte -1)
+            table[[b + 1 for b in allowed if 0 <= b < 256]] = True
+            row = table[self.first_bytes.astype(np.intp) + 1]
+            hit = cache[allowed] = np.flatnonzero(row)
+            self._remember_membership(hit, row)
+        return hit
 
     def membership(self, ids: np.ndarray) -> np.ndarray:
         """(V,) bool: which tokens are in ``ids``, remembered for the last few arrays passed.
@@ -166,11 +163,15 @@ class Vocabulary:
                 return hit[1]
         keep = np.zeros(len(self.tokens), dtype=bool)
         keep[ids] = True
+        self._remember_membership(ids, keep)
+        return keep
+
+    def _remember_membership(self, ids: np.ndarray, keep: np.ndarray) -> None:
         with self._membership_lock:
+            cache = self._membership_cache
             cache[id(ids)] = (ids, keep)
             while len(cache) > MEMBERSHIP_CACHE:
                 cache.popitem(last=False)
-        return keep
 
     def is_eos(self, token_id: int) -> bool:
         return token_id in self.eos_ids

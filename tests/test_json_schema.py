@@ -518,6 +518,13 @@ def test_next_bytes_hints():
         b"0123456789.eE}"
     )
     assert required.next_bytes(required.advance(required.start(), b"[")) == frozenset(b'{["-0123456789tfn')
+    limited = JsonSchema({"type": "string", "maxLength": 2})
+    inside = limited.advance(limited.start(), b'"a')
+    assert limited.next_bytes(inside) == frozenset(range(0x20, 0x100))  # no control characters
+    assert all(limited.advance(inside, bytes([b])) is DEAD for b in range(0x20))
+    full = limited.advance(limited.start(), '"aé'.encode())
+    assert limited.next_bytes(full) == frozenset(b'"')  # maxLength reached: only the closing quote
+    assert limited.advance(full, b"\\") is DEAD and limited.advance(full, b"b") is DEAD
     assert required.next_bytes(required.advance(required.start(), b"[1")) == frozenset(b"0123456789.eE]")
     number = JsonSchema({"type": "array", "items": {"type": "number"}})
     assert number.next_bytes(number.advance(number.start(), b"[1")) >= frozenset(b"0123456789.eE,]")

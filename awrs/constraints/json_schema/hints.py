@@ -170,11 +170,20 @@ def _key_next_bytes(threads, text: str) -> frozenset[int] | None:
     return frozenset(allowed)
 
 
-def _string_next_bytes(threads, text: str) -> frozenset[int] | None:
+#: bytes a character of a JSON string may start with: no control characters (RFC 8259)
+STRING_NEXT = frozenset(range(0x20, 0x100))
+
+
+def _string_next_bytes(threads, text: str) -> frozenset[int]:
+    """Inside a string: the bytes continuing an ``enum``/``const``, only the closing quote once
+    ``maxLength`` characters are written, and otherwise no control character."""
     allowed: set[int] = set()
     for t in threads:
-        enums = t[1].str_enums
-        if not enums:
-            return None
-        allowed |= _candidates_next(enums[0], text, None)
+        alt = t[1]
+        if alt.str_enums:
+            allowed |= _candidates_next(alt.str_enums[0], text, None)
+        elif alt.smax is not None and len(text) >= alt.smax:
+            allowed.add(0x22)
+        else:
+            return STRING_NEXT
     return frozenset(allowed)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The differential tests (tests/test_differential_*.py) round after round, each with a new seed
+# and a larger budget than `make test` runs, until MINUTES are spent.
+#   bench/fuzz.sh MINUTES [PYTHON]
+# Prints each round's outcome and, at the end, the rounds and examples tried. A failing round
+# stops the run and leaves hypothesis's minimal example in its output: make it a regression test.
+set -euo pipefail
+MINUTES=${1:?minutes}
+PY=${2:-.venv/bin/python}
+EXAMPLES=${AWRS_FUZZ_EXAMPLES:-200}
+end=$(( $(date +%s) + 60 * MINUTES ))
+round=0
+while [ "$(date +%s)" -lt "$end" ]; do
+  round=$((round + 1))
+  seed=$(( $(date +%s) % 1000000 + round ))
+  echo "round $round: seed $seed, $EXAMPLES examples per pattern or schema"
+  AWRS_FUZZ_SEED=$seed AWRS_FUZZ_EXAMPLES=$EXAMPLES AWRS_FUZZ_SCHEMAS=${AWRS_FUZZ_SCHEMAS:-100} \
+    AWRS_FUZZ_PATTERNS=${AWRS_FUZZ_PATTERNS:-1000} "$PY" -m pytest -q -p no:cacheprovider \
+    tests/test_differential_regex.py tests/test_differential_json.py | tail -1
+done
+echo "fuzz: $round rounds of $EXAMPLES examples per pattern and schema, every test passed"
