@@ -49,3 +49,20 @@ def llamacpp_unusable() -> str | None:
 @pytest.fixture
 def trap_model() -> TableModel:
     return lcd_trap_model()
+
+
+def feed_in_pieces(constraint, data: bytes, cuts):
+    """The states after each piece of ``data`` cut at ``cuts`` (as tokens would cut it, inside
+    multi-byte characters too), stopping at the first dead one."""
+    from awrs.constraints.base import DEAD
+
+    state, at, states = constraint.start(), 0, []
+    for cut in [*sorted(set(cuts)), len(data)]:
+        if cut <= at:
+            continue
+        state = constraint.advance(state, data[at:cut])
+        states.append(state)
+        at = cut
+        if state is DEAD:
+            break
+    return states

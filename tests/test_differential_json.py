@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import feed_in_pieces
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -110,19 +111,6 @@ def generated(schema):
     return strategy
 
 
-def feed(constraint, data: bytes, cuts: list[int]):
-    state, at, states = constraint.start(), 0, []
-    for cut in [*sorted(set(cuts)), len(data)]:
-        if cut <= at:
-            continue
-        state = constraint.advance(state, data[at:cut])
-        states.append(state)
-        at = cut
-        if state is DEAD:
-            break
-    return states
-
-
 def compact(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -182,7 +170,7 @@ def test_valid_instances_stay_alive_in_any_pieces_and_complete(path):
         for constraint, text in zip(constraints, (compact(value), spaced(value))):
             encoded = text.encode()
             cuts = data.draw(st.lists(st.integers(0, len(encoded)), max_size=6), label="cuts")
-            states = feed(constraint, encoded, cuts)
+            states = feed_in_pieces(constraint, encoded, cuts)
             assert all(s is not DEAD for s in states), (text, cuts)
             assert constraint.is_complete(states[-1]), text
 
@@ -215,7 +203,7 @@ def test_mutated_texts_complete_exactly_when_the_oracle_accepts_them(path):
         expected = oracle(validator, text)
         encoded = text.encode()
         cuts = data.draw(st.lists(st.integers(0, len(encoded)), max_size=4), label="cuts")
-        states = feed(free, encoded, cuts)
+        states = feed_in_pieces(free, encoded, cuts)
         complete = bool(states) and states[-1] is not DEAD and free.is_complete(states[-1])
         if expected:
             assert all(s is not DEAD for s in states), (text, cuts)

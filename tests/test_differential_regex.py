@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import regex
+from conftest import feed_in_pieces
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -74,20 +75,6 @@ def constraints_for(pattern: str) -> list[Regex]:
     return out
 
 
-def feed(constraint: Regex, data: bytes, cuts: list[int]):
-    """States after each piece of ``data`` cut at ``cuts``."""
-    state, at, states = constraint.start(), 0, []
-    for cut in [*sorted(set(cuts)), len(data)]:
-        if cut <= at:
-            continue
-        state = constraint.advance(state, data[at:cut])
-        states.append(state)
-        at = cut
-        if state is DEAD:
-            break
-    return states
-
-
 def oracle(pattern: str, text: str) -> bool:
     return regex.fullmatch(pattern, text) is not None
 
@@ -125,7 +112,7 @@ def test_matching_strings_stay_alive_in_any_pieces_and_complete(pattern):
         encoded = text.encode()
         cuts = data.draw(st.lists(st.integers(0, len(encoded)), max_size=6), label="cuts")
         for constraint in constraints:
-            states = feed(constraint, encoded, cuts)
+            states = feed_in_pieces(constraint, encoded, cuts)
             assert all(s is not DEAD for s in states), (constraint.engine, text, cuts)
             assert constraint.is_complete(states[-1] if states else constraint.start()), (constraint.engine, text)
 
@@ -150,7 +137,7 @@ def test_completion_agrees_with_the_oracle_on_random_and_mutated_strings(pattern
         encoded = text.encode()
         cuts = data.draw(st.lists(st.integers(0, len(encoded)), max_size=4), label="cuts")
         for constraint in constraints:
-            states = feed(constraint, encoded, cuts)
+            states = feed_in_pieces(constraint, encoded, cuts)
             complete = bool(states) and states[-1] is not DEAD and constraint.is_complete(states[-1])
             if not states:  # the empty text
                 complete = constraint.is_complete(constraint.start())

@@ -92,44 +92,42 @@ class TokenChecker:
 
         EOS ids are always included (they are checked with ``is_complete``).
         """
-        started = time.perf_counter()
-        ids = self._checker.candidate_tokens(self._state)
-        self._stats.constraint_seconds += time.perf_counter() - started
-        self._stats.constraint_checks += 1
-        if ids is None:
-            return None
-        return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
+        return self._with_eos(self._candidate_ids())
 
     def candidate_filter(self) -> np.ndarray | None:
         """:meth:`candidates` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
+        ids = self._candidate_ids()
+        return None if ids is None else self._vocab.membership(ids)
+
+    def mask(self) -> np.ndarray | None:
+        """The checker's token mask with EOS ids added; None if it has no mask engine."""
+        return self._with_eos(self._mask_ids())
+
+    def mask_filter(self) -> np.ndarray | None:
+        """:meth:`mask` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
+        ids = self._mask_ids()
+        return None if ids is None else self._vocab.membership(ids)
+
+    def _candidate_ids(self) -> np.ndarray | None:
         started = time.perf_counter()
         ids = self._checker.candidate_tokens(self._state)
         self._stats.constraint_seconds += time.perf_counter() - started
         self._stats.constraint_checks += 1
-        return None if ids is None else self._vocab.membership(ids)
+        return ids
 
-    def mask_filter(self) -> np.ndarray | None:
-        """:meth:`mask` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
+    def _mask_ids(self) -> np.ndarray | None:
         started = time.perf_counter()
         ids = self._checker.token_mask(self._state)
         elapsed = time.perf_counter() - started
         self._stats.constraint_seconds += elapsed
-        if ids is None:
-            return None
-        self._stats.masks += 1
-        self._stats.mask_seconds += elapsed
-        return self._vocab.membership(ids)
+        if ids is not None:
+            self._stats.masks += 1
+            self._stats.mask_seconds += elapsed
+        return ids
 
-    def mask(self) -> np.ndarray | None:
-        """The checker's token mask with EOS ids added; None if it has no mask engine."""
-        started = time.perf_counter()
-        ids = self._checker.token_mask(self._state)
-        elapsed = time.perf_counter() - started
-        self._stats.constraint_seconds += elapsed
+    def _with_eos(self, ids: np.ndarray | None) -> np.ndarray | None:
         if ids is None:
             return None
-        self._stats.masks += 1
-        self._stats.mask_seconds += elapsed
         return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
     def is_complete(self) -> bool:
