@@ -92,19 +92,19 @@ class TokenChecker:
 
         EOS ids are always included (they are checked with ``is_complete``).
         """
-        return self._with_eos(self._candidate_ids())
+        ids = self._candidate_ids()
+        if ids is None:
+            return None
+        return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
     def candidate_filter(self) -> np.ndarray | None:
         """:meth:`candidates` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
         ids = self._candidate_ids()
         return None if ids is None else self._vocab.membership(ids)
 
-    def mask(self) -> np.ndarray | None:
-        """The checker's token mask with EOS ids added; None if it has no mask engine."""
-        return self._with_eos(self._mask_ids())
-
     def mask_filter(self) -> np.ndarray | None:
-        """:meth:`mask` as a (V,) bool row, EOS ids excluded (the caller adds them)."""
+        """The checker's token mask as a (V,) bool row, EOS ids excluded (the caller adds them);
+        None if it has no mask engine."""
         ids = self._mask_ids()
         return None if ids is None else self._vocab.membership(ids)
 
@@ -124,11 +124,6 @@ class TokenChecker:
             self._stats.masks += 1
             self._stats.mask_seconds += elapsed
         return ids
-
-    def _with_eos(self, ids: np.ndarray | None) -> np.ndarray | None:
-        if ids is None:
-            return None
-        return np.concatenate([np.asarray(ids, dtype=np.int64), self._vocab.eos_array])
 
     def is_complete(self) -> bool:
         if self._complete is None:
