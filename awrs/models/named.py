@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+from .cache_files import exclusive, work_path
 from .embedded import EMBEDDED_FILE, EMBEDDED_NAME, EMBEDDED_PACKAGE, cache_dir, embedded_gguf_path
 
 
@@ -145,16 +146,24 @@ def _assembled(model: NamedModel, *, verbose: bool) -> Path:
     marker = target.with_name(target.name + ".verified")
     if target.is_file() and marker.is_file() and marker.read_text().split() == [model.sha256, str(target.stat().st_size)]:
         return target
-    if target.is_file() and _sha256(target) == model.sha256:
-        marker.write_text(f"{model.sha256} {target.stat().st_size}\n")
-        return target
     from .embedded import _writable_folder
 
     _writable_folder(target.parent, f"the file of {model.name}", "")
+    with exclusive(target):
+        if not (target.is_file() and _sha256(target) == model.sha256):  # else made while this one waited
+            _assemble(model, target, verbose=verbose)
+        # By rename too, so that a reader never sees half a verdict.
+        marker_work = work_path(marker)
+        marker_work.write_text(f"{model.sha256} {target.stat().st_size}\n")
+        marker_work.replace(marker)
+    return target
+
+
+def _assemble(model: NamedModel, target: Path, *, verbose: bool) -> None:
     if verbose:
         print(f"awrs: assembling {model.file} once into {target.parent}", file=sys.stderr, flush=True)
     package = importlib.import_module(model.module)
-    work = target.with_name(f".{target.name}.{os.getpid()}.part")
+    work = work_path(target)
     try:
         package.assemble(work, overwrite=True)  # the package checks its own digest too
         if _sha256(work) != model.sha256:
@@ -171,8 +180,6 @@ def _assembled(model: NamedModel, *, verbose: bool) -> Path:
                          f"{model.install_command().replace('install', 'install --force-reinstall', 1)}") from None
     finally:
         work.unlink(missing_ok=True)
-    marker.write_text(f"{model.sha256} {target.stat().st_size}\n")
-    return target
 
 
 def describe_models() -> list[dict]:
