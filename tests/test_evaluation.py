@@ -424,3 +424,20 @@ def test_time_limit_stops_slow_instances_and_says_so(tmp_path):
     records = [r for r in read_records(tmp_path / "r.jsonl") if r["status"] == "ok"]
     assert len(records) == 3 and all("time limit" in (r["message"] or "") for r in records)
     assert summary["instances"] == 3
+
+
+@pytest.mark.model
+def test_an_instance_gives_the_same_line_alone_as_after_others(embedded, tmp_path):
+    # llama.cpp re-used the common prompt prefix of the instance before, which changed the last
+    # bits of the logits and so, here, the samples: a resumed run differed from a whole one.
+    data = SHARED / "patterns"
+    if not data.is_dir():
+        pytest.skip(f"no shared data at {data}")
+    options = dict(particles=3, max_tokens=20, seed=0, progress=False)
+    embedded.forget_prompts()  # "alone": as in a fresh process
+    run_eval(embedded, "patterns", data, "awrs-smc", start=2, limit=1, out_path=tmp_path / "alone.jsonl", **options)
+    run_eval(embedded, "patterns", data, "awrs-smc", limit=3, out_path=tmp_path / "whole.jsonl", **options)
+    untimed = [{k: v for k, v in r.items() if not k.endswith("seconds")}
+               for r in (read_records(tmp_path / "whole.jsonl")[2], read_records(tmp_path / "alone.jsonl")[0])]
+    assert untimed[0]["id"] == untimed[1]["id"] == "pattern-2"
+    assert untimed[0] == untimed[1]

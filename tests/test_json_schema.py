@@ -543,6 +543,11 @@ def test_errors_are_one_line_config_errors():
         JsonSchema({"properties": {"a": {"$ref": "http://example.com/s.json"}}})
     with pytest.raises(ConfigError, match=r"cannot resolve \$ref '#/\$defs/missing'"):
         JsonSchema({"$ref": "#/$defs/missing"})
+    # found by crash fuzzing: jsonschema's own ValueError escaped for a $schema that is no URL
+    with pytest.raises(ConfigError, match=r"\$schema: 'http://json-sche\]ma.org/draft-07/schema#' is not a URI"):
+        JsonSchema({"$schema": "http://json-sche]ma.org/draft-07/schema#", "type": "integer"})
+    with pytest.raises(ConfigError, match=r"\$schema: it must be a draft's URI \(a string\), got dict"):
+        JsonSchema({"$schema": {"aer": {}}})
     with pytest.raises(ConfigError, match="draft 3"):
         JsonSchema({"$schema": "http://json-schema.org/draft-03/schema#"})
     with pytest.raises(ConfigError, match="not valid JSON"):

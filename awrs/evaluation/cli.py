@@ -49,6 +49,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="FILE.jsonl",
                         help="results, one JSON line per instance; re-running resumes")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    cluster = parser.add_argument_group("on a Ray cluster (pip install -e \".[ray]\")")
+    cluster.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                         help="spread the instances over Ray workers: alone, a local cluster on this "
+                              "machine; `auto` or HOST:PORT joins a running one (ray start --head)")
+    cluster.add_argument("--workers", type=positive_int, default=2,
+                         help="with --ray: workers, each loading the model once (default 2)")
+    cluster.add_argument("--cpus-per-worker", type=positive_float, default=None, metavar="N",
+                         help="with --ray: CPUs each worker reserves and its model's threads (default: "
+                              "this machine's CPUs split between the workers on a local cluster, else 1)")
+    cluster.add_argument("--gpus-per-worker", type=float, default=0, metavar="N",
+                         help="with --ray: GPUs each worker reserves (fractions share one)")
     add_model_options(parser)
 
 
@@ -65,16 +76,38 @@ def eval_command(args, load=None) -> int:
     from .runner import format_summary, run_eval
 
     domain = get_domain(args.domain)  # unknown domains fail before the model loads
-    model = (load or load_model_from_args)(args)
     options = {key: value for key, value in
                (("ess_threshold", args.ess_threshold), ("budget_twist", args.budget_twist),
                 ("resample_power", args.resample_power)) if value is not None}
-    summary = run_eval(model, domain, args.data, args.method, particles=args.particles,
-                       max_tokens=args.max_tokens, limit=args.limit, seed=args.seed, out_path=args.out,
-                       progress=not args.json, time_limit=args.time_limit, start=args.start,
-                       options=options)
+    common = dict(particles=args.particles, max_tokens=args.max_tokens, limit=args.limit, seed=args.seed,
+                  out_path=args.out, progress=not args.json, time_limit=args.time_limit, start=args.start,
+                  options=options)
+    if args.ray is not None:
+        summary = _eval_on_ray(args, domain, load, common)
+    else:
+        model = (load or load_model_from_args)(args)
+        summary = run_eval(model, domain, args.data, args.method, **common)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 130 if summary.get("interrupted") else 0
+
+
+def _eval_on_ray(args, domain, load, common: dict) -> dict:
+    import copy
+    import functools
+    import os
+
+    from .distributed import run_eval_ray
+
+    address = None if args.ray == "local" else args.ray
+    cpus = args.cpus_per_worker
+    if cpus is None:
+        cpus = max((os.cpu_count() or 1) // args.workers, 1) if address is None else 1
+    worker_args = copy.copy(args)
+    if worker_args.threads is None:  # each worker's model uses the CPUs it reserved
+        worker_args.threads = max(int(cpus), 1)
+    load_model = functools.partial(load or load_model_from_args, worker_args)
+    return run_eval_ray(load_model, domain, args.data, args.method, workers=args.workers, address=address,
+                        cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker, **common)
 
 
 def report_command(args) -> int:

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -76,6 +77,138 @@ def _finite(x):
     return x if x is None or math.isfinite(x) else None
 
 
+@dataclass
+class EvalPlan:
+    """What one ``awrs eval`` run does, worked out before any model runs: the instances still
+    to evaluate (with their positions, which fix their seeds), and how each is evaluated."""
+
+    domain: Domain
+    label: str
+    method: str
+    particles: int
+    max_tokens: int
+    seed: int
+    out_path: Path
+    time_limit: float | None
+    options: dict
+    data_dir: Path
+    start: int
+    limit: int | None
+    #: (position, instance) of every instance in the range, done or not
+    instances: list[tuple[int, Instance]] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+
+    def read_instances(self) -> list[tuple[int, Instance]]:
+        """(position, instance) of the range, read from the data (the domain may keep what it
+        reads for its constraints and scores)."""
+        try:
+            found = islice(self.domain.instances(self.data_dir, seed=self.seed), self.start,
+                           None if self.limit is None else self.start + self.limit)
+            return list(enumerate(found, self.start))
+        except (OSError, ImportError) as err:
+            raise ConfigError(f"cannot read {self.domain.name} data in {self.data_dir}: {err}") from None
+
+    @property
+    def pending(self) -> list[tuple[int, Instance]]:
+        return [(index, instance) for index, instance in self.instances if instance.id not in self.done]
+
+    def evaluate(self, model, index: int, instance: Instance, model_name: str) -> dict:
+        """The result line of one instance (``model`` already wrapped by :func:`with_stops`): the
+        same whichever instances the model ran before, so that resumed and distributed runs
+        equal one uninterrupted run."""
+        model.forget_prompts()
+        return _evaluate(model, self.domain, instance, self.method, particles=self.particles,
+                         max_tokens=self.max_tokens, seed=self.seed + index, model_name=model_name,
+                         time_limit=self.time_limit, options=self.options)
+
+    def skipped(self, index: int, instance: Instance, reason: str, model_name: str) -> dict:
+        """The result line of an instance that could not be evaluated."""
+        header = _record_header(self.domain, instance, self.method, particles=self.particles,
+                                max_tokens=self.max_tokens, seed=self.seed + index, model_name=model_name,
+                                options=self.options)
+        return {**header, "status": "skipped", "reason": reason}
+
+    def summary(self, interrupted: bool) -> dict:
+        """:func:`summarize` of this domain and label's lines in the results file."""
+        mine = [r for r in read_records(self.out_path) if r.get("domain") == self.domain.name
+                and record_label(r) == self.label and r.get("particles") == self.particles]
+        summary = summarize(mine)
+        summary.update(domain=self.domain.name, method=self.label, out=str(self.out_path),
+                       interrupted=interrupted)
+        return summary
+
+
+def plan_eval(
+    domain: str | Domain, data_dir: str | Path, method: str, *, particles: int = 5,
+    max_tokens: int | None = None, limit: int | None = None, seed: int = 0,
+    out_path: str | Path, time_limit: float | None = None, start: int = 0, options: dict | None = None,
+) -> EvalPlan:
+    """Read the instances and the results file; see :func:`run_eval` for the arguments."""
+    dom = get_domain(domain) if isinstance(domain, str) else domain
+    if method not in ALL_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
+    options = dict(options or {})
+    label = method_label(method, options)
+    data_dir = Path(data_dir)
+    if dom.folder and (data_dir / dom.folder).is_dir():
+        data_dir = data_dir / dom.folder  # a data root such as ../shared/data
+    if not data_dir.is_dir():
+        raise ConfigError(f"no data folder at {data_dir}")
+    out_path = Path(out_path)
+    done = {r["id"] for r in read_records(out_path)
+            if r.get("domain") == dom.name and record_label(r) == label and r.get("particles") == particles}
+    _repair_tail(out_path)
+    plan = EvalPlan(dom, label, method, particles, max_tokens or dom.max_tokens, seed, out_path, time_limit,
+                    options, data_dir, start, limit, done=done)
+    plan.instances = plan.read_instances()
+    return plan
+
+
+class ResultsSink:
+    """Appends result lines so that a kill at any moment leaves only whole lines behind (a
+    torn last line is cut by the next run): each line is written, flushed and synced alone."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- closed by close()
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class Progress:
+    """The progress bar of a run: instances done (of the range, resumed ones included), how
+    many were skipped or failed, and the running accuracy."""
+
+    def __init__(self, plan: EvalPlan, enabled: bool) -> None:
+        self._bar = _bar(len(plan.instances), f"{plan.domain.name} {plan.label}") if enabled else None
+        if self._bar is not None:
+            self._bar.update(len(plan.instances) - len(plan.pending))
+        self._scores: list[float] = []
+        self._skipped = 0
+
+    def record(self, record: dict) -> None:
+        if record["status"] == "ok":
+            self._scores.append(record["metrics"]["accuracy"])
+        else:
+            self._skipped += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            postfix = {"acc": f"{sum(self._scores) / len(self._scores):.3f}"} if self._scores else {}
+            postfix["n"] = len(self._scores)
+            if self._skipped:
+                postfix["skipped"] = self._skipped
+            self._bar.set_postfix(postfix)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def run_eval(
     model, domain: str | Domain, data_dir: str | Path, method: str, *, particles: int = 5,
     max_tokens: int | None = None, limit: int | None = None, seed: int = 0,
@@ -95,60 +228,27 @@ def run_eval(
     :func:`awrs.generate` (``ess_threshold``, ``budget_twist``); a run with options is labelled
     ``method (key=value, ...)`` and resumes and reports apart from the method's defaults.
     Returns :func:`summarize` of this domain and label's lines in ``out_path``.
+    (:func:`awrs.evaluation.distributed.run_eval_ray` runs the same on a Ray cluster.)
     """
-    dom = get_domain(domain) if isinstance(domain, str) else domain
-    if method not in ALL_METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
-    options = dict(options or {})
-    label = method_label(method, options)
-    data_dir = Path(data_dir)
-    if dom.folder and (data_dir / dom.folder).is_dir():
-        data_dir = data_dir / dom.folder  # a data root such as ../shared/data
-    if not data_dir.is_dir():
-        raise ConfigError(f"no data folder at {data_dir}")
-    max_tokens = max_tokens or dom.max_tokens
-    out_path = Path(out_path)
-    done = {r["id"] for r in read_records(out_path)
-            if r.get("domain") == dom.name and record_label(r) == label and r.get("particles") == particles}
-    _repair_tail(out_path)
-    try:
-        instances = list(islice(dom.instances(data_dir, seed=seed), start, None if limit is None else start + limit))
-    except (OSError, ImportError) as err:
-        raise ConfigError(f"cannot read {dom.name} data in {data_dir}: {err}") from None
+    plan = plan_eval(domain, data_dir, method, particles=particles, max_tokens=max_tokens, limit=limit,
+                     seed=seed, out_path=out_path, time_limit=time_limit, start=start, options=options)
     model_name = getattr(model, "name", type(model).__name__)
-    model = with_stops(model, dom.stops)
-    bar = _bar(len(instances), f"{dom.name} {label}") if progress else None
-    scores: list[float] = []
+    model = with_stops(model, plan.domain.stops)
+    bar = Progress(plan, progress)
     interrupted = False
+    sink = ResultsSink(plan.out_path)
     try:
-        with open(out_path, "a", encoding="utf-8") as sink:
-            for index, instance in enumerate(instances, start):
-                if instance.id in done:
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                record = _evaluate(model, dom, instance, method, particles=particles,
-                                   max_tokens=max_tokens, seed=seed + index, model_name=model_name,
-                                   time_limit=time_limit, options=options)
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
-                if record["status"] == "ok":
-                    scores.append(record["metrics"]["accuracy"])
-                if bar is not None:
-                    bar.update(1)
-                    if scores:
-                        bar.set_postfix(acc=f"{sum(scores) / len(scores):.3f}", n=len(scores))
+        for index, instance in plan.pending:
+            record = plan.evaluate(model, index, instance, model_name)
+            sink.write(record)
+            bar.record(record)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if bar is not None:
-            bar.close()
-        dom.close()
-    summary = summarize([r for r in read_records(out_path) if r.get("domain") == dom.name
-                         and record_label(r) == label and r.get("particles") == particles])
-    summary.update(domain=dom.name, method=label, out=str(out_path), interrupted=interrupted)
-    return summary
+        sink.close()
+        bar.close()
+        plan.domain.close()
+    return plan.summary(interrupted)
 
 
 SMC_METHODS = ("awrs-smc", "masking-smc")
@@ -173,9 +273,8 @@ def record_label(record: dict) -> str:
     return method_label(record.get("method", ""), record.get("options") or {})
 
 
-def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles: int,
-              max_tokens: int, seed: int, model_name: str, time_limit: float | None = None,
-              options: dict | None = None) -> dict:
+def _record_header(dom: Domain, instance: Instance, method: str, *, particles: int, max_tokens: int,
+                   seed: int, model_name: str, options: dict | None) -> dict:
     record = {
         "format": FORMAT, "id": instance.id, "domain": dom.name, "method": method,
         "particles": particles, "max_tokens": max_tokens, "seed": seed, "model": model_name,
@@ -186,6 +285,14 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         record["settings"] = {**smc_defaults(), **(options or {})}  # what actually ran
     if dom.stops:
         record["stops"] = list(dom.stops)
+    return record
+
+
+def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles: int,
+              max_tokens: int, seed: int, model_name: str, time_limit: float | None = None,
+              options: dict | None = None) -> dict:
+    record = _record_header(dom, instance, method, particles=particles, max_tokens=max_tokens, seed=seed,
+                            model_name=model_name, options=options)
     if instance.skip is not None:
         return {**record, "status": "skipped", "reason": instance.skip}
     started = time.perf_counter()

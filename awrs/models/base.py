@@ -112,6 +112,11 @@ class LanguageModel(ABC):
         True once it is ready. Backends without chunked prefill evaluate it in ``extend``."""
         return True
 
+    def forget_prompts(self) -> None:
+        """Evaluate the next prompt from scratch, so that its log-probabilities do not depend on
+        the prompts evaluated before it (evaluations that must be reproducible one by one call
+        this first). Backends that reuse only identical prompts need nothing here."""
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Token ids of a plain-text prompt, with the tokenizer's default special tokens."""

@@ -290,6 +290,13 @@ class LlamaCppModel(LanguageModel):
         pointer = self._lib.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(pointer, shape=(rows, self._n_vocab)).copy()
 
+    def forget_prompts(self) -> None:
+        """Drop the kept prompt: re-using a common prefix evaluates the rest in other batches
+        than a fresh prompt would, which changes the last bits of its log-probabilities (and so,
+        rarely, a sample)."""
+        self._lib.llama_memory_seq_rm(self._mem, self._prompt_seq, -1, -1)
+        self._prompt_tokens, self._prompt_logits = (), None
+
     def prefill(self, prompt_ids: Sequence[int], budget: int) -> bool:
         """Evaluate at most ``budget`` more tokens of a prompt; True once all are (chunked
         prefill: a long prompt joins a running batch without stalling its rows for long)."""

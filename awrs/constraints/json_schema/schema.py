@@ -147,7 +147,14 @@ class JsonSchema(Constraint):
             raise ConfigError(f"default_draft must be one of 4, 6, 7, 2019, 2020; got {default_draft!r}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cls = validator_for(schema, default=by_name[wanted])
+            if isinstance(schema, dict) and not isinstance(schema.get("$schema", ""), str):
+                raise ConfigError(f"invalid JSON Schema at $schema: it must be a draft's URI (a string), "
+                                  f"got {type(schema['$schema']).__name__}")
+            try:
+                cls = validator_for(schema, default=by_name[wanted])
+            except ValueError as err:  # jsonschema parses $schema as a URL first
+                raise ConfigError(f"invalid JSON Schema at $schema: {schema.get('$schema')!r} is not a URI "
+                                  f"({err}); use a draft's URI or leave $schema out") from None
         self.notes = [str(w.message) for w in caught]
         if cls is jsonschema.Draft3Validator:
             raise ConfigError("JSON Schema draft 3 is not supported (drafts 4 to 2020-12 are)")
