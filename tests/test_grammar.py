@@ -513,3 +513,27 @@ def test_the_start_state_is_never_moved_on(json_grammar):
     first = json_grammar.advance(json_grammar.start(), b"[1")
     assert json_grammar.start()._lineage is not first._lineage
     assert json_grammar.start()._lineage.text == b"" and json_grammar.advance(json_grammar.start(), b"{") is not DEAD
+
+
+def test_an_unclosed_literal_is_refused_before_lark_can_hang_on_it():
+    # Found by crash fuzzing: Lark's grammar lexer backtracks exponentially on an unclosed
+    # literal full of backslashes (this one would take hours); it must be a prompt error.
+    import threading
+
+    from awrs.errors import ConfigError
+
+    outcome = []
+
+    def compile_it(text):
+        try:
+            Grammar(text)
+        except ConfigError as err:
+            outcome.append(str(err))
+
+    for text in ('start: "\x1a' + "\\\\" * 40 + "on)", "start: /" + "\\\\" * 40 + "x"):
+        worker = threading.Thread(target=compile_it, args=(text,), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "compiling the grammar hung"
+    assert len(outcome) == 2 and all("is never closed" in message for message in outcome)
+    assert "string literal at line 1" in outcome[0] and "regex literal at line 1" in outcome[1]

@@ -77,6 +77,36 @@ def strip_empty_literals(text: str) -> str:
     return "".join(out)
 
 
+def unclosed_literal(text: str) -> str | None:
+    """Where a string or regex literal of Lark text never closes, or None.
+
+    Lark's own grammar lexer matches literals with patterns that backtrack exponentially on an
+    unclosed one full of backslashes (20 of them take seconds, 30 hours), so such text must be
+    refused before it reaches Lark. The scan follows Lark's literal syntax: a string ends at an
+    unescaped ``"`` on its line, a regex at an unescaped ``/`` (it may span lines), comments
+    run to the end of the line."""
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "\"/" and not text.startswith("//", i):
+            closing, j = ch, i + 1
+            while j < n and text[j] != closing:
+                if ch == '"' and text[j] == "\n":
+                    break
+                j += 2 if text[j] == "\\" and j + 1 < n and text[j + 1] != "\n" else 1
+            if j >= n or text[j] != closing:
+                line = text.count("\n", 0, i) + 1
+                kind = "string" if ch == '"' else "regex"
+                return f"the {kind} literal at line {line} is never closed ({text[i:i + 20]!r}...)"
+            i = j + 1
+        elif ch == "#" or text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        else:
+            i += 1
+    return None
+
+
 def _one_line(message: str) -> str:
     lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
     return lines[0] if lines else "unknown error"
@@ -93,6 +123,9 @@ def load_lark(text: str, start: str):
         raise ConfigError(f"a grammar must be a string of Lark text, got {type(text).__name__}")
     if not isinstance(start, str) or not start:
         raise ConfigError(f"the start rule must be a rule name, got {start!r}")
+    unclosed = unclosed_literal(text)
+    if unclosed is not None:
+        raise ConfigError(f"invalid Lark grammar: {unclosed}")
     source = strip_empty_literals(text)
     try:
         grammar, _ = load_grammar(source, "<grammar>", [], False)
