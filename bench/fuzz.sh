@@ -5,7 +5,7 @@
 #    in $AWRS_FUZZ_CORPUS, default ~/.cache/awrs/fuzz, so later runs start where earlier ones got);
 # 2. the differential tests (tests/test_differential_*.py) round after round, each with a new
 #    seed and a larger budget than `make test` runs, for the rest of the time (a round starts
-#    only while time is left, and one takes about 8 minutes on 2 cores at 200 examples:
+#    only while time is left, and one takes about 11 minutes on 2 cores at 200 examples:
 #    AWRS_FUZZ_EXAMPLES).
 #   bench/fuzz.sh MINUTES [PYTHON]
 # Prints each part's outcome and, at the end, the totals. A finding stops the run and names the

@@ -2,7 +2,8 @@
 
 Valid means what RDKit says: ``Chem.MolFromSmiles(text)`` parses and sanitizes it (valences,
 aromaticity, kekulization), the text is not empty and has no whitespace (RDKit would read what
-follows whitespace as a name).
+follows whitespace as a name) and no ``~`` (RDKit's SMILES parser takes SMARTS's any-bond,
+``C~C``, and makes a query bond with no bond order: not a molecule's bond).
 
 Prefixes are checked with `partialsmiles`, a SMILES parser that reads unfinished SMILES. Used
 as it comes it breaks the contract: it rejects prefixes of molecules RDKit accepts. So only
@@ -49,7 +50,8 @@ CACHE_SIZE = 65536
 # 32 ring closure not right after its atom, 64 aromatic bond symbol ':'.
 IGNORED_RULES = 4 | 8 | 16 | 32 | 64
 
-# Characters RDKit's SMILES parser can use in a molecule (no whitespace, no reaction '>').
+# Characters RDKit's SMILES parser can use in a molecule (no whitespace, no reaction '>', no
+# SMARTS any-bond '~', which it also reads: see the module docstring).
 _ALPHABET = frozenset("BCNOPSFIHKLMRTVWYZXGDEAUbcnopsfihklmrtvwyzxgdeau[]()=#$:/\\.%+-@*0123456789")
 
 # A superset of the bracket atoms RDKit reads, for an unfinished one at the end of a prefix.
