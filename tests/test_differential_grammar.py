@@ -62,6 +62,7 @@ pytest.importorskip("llguidance")
 
 from awrs.constraints import Grammar  # noqa: E402
 from awrs.constraints.base import DEAD  # noqa: E402
+from test_grammar import JSON_GRAMMAR as JSON_LIKE  # noqa: E402 -- the same JSON grammar as there
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPIDER = SHARED / "spider"
@@ -90,18 +91,6 @@ NAME: /[^\W\d]\w*/
 %ignore /[ \t]+/
 """
 
-JSON_LIKE = r"""
-?start: value
-?value: object | array | string | SIGNED_NUMBER -> number | "true" | "false" | "null"
-array  : "[" [value ("," value)*] "]"
-object : "{" [pair ("," pair)*] "}"
-pair   : string ":" value
-string : ESCAPED_STRING
-%import common.ESCAPED_STRING
-%import common.SIGNED_NUMBER
-%import common.WS
-%ignore WS
-"""
 
 UNICODE = r"""
 start: item (";" item)*

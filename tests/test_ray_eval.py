@@ -123,8 +123,8 @@ def test_cli_on_the_embedded_model_equals_the_local_run(tmp_path):
 
 def test_without_ray_the_flag_says_how_to_install_it(tmp_path, monkeypatch):
     from awrs.errors import ConfigError
-    from awrs.evaluation import distributed
+    from awrs import cluster
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[ray\]"'):
-        distributed.import_ray()
+        cluster.import_ray()

@@ -27,37 +27,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from ..cluster import connect
 from ..errors import ConfigError
 from .base import Domain
 from .domains import get_domain
 from .methods import with_stops
 from .runner import EvalPlan, Progress, ResultsSink, plan_eval
 
-RAY_HINT = 'pip install -e ".[ray]"  (or: pip install "ray[serve]")'
 DEFAULT_ATTEMPTS = 3
-
-
-def import_ray():
-    """``ray``, or a ConfigError that says how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"--ray needs Ray, which is not installed: {RAY_HINT}") from None
-    return ray
-
-
-def connect(address: str | None, *, num_cpus: int | None = None):
-    """Join the cluster at ``address`` (``auto``: the one ``ray start`` made on this machine), or
-    start a local one when ``address`` is None; a session already connected is reused."""
-    ray = import_ray()
-    if not ray.is_initialized():
-        options = {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count() or 1}
-        try:
-            ray.init(log_to_driver=False, include_dashboard=False, **options)
-        except ConnectionError as err:
-            raise ConfigError(f"cannot reach the Ray cluster at {address}: {err}; start one with "
-                              "`ray start --head` or leave the address out for a local cluster") from None
-    return ray
 
 
 class EvalWorker:
@@ -102,30 +79,24 @@ def run_eval_ray(
     plan = plan_eval(fresh, data_dir, method, particles=particles, max_tokens=max_tokens, limit=limit,
                      seed=seed, out_path=out_path, time_limit=time_limit, start=start, options=options)
     pending = [index for index, _ in plan.pending]
-    bar = Progress(plan, progress)
-    sink = ResultsSink(plan.out_path)
-    interrupted = False
-    actors = []
-    try:
-        if pending:
-            worker_plan = replace(plan, domain=pristine, instances=[], done=set())
-            remote = ray.remote(EvalWorker).options(
-                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=0,
-            )
-            actors = [remote.remote(load_model, worker_plan)
-                      for _ in range(min(workers, len(pending)))]
+    worker_plan = replace(plan, domain=pristine, instances=[], done=set())
+
+    def on_workers(sink: ResultsSink, bar: Progress) -> None:
+        if not pending:
+            return
+        remote = ray.remote(EvalWorker).options(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=0,
+        )
+        actors = [remote.remote(load_model, worker_plan) for _ in range(min(workers, len(pending)))]
+        try:
             if on_started is not None:
                 on_started(actors)
             _drive(ray, actors, pending, plan, sink, bar, attempts)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        sink.close()
-        bar.close()
-        plan.domain.close()
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-    return plan.summary(interrupted)
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+
+    return plan.run(on_workers, progress=progress)
 
 
 def _drive(ray, actors, pending: list[int], plan: EvalPlan, sink: ResultsSink, bar: Progress,

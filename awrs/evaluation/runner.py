@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -128,6 +129,22 @@ class EvalPlan:
                                 options=self.options)
         return {**header, "status": "skipped", "reason": reason}
 
+    def run(self, body: Callable[[ResultsSink, Progress], None], *, progress: bool) -> dict:
+        """``body(sink, bar)`` evaluates the pending instances; Ctrl-C ends it with every line
+        written so far kept. Returns the summary of the results file."""
+        bar = Progress(self, progress)
+        sink = ResultsSink(self.out_path)
+        interrupted = False
+        try:
+            body(sink, bar)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sink.close()
+            bar.close()
+            self.domain.close()
+        return self.summary(interrupted)
+
     def summary(self, interrupted: bool) -> dict:
         """:func:`summarize` of this domain and label's lines in the results file."""
         mine = [r for r in read_records(self.out_path) if r.get("domain") == self.domain.name
@@ -234,21 +251,14 @@ def run_eval(
                      seed=seed, out_path=out_path, time_limit=time_limit, start=start, options=options)
     model_name = getattr(model, "name", type(model).__name__)
     model = with_stops(model, plan.domain.stops)
-    bar = Progress(plan, progress)
-    interrupted = False
-    sink = ResultsSink(plan.out_path)
-    try:
+
+    def one_after_another(sink: ResultsSink, bar: Progress) -> None:
         for index, instance in plan.pending:
             record = plan.evaluate(model, index, instance, model_name)
             sink.write(record)
             bar.record(record)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        sink.close()
-        bar.close()
-        plan.domain.close()
-    return plan.summary(interrupted)
+
+    return plan.run(one_after_another, progress=progress)
 
 
 SMC_METHODS = ("awrs-smc", "masking-smc")
