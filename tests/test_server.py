@@ -808,3 +808,50 @@ def test_metrics_need_the_api_key_when_there_is_one():
         assert httpx.get(live.url + "/metrics", timeout=TIMEOUT).status_code == 401
         ok = httpx.get(live.url + "/metrics", headers={"Authorization": "Bearer k"}, timeout=TIMEOUT)
         assert ok.status_code == 200 and "awrs_requests_total" in ok.text
+
+
+def _gauges(live) -> dict[str, float]:
+    names = ("awrs_queue_length", "awrs_running_requests", "awrs_running_rows", "awrs_open_sessions",
+             "awrs_session_rows", "awrs_requests_in_progress")
+    metrics = scrape(live)
+    return {name: metrics[(name, ())] for name in names}
+
+
+def _wait_for_gauges(live, wanted) -> dict[str, float]:
+    """Scrape until ``wanted(gauges)`` holds (a bound of TIMEOUT only prevents a hang)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        gauges = _gauges(live)
+        if wanted(gauges):
+            return gauges
+        assert time.monotonic() < deadline, gauges
+        time.sleep(0.02)
+
+
+def test_metrics_show_open_sessions_rows_and_requests_in_progress(slow):
+    """While a request runs, the gauges show its session, its rows and the request itself; once
+    it is answered, and once a streamed request is hung up on, every one is back to 0."""
+    import threading
+
+    pytest.importorskip("prometheus_client")
+    _wait_for_gauges(slow, lambda g: not any(g.values()))  # what earlier tests left has drained
+    body = {"prompt": "x", "max_tokens": 64, "guided_regex": "[a-z]{60}", "particles": 4, "seed": 0}
+    replies = []
+    worker = threading.Thread(target=lambda: replies.append(post(slow, COMPLETIONS, body)))
+    worker.start()
+    # 60 steps of 4 rows at 10 ms a row: the request runs for seconds, rows all alive
+    running = _wait_for_gauges(slow, lambda g: g["awrs_session_rows"] > 0)
+    worker.join(TIMEOUT)
+    assert running == {"awrs_queue_length": 0, "awrs_running_requests": 1, "awrs_running_rows": 4,
+                       "awrs_open_sessions": 1, "awrs_session_rows": 4, "awrs_requests_in_progress": 1}
+    assert replies[0].status_code == 200
+    assert regex.fullmatch("[a-z]{60}", replies[0].json()["choices"][0]["text"])
+    _wait_for_gauges(slow, lambda g: not any(g.values()))
+    streamed = dict(body, stream=True, stream_options={"awrs_events": True})
+    with httpx.stream("POST", slow.url + COMPLETIONS, json=streamed, timeout=TIMEOUT) as reply:
+        events = 0
+        for line in reply.iter_lines():
+            events += line.startswith("event: awrs")
+            if events == 2:
+                break  # hang up mid-run
+    _wait_for_gauges(slow, lambda g: not any(g.values()))

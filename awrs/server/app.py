@@ -33,7 +33,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -295,6 +295,24 @@ class _Service:
         return self.answer(request, _event_stream(live_chunks(live, first, future, ticket, chunks, finish)))
 
 
+class _InProgress:
+    """ASGI middleware counting completion requests from arrival until their answer is over
+    (``awrs_requests_in_progress``): a handler or stream that never ends shows there."""
+
+    def __init__(self, app, gauge) -> None:
+        self.app, self.gauge = app, gauge
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in COMPLETION_PATHS:
+            await self.app(scope, receive, send)
+            return
+        self.gauge.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.gauge.dec()
+
+
 def _event_stream(body) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -303,12 +321,15 @@ def _event_stream(body) -> StreamingResponse:
 def create_app(
     model: LanguageModel | None = None, *, limits: Limits | Mapping | None = None,
     model_name: str | None = None, api_key: str | None = None,
+    metrics_source: Callable[[], Awaitable[bytes]] | None = None,
 ):
     """A FastAPI app serving ``model`` (``None``: the embedded model) within ``limits``.
 
     The batching worker starts with the app (or at the first request) and stops at shutdown.
     ``app.state.batcher`` is the :class:`~awrs.server.batcher.Batcher`; ``app.state.limits``
     the :class:`Limits`. With ``api_key``, every request needs ``Authorization: Bearer KEY``.
+    ``metrics_source`` answers ``GET /metrics`` in place of this app's own registry (replicas
+    gather every replica's series).
     """
     limits = Limits.from_options(limits)
     if model is None:
@@ -327,12 +348,15 @@ def create_app(
 
     app = FastAPI(title="awrs", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
+    # outermost but for starlette's own error handler: it sees a request end only when its answer,
+    # a stream included, is over (streamed bodies run after the handler has returned)
+    app.add_middleware(_InProgress, gauge=service.metrics.in_progress)
     app.state.batcher = service.batcher
     app.state.metrics = service.metrics
     app.state.limits = limits
     app.state.model_name = service.name
     _add_error_handlers(app, service)
-    _add_routes(app, service)
+    _add_routes(app, service, metrics_source)
     install_openapi(app)
     return app
 
@@ -366,7 +390,7 @@ def _add_error_handlers(app: FastAPI, service: _Service) -> None:
         ))
 
 
-def _add_routes(app: FastAPI, service: _Service) -> None:
+def _add_routes(app: FastAPI, service: _Service, metrics_source=None) -> None:
     limits = service.limits
 
     @app.post("/v1/chat/completions")
@@ -406,6 +430,8 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     async def prometheus_metrics(request: Request):
         service.check_auth(request)
         body, content_type = service.metrics.exposition()
+        if metrics_source is not None:
+            body = await metrics_source()
         return Response(body, media_type=content_type)
 
     @app.get("/", include_in_schema=False)

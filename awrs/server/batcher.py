@@ -110,6 +110,9 @@ class Batcher:
         self._driver: Driver | None = None  # the running session, when requests are running
         self._session: dict = {}
         self._tickets: dict[int, tuple[Ticket, object]] = {}  # id(job) -> (ticket, prepared request)
+        # rows the open session holds in the model, as of the worker's last step: kept here so that
+        # a scrape never reads the driver while the worker changes it
+        self._session_rows = 0
         self.counters = {
             "batches": 0,
             "requests": 0,  # requests answered with a result
@@ -180,10 +183,14 @@ class Batcher:
         return out
 
     def load(self) -> dict:
-        """Requests queued, requests running and their particles (the model's rows), now."""
+        """Requests queued, requests running and their particles (the model's rows), now; and
+        the decoding sessions open (0 or 1) with the rows they hold, as of the last step."""
         with self._cond:
-            return {"pending": len(self._pending), "running": len(self._running),
-                    "running_rows": sum(t.particles for t in self._running)}
+            out = {"pending": len(self._pending), "running": len(self._running),
+                   "running_rows": sum(t.particles for t in self._running)}
+        out["sessions"] = int(self._driver is not None)
+        out["session_rows"] = self._session_rows
+        return out
 
     # -- worker -----------------------------------------------------------------------------
 
@@ -212,6 +219,7 @@ class Batcher:
                 self._abandon(_as_api_error(err))
             if self._driver is not None and not self._driver.busy:
                 self._close_session()
+            self._session_rows = self._driver.rows if self._driver is not None else 0
 
     def _admit(self) -> None:
         """Pending tickets that fit under the particle cap join the running session now."""

@@ -59,6 +59,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None, metavar="M1,M2",
                         help="methods requests may choose (default: all but rejection)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    cluster = parser.add_argument_group("replicated on a Ray cluster (pip install -e \".[ray]\")")
+    cluster.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                         help="serve replicas with Ray Serve: alone, a local cluster on this machine; "
+                              "`auto` or HOST:PORT joins a running one (ray start --head)")
+    cluster.add_argument("--replicas", type=_positive(int), default=2,
+                         help="with --ray: replicas, each with its own model and batcher (default 2)")
+    cluster.add_argument("--cpus-per-replica", type=_positive(float), default=None, metavar="N",
+                         help="with --ray: CPUs each replica reserves and its model's threads (default: "
+                              "this machine's CPUs split between the replicas on a local cluster, else 1)")
+    cluster.add_argument("--gpus-per-replica", type=float, default=0, metavar="N",
+                         help="with --ray: GPUs each replica reserves (fractions share one)")
     group = parser.add_argument_group("limits")
     for name, kind, text in LIMIT_OPTIONS:
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive(kind), default=None, help=text)
@@ -75,9 +86,35 @@ def limits_from_args(args: argparse.Namespace) -> dict:
 def run_serve(args: argparse.Namespace) -> int:
     from . import serve
 
+    if args.ray is not None:
+        return _serve_on_ray(args)
     serve(
         args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
         model_name=args.served_model_name, api_key=args.api_key or os.environ.get("AWRS_API_KEY") or None,
         log_level=args.log_level, quant=args.quant, **limits_from_args(args),
     )
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    import functools
+
+    from ..models import load_model
+    from .limits import Limits
+    from .replicated import serve_on_ray
+
+    limits = Limits.from_options(limits_from_args(args))  # bad limits fail before Ray starts
+    address = None if args.ray == "local" else args.ray
+    cpus = args.cpus_per_replica
+    if cpus is None:
+        cpus = max((os.cpu_count() or 1) // args.replicas, 1) if address is None else 1
+    options = {"device": args.device, "backend": args.backend}
+    if args.backend in ("llamacpp", "auto"):
+        options["n_threads"] = max(int(cpus), 1)
+    if args.quant and args.model is None:
+        options["quant"] = args.quant
+    serve_on_ray(functools.partial(load_model, args.model, **options), address=address, host=args.host,
+                 port=args.port, replicas=args.replicas, cpus_per_replica=cpus, gpus_per_replica=args.gpus_per_replica,
+                 limits=limits, model_name=args.served_model_name,
+                 api_key=args.api_key or os.environ.get("AWRS_API_KEY") or None)
     return 0

@@ -7,7 +7,12 @@ counts. What is measured, and where:
   ``invalid`` for 4xx, ``rejected`` for 429 queue full, ``cancelled`` when the client went
   away, ``error`` for 5xx), counted where the HTTP answer is made;
 * queue and rows: ``awrs_queue_length``, ``awrs_running_requests``, ``awrs_running_rows``
-  (particles in the running batch), read from the batcher when scraped;
+  (particles in the running batch), ``awrs_open_sessions`` (decoding sessions the worker holds
+  open, 0 or 1) and ``awrs_session_rows`` (rows they hold in the model, as of the last step),
+  read from the batcher when scraped; all five are 0 once the server is idle, so a request whose
+  state outlived it shows there;
+* ``awrs_requests_in_progress``: completion requests from arrival until their answer (a stream
+  to its end, or to the client's hang-up) is over, counted where the HTTP request is handled;
 * per request, when its generation ends: ``awrs_request_seconds`` (queued to answered),
   ``awrs_queue_wait_seconds``, ``awrs_time_to_first_token_seconds`` (queued until the model's
   first next-token distribution for it is ready: the prompt is evaluated and its first token
@@ -51,7 +56,7 @@ def outcome_of(status: int) -> str:
 
 class ServerMetrics:
     """The metrics of one app; ``load()`` returns the batcher's live figures for the gauges:
-    ``{"pending": int, "running": int, "running_rows": int}``."""
+    ``{"pending": int, "running": int, "running_rows": int, "sessions": int, "session_rows": int}``."""
 
     def __init__(self, load: Callable[[], dict]) -> None:
         self.registry = registry = CollectorRegistry()
@@ -62,8 +67,12 @@ class ServerMetrics:
             ("awrs_queue_length", "Requests waiting for a batch", "pending"),
             ("awrs_running_requests", "Requests in the running batch", "running"),
             ("awrs_running_rows", "Particles (model rows) in the running batch", "running_rows"),
+            ("awrs_open_sessions", "Decoding sessions the batching worker holds open", "sessions"),
+            ("awrs_session_rows", "Rows the open decoding session holds in the model", "session_rows"),
         ):
             Gauge(name, doc, registry=registry).set_function(lambda key=key: load()[key])
+        self.in_progress = Gauge("awrs_requests_in_progress",
+                                 "Completion requests being handled, streamed answers included", registry=registry)
         self.request_seconds = Histogram("awrs_request_seconds", "Queued to answered", buckets=SECONDS_BUCKETS,
                                          registry=registry)
         self.queue_wait = Histogram("awrs_queue_wait_seconds", "Queued to the start of its batch",
