@@ -12,7 +12,8 @@ must leave nothing that a later run would trust. So every cached file or folder 
   (no other process can be writing them then).
 
 The lock is an advisory ``flock``, released by the kernel when its holder dies, so a killed
-conversion never leaves a stale lock behind. Where ``fcntl`` does not exist (Windows) the
+conversion never leaves a stale lock behind. The empty lock file itself stays: removing it
+would let a process still waiting on it and a newcomer that creates a fresh one both in. Where ``fcntl`` does not exist (Windows) the
 lock is skipped: the renames alone still keep the cache consistent, at the cost of a
 conversion possibly done twice.
 """
