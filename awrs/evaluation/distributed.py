@@ -22,7 +22,6 @@ is loaded by each worker with ``load_model`` (a picklable callable), on the work
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -50,24 +49,20 @@ class EvalWorker:
     def evaluate(self, index: int) -> dict:
         return self.plan.evaluate(self.model, index, self.instances[index], self.model_name)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def run_eval_ray(
     load_model: Callable[[], object], domain: str | Domain, data_dir: str | Path, method: str, *,
     workers: int = 2, address: str | None = None, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
     particles: int = 5, max_tokens: int | None = None, limit: int | None = None, seed: int = 0,
     out_path: str | Path, progress: bool = True, time_limit: float | None = None, start: int = 0,
-    options: dict | None = None, attempts: int = DEFAULT_ATTEMPTS, on_started: Callable | None = None,
+    options: dict | None = None, attempts: int = DEFAULT_ATTEMPTS,
 ) -> dict:
     """:func:`~awrs.evaluation.run_eval` on a Ray cluster with ``workers`` actors.
 
     ``load_model`` builds the model inside each worker (it must pickle: a function or a
     ``functools.partial``). ``address``: a cluster to join (``auto`` or ``HOST:PORT``), or None
     for a local one. Each worker reserves ``cpus_per_worker`` CPUs and ``gpus_per_worker``
-    GPUs. ``on_started(actors)`` is called once the workers are up (tests use it to kill one).
-    Returns the same summary as a local run.
+    GPUs. Returns the same summary as a local run.
     """
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
@@ -89,8 +84,6 @@ def run_eval_ray(
         )
         actors = [remote.remote(load_model, worker_plan) for _ in range(min(workers, len(pending)))]
         try:
-            if on_started is not None:
-                on_started(actors)
             _drive(ray, actors, pending, plan, sink, bar, attempts)
         finally:
             for actor in actors:
