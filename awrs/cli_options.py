@@ -81,6 +81,7 @@ def run_reporting_errors(command: Callable[[], int]) -> int:
 
 def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
+    from .models.named import quant_options
 
     backend = backend or args.backend
     options = {}
@@ -89,6 +90,5 @@ def load_model_from_args(args, backend: str | None = None):
             options["n_threads"] = args.threads
         if getattr(args, "n_ctx", None):
             options["n_ctx"] = args.n_ctx
-        if getattr(args, "quant", None) and args.model is None:
-            options["quant"] = args.quant
+        options.update(quant_options(args.model, getattr(args, "quant", None)))
     return load_model(args.model, backend=backend, **options)

@@ -27,7 +27,7 @@ from awrs.generate import generate
 from awrs.models import load_model
 
 JSON_SPLITS = ["Github_trivial", "Github_easy", "Github_medium", "Glaiveai2K", "WashingtonPost"]
-# the README subset's token limits (bench/eval_subset.sh)
+# the evaluation subset's token limits (bench/eval_subset.sh, docs/evaluation.md)
 LIMITS = {"json": 350, "json-free": 350, "spider": 150, "patterns": 100, "molecules": 60, "goal_inference": 100}
 COUNTS = {"json": 8, "json-free": 8, "spider": 60, "patterns": 60, "molecules": 20, "goal_inference": 20}
 
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--out", required=True)
     parser.add_argument("--domains", default="json,spider,patterns,molecules,goal_inference")
-    parser.add_argument("--limit", type=int, default=None, help="instances per folder (default: the README subset)")
+    parser.add_argument("--limit", type=int, default=None, help="instances per folder (default: the evaluation subset)")
     parser.add_argument("--particles", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="llamacpp")

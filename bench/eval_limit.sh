@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # AWRS-SMC against locally constrained decoding on the evaluation domains, for the question
 # "does SMC return a valid answer at least as often as LCD within the token limit?".
-# Embedded model on llama.cpp, the README subset's token limits, resumable (re-running skips
+# Embedded model on llama.cpp, the evaluation subset's token limits (bench/eval_subset.sh), resumable (re-running skips
 # the instances already in the results files), then `awrs report`.
 #
 #   bench/eval_limit.sh tune|report [SEED] [DATA_DIR] [OUT_DIR]
 #
-# tune:   the README subset (first 8 schemas of each JSON split, Spider dev 1-60, patterns
+# tune:   the evaluation subset of docs/evaluation.md (first 8 schemas of each JSON split, Spider dev 1-60, patterns
 #         1-60, molecule prompts 1-20, goal problems 1-20): the only instances the budget
 #         twist and the resampling policy were fitted and chosen on.
 # report: the held-out subset (schemas 9-16 of each split, Spider dev 61-120, patterns 61-120,

@@ -6,7 +6,7 @@
 Three tasks, each run by both libraries with the same prompt token ids, constraint, particles
 (10), token limit and seeds, on the embedded SmolLM2-135M-Instruct:
 
-- ``regex``: the regex task of issue 14 (a yes/no answer and a reason);
+- ``regex``: the scaling benchmark's regex task (a yes/no answer and a reason);
 - ``json``: a JSONSchemaBench schema (Github_easy/o27838) with the JSON evaluation's prompt;
   awrs's ``JsonSchema(whitespace="free")``, the language closest to genlm-control's
   ``JsonSchema`` (JSON whitespace between tokens; genlm-control also forbids leading
@@ -20,7 +20,7 @@ with the prompt's KV cache computed before timing (``cache_kv``), as fast as its
 allow; its cache of evaluated contexts is cleared between runs (``--genlm-keep-cache`` keeps
 it, so later seeds reuse earlier ones' evaluations; awrs keeps nothing between runs but the
 prompt). awrs runs here on transformers (the same weights and arithmetic) and on llama.cpp (the
-default backend, the shipped file as it is). Prints a Markdown table: ms per particle-token
+default backend, on its default F16 copy of the shipped weights). Prints a Markdown table: ms per particle-token
 (the median over runs, and the range), the model's share of the time, the posterior's valid
 mass and how many runs returned a valid text, and awrs's speed-up over genlm-control.
 """

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/step_costs.py [--particles 10] [--seeds 4] [--quant f16]
 
-Runs the regex task of issue 14 (``awrs bench --scaling``'s prompt and pattern, 30 tokens) with
+Runs the scaling benchmark's regex task (``awrs bench --scaling``'s prompt and pattern, 30 tokens) with
 timers wrapped around each part of a step: ``llama_decode`` (the forward pass), copying the
 logits of the evaluated rows out of llama.cpp, the log-softmax (numpy, float32), the token
 masses and their block sums (``smc.token_masses``), the sampler (draws and weights, its

@@ -1,4 +1,4 @@
-"""How variable is each AWRS weight on real next-token distributions? (issue 12)
+"""How variable is each AWRS weight on real next-token distributions?
 
 Collects real next-token distributions of the embedded model with their exact accepted sets
 (every candidate token checked) along locally constrained runs on five tasks -- regex, JSON

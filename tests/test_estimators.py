@@ -134,7 +134,7 @@ def _heavy_untested_case(valid: int = 3, invalid: int = 3, z: float = 1e-3):
 
 
 def test_poisson_bounds_the_relative_variance_where_the_remainder_explodes():
-    """Issue 12's regime: untested mass m_U >> Z with the valid mass spread. Here (exact
+    """The hard regime: untested mass m_U >> Z with the valid mass spread. Here (exact
     enumeration, Z = 1e-3) the relative variances are 0.31 (Poisson), 2.0 (remainder; it grows
     like m_U / Z with the vocabulary) and 126 (two-loop)."""
     mass, accepted = _heavy_untested_case()

@@ -1,6 +1,6 @@
 """Golden outputs: fixed seeds give exactly the recorded samples, for every constraint kind.
 
-Written before the architecture redesign (issue 13) so that a restructuring that changes what is
+Written before the architecture redesign (compiled checkers) so that a restructuring that changes what is
 sampled fails here. The model is a pseudo-random table over a small vocabulary that can spell
 regex, JSON, SQL, SMILES and plain-text answers; every run uses a fixed seed. To re-record after
 a change that is *meant* to change samples: ``AWRS_UPDATE_GOLDEN=1 pytest tests/test_golden.py``,

@@ -110,3 +110,15 @@ def test_awrs_models_lists_every_named_model(capsys, tmp_path, monkeypatch):
     assert "gemma3-270m" in text and "262,144 tokens" in text and "smollm2-135m" in text
     assert main(["models", "--install", "nonesuch"]) == 2
     assert "choose one of smollm2-135m, gemma3-270m" in capsys.readouterr().err
+
+
+def test_quant_applies_to_the_embedded_model_only(tmp_path):
+    from awrs.models.named import quant_options
+
+    assert quant_options(None, None) == {} and quant_options("x.gguf", None) == {}
+    assert quant_options(None, "q8_0") == {"quant": "q8_0"}
+    assert quant_options("smollm2-135m", "q8_0") == {"quant": "q8_0"}
+    with pytest.raises(ModelError, match="embedded model only"):
+        quant_options("gemma3-270m", "q8_0")
+    with pytest.raises(ModelError, match="embedded model only"):
+        quant_options(str(tmp_path / "other.gguf"), "f16")

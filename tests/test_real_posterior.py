@@ -1,4 +1,4 @@
-"""AWRS-SMC against the exact global posterior of the real embedded model (issue 12).
+"""AWRS-SMC against the exact global posterior of the real embedded model.
 
 Each case is a finite language. The exact posterior p(x | constraint) is computed here, apart
 from awrs's samplers: plain transformers (AutoModelForCausalLM on the converted embedded model)
@@ -315,7 +315,7 @@ def test_with_exact_masks_no_estimator_runs():
 
 
 def test_the_checks_catch_the_old_default():
-    """The same checks fail the remainder estimator (the default before issue 12), whose
+    """The same checks fail the remainder estimator (the previous default), whose
     population collapsed onto " cat xylophone." in some runs and whose log-ML ran low."""
     assert posterior_problems("lcd-trap", masks="never", estimator="remainder") != []
 

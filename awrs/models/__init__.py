@@ -7,6 +7,7 @@ model is loaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, ModelError
 from .base import DecodingSession, LanguageModel
@@ -19,13 +20,13 @@ BACKENDS = ("auto", "hf", "llamacpp")
 #: the embedded model's weights on llama.cpp: an F16 copy of the shipped Q4_1 file, which holds
 #: the shipped weights to F16 rounding (mean KL 1.5e-5 from their exact values, the transformers
 #: backend; llama.cpp's own Q4_1 arithmetic is 4.5e-3 away) and runs batches as fast as Q8_0
-#: (README, Backends: "Which weights llama.cpp runs").
+#: (docs/models.md, "Which weights llama.cpp runs").
 DEFAULT_QUANT = "f16"
 
 
 def load_model(
     path: str | Path | None = None, *, device: str = "cpu", verbose: bool = True, backend: str = "auto",
-    **backend_options,
+    **backend_options: Any,
 ) -> LanguageModel:
     """Load a language model.
 

@@ -32,7 +32,7 @@ from .embedded import cache_dir
 SIMULATE_VARIABLE = "AWRS_LLAMACPP_SIMULATE"
 PROBE_TIMEOUT_SECONDS = 180.0
 VERDICT_FILE = "llamacpp-probe.json"
-REBUILD_HINT = "rebuild it portably with `make setup-llamacpp` (see README, Backends) or use --backend hf"
+REBUILD_HINT = "rebuild it portably with `make setup-llamacpp` (see docs/models.md, A portable build) or use --backend hf"
 
 _CHILD = r"""
 import os, sys

@@ -108,6 +108,20 @@ def named_model(name: str | os.PathLike | None) -> NamedModel | None:
     return NAMED_MODELS[name]
 
 
+def quant_options(model: str | os.PathLike | None, quant: str | None) -> dict[str, str]:
+    """``load_model`` options for a ``--quant`` choice: it picks the embedded model's weights
+    (no model given, or ``smollm2-135m``); any other model runs its file as it is."""
+    if not quant:
+        return {}
+    named = named_model(model)
+    if model is None or (named is not None and named.embedded):
+        return {"quant": quant}
+    raise ModelError(
+        f"--quant {quant} applies to the embedded model only; {model} runs its own weights as they "
+        "are (drop --quant, or convert the file with llama.cpp's llama-quantize)"
+    )
+
+
 def _module_of(distribution: str) -> str:
     return distribution.replace("-", "_")
 

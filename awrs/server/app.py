@@ -7,7 +7,7 @@ Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/mo
 comes from ``response_format`` (``json_schema`` or ``json_object``) or from vLLM's extension
 fields ``guided_regex``, ``guided_json``,
 ``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
-``method``, ``seed``, ``ess_threshold``, ``budget_twist``, ``masks`` and ``time_limit``. ``n``
+``method``, ``seed``, ``ess_threshold``, ``budget_twist``, ``resample_power``, ``masks`` and ``time_limit``. ``n``
 returns the ``n`` most probable texts of the posterior as choices; the response's ``awrs`` field carries the
 posterior, the estimate of log P(constraint), the weighted samples, the run statistics and
 which batch the request ran in.
@@ -460,8 +460,9 @@ def serve(
     if host not in LOOPBACK and api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
     from ..models import load_model
+    from ..models.named import quant_options
 
-    options = {"quant": quant} if quant and model_path is None else {}
+    options = quant_options(model_path, quant)
     model = load_model(model_path, device=device, backend=backend, **options)
     print(f"awrs: serving {model.name} ({model.runs_as})", file=sys.stderr, flush=True)
     app = create_app(model, limits=checked, model_name=model_name, api_key=api_key)

@@ -43,7 +43,8 @@ def _positive(kind):
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, metavar="PATH",
-        help="local Hugging Face model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)",
+        help="a named model (awrs models), a .gguf file or a local Hugging Face model directory "
+             "(default: the embedded SmolLM2-135M-Instruct)",
     )
     parser.add_argument("--backend", choices=["auto", "hf", "llamacpp"], default="auto",
                         help="model backend (default: auto, llama.cpp when installed, else hf)")
@@ -100,6 +101,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     import functools
 
     from ..models import load_model
+    from ..models.named import quant_options
     from .limits import Limits
     from .replicated import serve_on_ray
 
@@ -111,8 +113,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     options = {"device": args.device, "backend": args.backend}
     if args.backend in ("llamacpp", "auto"):
         options["n_threads"] = max(int(cpus), 1)
-    if args.quant and args.model is None:
-        options["quant"] = args.quant
+    options.update(quant_options(args.model, args.quant))
     serve_on_ray(functools.partial(load_model, args.model, **options), address=address, host=args.host,
                  port=args.port, replicas=args.replicas, cpus_per_replica=cpus, gpus_per_replica=args.gpus_per_replica,
                  limits=limits, model_name=args.served_model_name,
