@@ -16,9 +16,9 @@ from awrs.errors import ConfigError, ConstraintError
     [
         (r"\d{4}-\d\d", ["", "20", "2024-"], ["2024-01"], ["2024-1x", "x", "2024-011"]),
         (r"(a)\1b", ["a", "aa"], ["aab"], ["ab", "aac"]),  # backreference
-        # lookahead; partial matching is loose here (a lookahead reaching the end of the text
-        # counts as partial), which is allowed: such prefixes fail later, at completion
-        (r"(?=.*\d)[a-z\d]{3}", ["ab", "a1", "ab-"], ["ab1", "1ab"], []),
+        # lookahead; partial matching alone is loose here (a lookahead reaching the end of the
+        # text counts as partial, so "ab-" would live), the pattern without it is not
+        (r"(?=.*\d)[a-z\d]{3}", ["ab", "a1"], ["ab1", "1ab"], ["ab-", "Ab"]),
         (r"(?<!x)y+", ["y"], ["yyy"], ["x"]),  # lookbehind
         (r"\p{Lu}\p{Ll}+", ["É", "Éc"], ["École"], ["é"]),  # Unicode properties
         (r"[[a-z]--[aeiou]]+", ["b"], ["bcd"], ["a"]),  # set operations (V1 syntax)

@@ -13,7 +13,9 @@ Two engines, one semantics (full match):
 * **backtracking**: the whole syntax of `regex` (lookarounds, backreferences, conditionals,
   recursion, Unicode properties, set operations); prefixes are checked with the engine's own
   partial matching: a prefix is alive when ``fullmatch(text, partial=True)`` finds a match
-  that could still be extended. Every check has a time limit, so a pattern with catastrophic
+  that could still be extended. That partial matching is loose after a lookaround, so a
+  pattern with lookarounds is also checked without them (:mod:`~awrs.constraints.regex.relaxed`:
+  a necessary condition). Every check has a time limit, so a pattern with catastrophic
   backtracking cannot hang a run. A prefix check that times out is treated as alive
   (accepting is always safe for exactness; the text is checked again later); a completion
   check that times out is treated as invalid and counted in :attr:`Regex.timeouts`.
@@ -35,6 +37,7 @@ from ..base import CONTINUATION_BYTES, DEAD, Constraint, State, split_utf8
 from ..checker import Checker
 from .automaton import AutomatonChecker, AutomatonTooLarge, ByteAutomaton
 from .dfa import RegexUnsupported, compile_regex
+from .relaxed import relaxed_pattern
 
 if TYPE_CHECKING:
     from ...vocab import Vocabulary
@@ -82,6 +85,7 @@ class Regex(Constraint):
         except (OverflowError, RecursionError, MemoryError) as err:
             raise ConfigError(f"invalid regex {pattern!r}: {type(err).__name__}") from None
         self._extendable = _extension_pattern(pattern, flags)
+        self._relaxed = None
         self._probe_cache: dict[tuple[str, int, int], bool] = {}
         self.pattern = pattern
         self.timeout = timeout
@@ -92,6 +96,8 @@ class Regex(Constraint):
             if automaton is None and engine == "automaton":
                 raise ConfigError(f"regex {pattern!r} cannot be compiled to an automaton: {why}")
             self._automaton = automaton
+        if self._automaton is None:
+            self._relaxed = relaxed_pattern(pattern, flags)
 
     @property
     def engine(self) -> str:
@@ -126,6 +132,8 @@ class Regex(Constraint):
             return state
         text = text + new_chars
         try:
+            if self._relaxed is not None and self._match(text, partial=True, compiled=self._relaxed) is None:
+                return DEAD
             if new_tail:
                 alive = self._may_continue_with(text, new_tail)
             else:
