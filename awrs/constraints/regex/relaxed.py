@@ -34,30 +34,21 @@ def without_lookarounds(pattern: str, flags: int = 0) -> str | None:
     if flags & _UNSAFE_FLAGS or _UNSAFE.search(pattern):
         return None
     out: list[str] = []
-    i, n, removed = 0, len(pattern), False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        if c == "[":
-            end = _class_end(pattern, i)
-            if end is None:
-                return None
+    i, removed = 0, False
+    try:
+        while i < len(pattern):
+            if pattern.startswith(_LOOKAROUND_OPENERS, i):
+                end = _group_end(pattern, i)
+                if _has_capture(pattern[i:end]):
+                    return None
+                out.append("(?:)")
+                removed, i = True, end
+                continue
+            end = _atom_end(pattern, i)
             out.append(pattern[i:end])
             i = end
-            continue
-        if c == "(" and pattern.startswith(_LOOKAROUND_OPENERS, i):
-            end = _group_end(pattern, i)
-            if end is None or _has_capture(pattern[i:end]):
-                return None
-            out.append("(?:)")
-            removed = True
-            i = end
-            continue
-        out.append(c)
-        i += 1
+    except ValueError:  # unbalanced: leave it to the regex compiler's own error
+        return None
     return "".join(out) if removed else None
 
 
@@ -72,72 +63,46 @@ def relaxed_pattern(pattern: str, flags: int = 0):
         return None
 
 
-def _class_end(pattern: str, start: int) -> int | None:
-    """Index just past the character class opening at ``start``."""
-    i = start + 1
-    if i < len(pattern) and pattern[i] == "^":
-        i += 1
-    if i < len(pattern) and pattern[i] == "]":
-        i += 1
-    depth = 1
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[" and pattern.startswith("[:", i):  # POSIX class [:alpha:]
-            close = pattern.find(":]", i + 2)
-            if close != -1:
-                i = close + 2
-                continue
-        if c == "]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
+def _atom_end(pattern: str, i: int) -> int:
+    """Index just past the atom at ``i``: an escape, a whole character class, or one character."""
+    if pattern[i] == "\\":
+        return i + 2
+    if pattern[i] != "[":
+        return i + 1
+    j = i + 1
+    if pattern.startswith("^", j):
+        j += 1
+    if pattern.startswith("]", j):  # a leading ] is a literal
+        j += 1
+    while j < len(pattern):
+        if pattern[j] == "\\":
+            j += 2
+        elif pattern.startswith("[:", j) and ":]" in pattern[j + 2:]:  # POSIX class [:alpha:]
+            j = pattern.index(":]", j + 2) + 2
+        elif pattern[j] == "]":
+            return j + 1
+        else:
+            j += 1
+    raise ValueError("unterminated character class")
 
 
-def _group_end(pattern: str, start: int) -> int | None:
+def _group_end(pattern: str, start: int) -> int:
     """Index just past the group opening at ``start``."""
     depth, i = 0, start
     while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[":
-            end = _class_end(pattern, i)
-            if end is None:
-                return None
-            i = end
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
+        depth += {"(": 1, ")": -1}.get(pattern[i], 0)
+        if depth == 0:
+            return i + 1
+        i = _atom_end(pattern, i)
+    raise ValueError("unbalanced parentheses")
 
 
 def _has_capture(group: str) -> bool:
     """Whether a group's text opens a capturing group (numbered or named) inside it."""
-    i = 1  # past the group's own "("
+    i = _atom_end(group, 0)  # past the group's own "("
     while i < len(group):
-        c = group[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[":
-            end = _class_end(group, i)
-            if end is None:
-                return True
-            i = end
-            continue
-        if c == "(" and (not group.startswith("(?", i) or group.startswith(("(?P<", "(?<"), i)
-                         and not group.startswith(("(?<=", "(?<!"), i)):
+        if group[i] == "(" and (not group.startswith("(?", i) or group.startswith(("(?P<", "(?<"), i)
+                                and not group.startswith(("(?<=", "(?<!"), i)):
             return True
-        i += 1
+        i = _atom_end(group, i)
     return False
