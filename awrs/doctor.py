@@ -23,6 +23,8 @@ EXTRAS = {
     "smiles": ("partialsmiles", "rdkit"),
     "server": ("fastapi", "uvicorn"),
     "eval": ("matplotlib",),
+    "ray": ("ray",),
+    "docs": ("mkdocs", "mktestdocs"),
     "test": ("pytest", "hypothesis"),
 }
 DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python"}  # where the distribution's name is not the module's
