@@ -13,7 +13,7 @@
 #         molecule prompts 21-40, goal problems 21-40), never looked at while tuning.
 # Rows: awrs-smc (the default: budget twist exact, resample power 0.3), lcd (5 samples), lcd
 # with 1 sample (the paper's baseline), awrs-smc never resampling (ess 0), the ablations
-# (without tempering: power 1; without the exact part: twist off; both: the previous default;
+# (without tempering: power 1; resampling only to replace dead particles: power 0; without the exact part: twist off; both: the previous default;
 # with the soft part: twist on), and awrs-smc and lcd at 10 particles on JSON and Spider.
 # Instance k uses seed SEED + k.
 # METHODS="..." limits the rows (names below); DOMAINS="..." the domains.
@@ -39,6 +39,7 @@ row() {  # row NAME -> the awrs eval options of that row
     lcd1) echo "--method lcd --particles 1" ;;
     smc-ess0) echo "--method awrs-smc --particles 5 --ess-threshold 0" ;;
     smc-p1) echo "--method awrs-smc --particles 5 --resample-power 1" ;;
+    smc-p0) echo "--method awrs-smc --particles 5 --resample-power 0" ;;
     smc-off) echo "--method awrs-smc --particles 5 --budget-twist off" ;;
     smc-old) echo "--method awrs-smc --particles 5 --budget-twist off --resample-power 1" ;;
     smc-on) echo "--method awrs-smc --particles 5 --budget-twist on" ;;

@@ -628,3 +628,45 @@ def test_budget_twist_names_are_checked():
         awrs.generate(_only_a_model(), [], Regex("a"), particles=2, max_tokens=2, budget_twist="maybe")
     assert BudgetTwist.named("off") is None
     assert BudgetTwist.named("exact") == BudgetTwist(soft=False)
+
+
+def lineage_model() -> TableModel:
+    """Particles die at dead ends ("ccc" can only go on with "b", which has no mass there), and
+    their paths carry different weights ("a" keeps more of the valid mass than "c")."""
+    tokens = ["a", "b", "c", "<eos>"]
+
+    def next_probs(context):
+        text = "".join(tokens[t] for t in context)
+        if text.endswith("ccc"):
+            return [0.5, 0.0, 0.2, 0.3]
+        if text.endswith("a"):
+            return [0.5, 0.1, 0.1, 0.3]
+        return [0.1, 0.1, 0.4, 0.4]
+
+    return TableModel(tokens, next_probs, eos=3)
+
+
+def dropped_living_particles(resample_power: float, seeds: range) -> tuple[int, int]:
+    """Across runs: how many resamplings there were, and how many particles still alive they dropped."""
+    dropped = resamplings = 0
+    for seed in seeds:
+        steps: list[dict] = []
+        awrs.generate(lineage_model(), [], Regex("[ac]{1,4}b"), particles=6, max_tokens=8, seed=seed,
+                      budget_twist="off", resample_power=resample_power, ess_threshold=0.99,
+                      on_step=lambda particles: steps.append(particles.last_step))
+        for step in steps:
+            if step["parents"] is None:
+                continue
+            resamplings += 1
+            living = {i for i, (token, _) in step["drawn"].items() if token not in (-1, 3)}
+            dropped += len(living - set(step["parents"]))
+    return resamplings, dropped
+
+
+def test_resample_power_zero_only_replaces_the_dead():
+    """At power 0 resampling copies living particles into the places of dead ones and never
+    drops a living one, so every independent chance to finish that LCD would have is kept:
+    its valid rate is at least LCD's. At power 1 living lineages are dropped."""
+    resamplings, dropped = dropped_living_particles(0.0, range(40))
+    assert resamplings >= 10 and dropped == 0
+    assert dropped_living_particles(1.0, range(40))[1] > 0
