@@ -49,7 +49,9 @@ from .errors import ConfigError
 BUDGET_TWISTS = ("on", "exact", "off")
 """``on``: exact and soft parts; ``exact``: drop only prefixes that cannot finish; ``off``."""
 DEFAULT_BUDGET_TWIST = "exact"
-DEFAULT_RESAMPLE_POWER = 0.3  # chosen on the tuning subset: see docs/methods.md, "Why these defaults"
+# 0: resampling only replaces particles that died or cannot finish, never a living lineage, so the
+# valid rate is at least LCD's; chosen on the tuning subset (docs/methods.md, "Why these defaults")
+DEFAULT_RESAMPLE_POWER = 0.0
 
 # logit P(finished within r tokens) = w · (1, log1p r, log1p b, log1p stall, log1p t, log1p free),
 # fitted by `python bench/fit_budget_twist.py bench/data/budget-traces-tune.jsonl.gz --domains json`

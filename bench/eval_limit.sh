@@ -11,9 +11,9 @@
 #         twist and the resampling policy were fitted and chosen on.
 # report: the held-out subset (schemas 9-16 of each split, Spider dev 61-120, patterns 61-120,
 #         molecule prompts 21-40, goal problems 21-40), never looked at while tuning.
-# Rows: awrs-smc (the default: budget twist exact, resample power 0.3), lcd (5 samples), lcd
+# Rows: awrs-smc (the default: budget twist exact, resample power 0), lcd (5 samples), lcd
 # with 1 sample (the paper's baseline), awrs-smc never resampling (ess 0), the ablations
-# (without tempering: power 1; resampling only to replace dead particles: power 0; without the exact part: twist off; both: the previous default;
+# (without tempering: power 1; power 0.3, the default before power 0; without the exact part: twist off; both: the previous default;
 # with the soft part: twist on), and awrs-smc and lcd at 10 particles on JSON and Spider.
 # Instance k uses seed SEED + k.
 # METHODS="..." limits the rows (names below); DOMAINS="..." the domains.
@@ -23,7 +23,7 @@ SEED=${2:-0}
 DATA=${3:-../shared/data}
 OUT=${4:-eval-limit/$SUBSET-seed$SEED}
 AWRS=${AWRS:-.venv/bin/awrs}
-METHODS=${METHODS:-"smc lcd lcd1 smc-ess0 smc-p1 smc-off smc-old smc-on smc10 lcd10"}
+METHODS=${METHODS:-"smc lcd lcd1 smc-ess0 smc-p03 smc-p1 smc-off smc-old smc-on smc10 lcd10"}
 DOMAINS=${DOMAINS:-"json json-free spider patterns molecules goal_inference"}
 case "$SUBSET" in
   tune) JSON_RANGE="--limit 8"; RANGE="--limit 60"; SMALL="--limit 20" ;;
@@ -39,7 +39,7 @@ row() {  # row NAME -> the awrs eval options of that row
     lcd1) echo "--method lcd --particles 1" ;;
     smc-ess0) echo "--method awrs-smc --particles 5 --ess-threshold 0" ;;
     smc-p1) echo "--method awrs-smc --particles 5 --resample-power 1" ;;
-    smc-p0) echo "--method awrs-smc --particles 5 --resample-power 0" ;;
+    smc-p03) echo "--method awrs-smc --particles 5 --resample-power 0.3" ;;
     smc-off) echo "--method awrs-smc --particles 5 --budget-twist off" ;;
     smc-old) echo "--method awrs-smc --particles 5 --budget-twist off --resample-power 1" ;;
     smc-on) echo "--method awrs-smc --particles 5 --budget-twist on" ;;

@@ -27,6 +27,7 @@ STRIPPED = [
     (r"(?=(?:a|b))[ab]", r"(?:)[ab]"),  # non-capturing groups inside are fine
     (r"(\w)(?!\1)\w", r"(\w)(?:)\w"),  # a backreference inside keeps the numbering
 ]
+EMPTY_LANGUAGES = {r"[(?=]x(?=y)", r"(?=a[)]b)ab"}  # nothing can follow the lookahead's demand
 KEPT = [
     r"abc",  # nothing to remove
     r"(?=(a))a",  # a capture inside would renumber the groups after it
@@ -62,7 +63,7 @@ def test_the_assertion_no_longer_keeps_hopeless_prefixes_alive():
 
 def lookaround_patterns() -> list[str]:
     """The shared data's patterns with lookarounds that awrs relaxes, plus the examples above."""
-    found = [pattern for pattern, _ in STRIPPED]
+    found = [pattern for pattern, _ in STRIPPED if pattern not in EMPTY_LANGUAGES]
     if PATTERNS_CSV.is_file():
         with PATTERNS_CSV.open(newline="") as handle:
             found += [row["regex"] for row in csv.DictReader(handle) if without_lookarounds(row["regex"])]
@@ -102,5 +103,4 @@ def test_every_prefix_of_a_valid_text_stays_alive(pattern):
         assert constraint.accepts_prefix(text) and constraint.accepts(text)
 
     check()
-    if not valid:
-        pytest.skip("no valid text among the drawn ones (the language may be empty)")
+    assert valid, "no valid text among the drawn ones: the check above proved nothing"
