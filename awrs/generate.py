@@ -29,7 +29,10 @@ from .models.base import LanguageModel, Message
 from .resampling import log_mean_exp, normalized
 from .result import Result, Sample
 from .sampling.samplers import AWRS, Masking, Rejection, TokenSampler, Unconstrained
-from .smc import Critic, Job, Particles, SMCConfig, run_smc, run_smc_many
+from .smc import (
+    DIED_AT_DEAD_END, DIED_AT_LIMIT, DIED_OUT_OF_BUDGET, Critic, Job, Particles, SMCConfig, run_smc,
+    run_smc_many,
+)
 from .stats import Stats
 
 
@@ -357,7 +360,7 @@ def _package(
         log_marginal_likelihood=log_ml,
         stats=stats,
         eos_token_ids=sorted(model.vocab.eos_ids),
-        message=_explain(samples, posterior, population, constraint, stats),
+        message=_explain(samples, posterior, population, constraint),
     )
 
 
@@ -374,20 +377,22 @@ def _posterior(samples: Sequence[Sample]) -> dict[str, float]:
 
 def _explain(
     samples: Sequence[Sample], posterior: dict, population: Particles, constraint: Constraint,
-    stats: Stats,
 ) -> str | None:
     if posterior:
         return None
     n = len(population)
     if samples:
         return f"none of the {len(samples)} finished texts satisfies the {constraint.describe()}"
+    # Count the final population, not events: resampling copies particles, and the copies of
+    # one lineage die again, so the event counters in ``stats`` can exceed the particle count.
+    causes = np.bincount(population.died_of, minlength=4)
     parts = []
-    if stats.dead_ends:
-        parts.append(f"{stats.dead_ends} reached a prefix that no token can continue")
-    if stats.truncated:
-        parts.append(f"{stats.truncated} were incomplete at max_tokens (raise max_tokens)")
-    if stats.budget_kills:
-        parts.append(f"{stats.budget_kills} could not have finished in the tokens they had left "
+    if causes[DIED_AT_DEAD_END]:
+        parts.append(f"{causes[DIED_AT_DEAD_END]} reached a prefix that no token can continue")
+    if causes[DIED_AT_LIMIT]:
+        parts.append(f"{causes[DIED_AT_LIMIT]} were incomplete at max_tokens (raise max_tokens)")
+    if causes[DIED_OUT_OF_BUDGET]:
+        parts.append(f"{causes[DIED_OUT_OF_BUDGET]} could not have finished in the tokens they had left "
                      "(raise max_tokens)")
     reasons = "; ".join(parts) if parts else "every particle died"
     return f"no sample satisfies the {constraint.describe()}: of {n} particles, {reasons}"

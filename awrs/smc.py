@@ -50,6 +50,11 @@ Critic = Callable[[str, bool], float]
 """``critic(text, finished) -> log weight``: a soft score of a prefix or of a finished text."""
 
 
+#: Why a particle died (``Particles.died_of``): it did not; no token could continue its text; its
+#: text was incomplete at max_tokens; the budget twist proved it could not finish in time.
+ALIVE, DIED_AT_DEAD_END, DIED_AT_LIMIT, DIED_OUT_OF_BUDGET = 0, 1, 2, 3
+
+
 @dataclass
 class Particles:
     """The population, as parallel lists and arrays indexed by particle."""
@@ -68,6 +73,8 @@ class Particles:
     #: min_completion_bytes after the last step, tokens since it changed, tokens since the
     #: constraint last rejected a draw
     progress: np.ndarray = None
+    #: (N,) int8: why a dead particle died, one of the ``DIED_*`` codes (``ALIVE`` otherwise)
+    died_of: np.ndarray = None
     ancestry: list[np.ndarray] = field(default_factory=list)  # ancestor indices per resampling
     #: the last step, kept only when the job has an ``on_step`` callback: ``{"drawn": {particle:
     #: (token, rejected token ids)}, "parents": ancestor of each particle, or None}``; drawn
@@ -86,6 +93,7 @@ class Particles:
             resampling_twists=np.zeros(n),
             path_log_weight=np.zeros(n),
             progress=np.tile(np.array([-1, 0, 0], dtype=np.int64), (n, 1)),
+            died_of=np.full(n, ALIVE, dtype=np.int8),
         )
 
     def __len__(self) -> int:
@@ -101,6 +109,7 @@ class Particles:
         self.resampling_twists = self.resampling_twists[indices]
         self.path_log_weight = self.path_log_weight[indices]
         self.progress = self.progress[indices]
+        self.died_of = self.died_of[indices]
         self.ancestry.append(np.asarray(indices))
 
 
@@ -207,6 +216,7 @@ class _Run:
                 if log_psi == -math.inf:  # cannot finish in the tokens left: the target has no mass here
                     particles.log_weights[i] = -math.inf
                     particles.finished[i] = True
+                    particles.died_of[i] = DIED_OUT_OF_BUDGET
                     self.job.stats.budget_kills += 1
                     continue
             particles.log_weights[i] += log_psi - before
@@ -249,8 +259,10 @@ class _Run:
                 particles.finished[i] = True
                 if at_limit:
                     stats.truncated += 1
+                    particles.died_of[i] = DIED_AT_LIMIT
                 else:
                     stats.dead_ends += 1
+                    particles.died_of[i] = DIED_AT_DEAD_END
                 continue
             particles.log_weights[i] += draw.log_weight
             particles.path_log_weight[i] += draw.log_weight

@@ -621,6 +621,17 @@ def test_without_the_twist_the_same_particles_are_truncated_at_the_limit(setting
     assert "could not have finished" not in result.message and "max_tokens" in result.message
 
 
+def test_the_message_counts_the_final_particles_not_the_deaths_along_the_way():
+    """'b' is a dead end ('bc' has no 'c' token) and 'a{10}' cannot fit in 4 tokens: resampling
+    replaces the particles that died at 'b' with copies of 'a' lineages, which then die at the
+    limit, so there are more deaths than particles; the message describes the 8 particles."""
+    model = TableModel(["a", "b", "<eos>"], lambda c: [0.5, 0.45, 0.05], eos=2)
+    result = awrs.generate(model, [], Regex("a{10}|bc"), particles=8, max_tokens=4, seed=0,
+                           budget_twist="off")
+    assert result.stats.dead_ends > 0 and result.stats.dead_ends + result.stats.truncated > 8
+    assert result.message.endswith("of 8 particles, 8 were incomplete at max_tokens (raise max_tokens)")
+
+
 def test_budget_twist_names_are_checked():
     with pytest.raises(ConfigError, match="budget twist"):
         SMCConfig(budget_twist="soft")
