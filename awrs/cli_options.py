@@ -54,7 +54,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                              "default: llama.cpp when llama-cpp-python is installed, else hf)"
                         + ("; both: side by side" if both else ""))
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for the llamacpp backend (default: all cores)")
+                        help="CPU threads for the llamacpp backend (default: the cores this process may use)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
@@ -81,14 +81,9 @@ def run_reporting_errors(command: Callable[[], int]) -> int:
 
 def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
-    from .models.named import quant_options
+    from .models.named import llamacpp_options
 
     backend = backend or args.backend
-    options = {}
-    if backend in ("llamacpp", "auto"):
-        if args.threads:
-            options["n_threads"] = args.threads
-        if getattr(args, "n_ctx", None):
-            options["n_ctx"] = args.n_ctx
-        options.update(quant_options(args.model, getattr(args, "quant", None)))
+    options = llamacpp_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
+                               quant=getattr(args, "quant", None))
     return load_model(args.model, backend=backend, **options)

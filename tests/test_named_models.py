@@ -122,3 +122,27 @@ def test_quant_applies_to_the_embedded_model_only(tmp_path):
         quant_options("gemma3-270m", "q8_0")
     with pytest.raises(ModelError, match="embedded model only"):
         quant_options(str(tmp_path / "other.gguf"), "f16")
+
+
+def test_llamacpp_options_reach_load_model_from_generate_and_serve(monkeypatch):
+    """``--threads`` and ``--n-ctx`` go to llama.cpp from every command, and to no other backend."""
+    from awrs.models.named import llamacpp_options
+
+    assert llamacpp_options(None, "hf", threads=2, n_ctx=512, quant="q8_0") == {}
+    assert llamacpp_options(None, "auto", threads=2, n_ctx=512) == {"n_threads": 2, "n_ctx": 512}
+
+    seen = []
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load_model(path=None, **options):
+        seen.append(options)
+        raise Loaded
+
+    monkeypatch.setattr("awrs.models.load_model", fake_load_model)
+    for argv in (["serve"], ["generate", "--regex", "a", "--prompt", "hi"]):
+        with pytest.raises(Loaded):
+            main([*argv, "--backend", "llamacpp", "--threads", "1", "--n-ctx", "512", "--quant", "q8_0"])
+    assert [{k: o[k] for k in ("n_threads", "n_ctx", "quant")} for o in seen] == [
+        {"n_threads": 1, "n_ctx": 512, "quant": "q8_0"}] * 2

@@ -122,6 +122,23 @@ def quant_options(model: str | os.PathLike | None, quant: str | None) -> dict[st
     )
 
 
+def llamacpp_options(
+    model: str | os.PathLike | None, backend: str, *, threads: int | None = None,
+    n_ctx: int | None = None, quant: str | None = None,
+) -> dict:
+    """``load_model`` options for a command line's ``--threads``, ``--n-ctx`` and ``--quant``:
+    llama.cpp settings, so none for the ``hf`` backend (``auto`` drops them if it picks hf)."""
+    if backend not in ("llamacpp", "auto"):
+        return {}
+    options: dict = {}
+    if threads:
+        options["n_threads"] = threads
+    if n_ctx:
+        options["n_ctx"] = n_ctx
+    options.update(quant_options(model, quant))
+    return options
+
+
 def _module_of(distribution: str) -> str:
     return distribution.replace("-", "_")
 

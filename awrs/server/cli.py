@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_options import QUANT_CHOICES
+from ..cli_options import QUANT_CHOICES, positive_int
 
 #: Limits settable on the command line: (flag, type, help).
 LIMIT_OPTIONS = [
@@ -51,6 +51,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the hf backend (default: cpu)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
                         help="llamacpp, embedded model: the weights' format (see `awrs generate --help`)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for the llamacpp backend (default: the cores this process may "
+                             "use; with --ray: each replica's CPUs)")
+    parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
+                        help="llamacpp: KV cells shared by the prompts and particles in a batch (default: 8192)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
@@ -92,7 +97,8 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(
         args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
         model_name=args.served_model_name, api_key=args.api_key or os.environ.get("AWRS_API_KEY") or None,
-        log_level=args.log_level, quant=args.quant, **limits_from_args(args),
+        log_level=args.log_level, quant=args.quant, threads=args.threads, n_ctx=args.n_ctx,
+        **limits_from_args(args),
     )
     return 0
 
@@ -101,7 +107,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     import functools
 
     from ..models import load_model
-    from ..models.named import quant_options
+    from ..models.named import llamacpp_options
     from .limits import Limits
     from .replicated import serve_on_ray
 
@@ -111,9 +117,8 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     if cpus is None:
         cpus = max((os.cpu_count() or 1) // args.replicas, 1) if address is None else 1
     options = {"device": args.device, "backend": args.backend}
-    if args.backend in ("llamacpp", "auto"):
-        options["n_threads"] = max(int(cpus), 1)
-    options.update(quant_options(args.model, args.quant))
+    options.update(llamacpp_options(args.model, args.backend, threads=args.threads or max(int(cpus), 1),
+                                    n_ctx=args.n_ctx, quant=args.quant))
     serve_on_ray(functools.partial(load_model, args.model, **options), address=address, host=args.host,
                  port=args.port, replicas=args.replicas, cpus_per_replica=cpus, gpus_per_replica=args.gpus_per_replica,
                  limits=limits, model_name=args.served_model_name,
