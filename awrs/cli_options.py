@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .errors import AwrsError, ConstraintError
+from .errors import AwrsError, ConfigError, ConstraintError
 from .models.embedded import QUANTS
 
 QUANT_CHOICES = [*QUANTS, "shipped"]
@@ -53,6 +53,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                         help="model backend: transformers (hf), llama.cpp (GGUF files) or auto (the "
                              "default: llama.cpp when llama-cpp-python is installed, else hf)"
                         + ("; both: side by side" if both else ""))
+    parser.add_argument("--device", default="cpu",
+                        help="where the model runs: a torch device for hf (cuda, cuda:1, mps); for llamacpp "
+                             "anything but cpu offloads every layer to llama.cpp's GPU (default: cpu)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for the llamacpp backend (default: the cores this process may use)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
@@ -61,6 +64,13 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                         help="llamacpp, embedded model: the weights run (default: f16, the shipped "
                              "Q4_1 weights converted once to F16 and cached; shipped or q4_1: the file "
                              "as it is, faster for one row, slower in batches; q8_0, q4_0: smaller copies)")
+
+
+def check_gpus_have_a_device(gpus: float, device: str, option: str) -> None:
+    """Reserving GPUs on Ray without putting the model on one would leave them idle."""
+    if gpus > 0 and device == "cpu":
+        raise ConfigError(f"{option} {gpus:g} reserves GPUs, but the model would run on the CPU: "
+                          "add --device cuda (or drop the option)")
 
 
 def run_reporting_errors(command: Callable[[], int]) -> int:
@@ -86,4 +96,4 @@ def load_model_from_args(args, backend: str | None = None):
     backend = backend or args.backend
     options = llamacpp_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
                                quant=getattr(args, "quant", None))
-    return load_model(args.model, backend=backend, **options)
+    return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)

@@ -143,6 +143,17 @@ def test_llamacpp_options_reach_load_model_from_generate_and_serve(monkeypatch):
     monkeypatch.setattr("awrs.models.load_model", fake_load_model)
     for argv in (["serve"], ["generate", "--regex", "a", "--prompt", "hi"]):
         with pytest.raises(Loaded):
-            main([*argv, "--backend", "llamacpp", "--threads", "1", "--n-ctx", "512", "--quant", "q8_0"])
-    assert [{k: o[k] for k in ("n_threads", "n_ctx", "quant")} for o in seen] == [
-        {"n_threads": 1, "n_ctx": 512, "quant": "q8_0"}] * 2
+            main([*argv, "--backend", "llamacpp", "--threads", "1", "--n-ctx", "512", "--quant", "q8_0",
+                  "--device", "cuda"])
+    assert [{k: o[k] for k in ("n_threads", "n_ctx", "quant", "device")} for o in seen] == [
+        {"n_threads": 1, "n_ctx": 512, "quant": "q8_0", "device": "cuda"}] * 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "patterns", "--data", ".", "--out", "x.jsonl", "--ray", "--gpus-per-worker", "1"],
+    ["serve", "--ray", "--gpus-per-replica", "0.5"],
+])
+def test_reserving_gpus_for_a_model_on_the_cpu_is_an_error(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "reserves GPUs, but the model would run on the CPU: add --device cuda" in err

@@ -12,6 +12,7 @@ import json
 
 from ..cli_options import (
     add_model_options,
+    check_gpus_have_a_device,
     load_model_from_args,
     nonnegative_int,
     positive_float,
@@ -59,7 +60,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                          help="with --ray: CPUs each worker reserves and its model's threads (default: "
                               "this machine's CPUs split between the workers on a local cluster, else 1)")
     cluster.add_argument("--gpus-per-worker", type=float, default=0, metavar="N",
-                         help="with --ray: GPUs each worker reserves (fractions share one)")
+                         help="with --ray: GPUs each worker reserves (fractions share one; needs --device)")
     add_model_options(parser)
 
 
@@ -98,6 +99,7 @@ def _eval_on_ray(args, domain, load, common: dict) -> dict:
 
     from .distributed import run_eval_ray
 
+    check_gpus_have_a_device(args.gpus_per_worker, args.device, "--gpus-per-worker")
     address = None if args.ray == "local" else args.ray
     cpus = args.cpus_per_worker
     if cpus is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_options import QUANT_CHOICES, positive_int
+from ..cli_options import QUANT_CHOICES, check_gpus_have_a_device, positive_int
 
 #: Limits settable on the command line: (flag, type, help).
 LIMIT_OPTIONS = [
@@ -48,7 +48,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", choices=["auto", "hf", "llamacpp"], default="auto",
                         help="model backend (default: auto, llama.cpp when installed, else hf)")
-    parser.add_argument("--device", default="cpu", help="torch device for the hf backend (default: cpu)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the model runs: a torch device for hf (cuda, cuda:1, mps); for llamacpp "
+                             "anything but cpu offloads every layer to llama.cpp's GPU (default: cpu)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
                         help="llamacpp, embedded model: the weights' format (see `awrs generate --help`)")
     parser.add_argument("--threads", type=positive_int, default=None,
@@ -75,7 +77,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                          help="with --ray: CPUs each replica reserves and its model's threads (default: "
                               "this machine's CPUs split between the replicas on a local cluster, else 1)")
     cluster.add_argument("--gpus-per-replica", type=float, default=0, metavar="N",
-                         help="with --ray: GPUs each replica reserves (fractions share one)")
+                         help="with --ray: GPUs each replica reserves (fractions share one; needs --device)")
     group = parser.add_argument_group("limits")
     for name, kind, text in LIMIT_OPTIONS:
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive(kind), default=None, help=text)
@@ -112,6 +114,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     from .replicated import serve_on_ray
 
     limits = Limits.from_options(limits_from_args(args))  # bad limits fail before Ray starts
+    check_gpus_have_a_device(args.gpus_per_replica, args.device, "--gpus-per-replica")
     address = None if args.ray == "local" else args.ray
     cpus = args.cpus_per_replica
     if cpus is None:
