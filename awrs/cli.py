@@ -1,6 +1,6 @@
 """The ``awrs`` command line: parse arguments, call the library, print.
 
-    awrs generate --prompt TEXT (--regex R | --json-schema F [--whitespace W] | --grammar F [--start R]
+    awrs generate --prompt TEXT (--regex R | --json-schema F|JSON [--whitespace W] | --grammar F [--start R]
                   | --sql-db F | --smiles) [--chat] [--system TEXT] [--particles N] [--max-tokens N]
                   [--method M] [--estimator E] [--masks auto|always|never] [--ess-threshold X]
                   [--budget-twist on|exact|off] [--resample-power P] [--seed S]
@@ -52,7 +52,8 @@ from .errors import ConfigError
 def _add_constraint_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--regex", metavar="PATTERN", help="texts must fully match this pattern")
-    group.add_argument("--json-schema", metavar="FILE", help="JSON texts valid under this JSON Schema")
+    group.add_argument("--json-schema", metavar="FILE|JSON",
+                       help="JSON texts valid under this JSON Schema: a file, or the schema itself ({...})")
     group.add_argument("--grammar", metavar="FILE.lark", help="sentences of this Lark grammar")
     group.add_argument("--sql-db", metavar="FILE.sqlite", help="SQL queries valid for this SQLite database")
     group.add_argument("--smiles", action="store_true", help="valid SMILES molecules")
@@ -71,11 +72,13 @@ def constraint_from_args(args):
         return Regex(args.regex)
     try:
         if args.json_schema is not None:
-            text = _read(args.json_schema, "schema")
+            inline = args.json_schema.lstrip().startswith("{")
+            text = args.json_schema if inline else _read(args.json_schema, "schema")
             try:
                 schema = json.loads(text)
             except json.JSONDecodeError as err:
-                raise ConfigError(f"{args.json_schema} is not valid JSON: {err}") from None
+                where = "the schema given inline" if inline else args.json_schema
+                raise ConfigError(f"{where} is not valid JSON: {err}") from None
             from .constraints.json_schema import JsonSchema
 
             return JsonSchema(schema, whitespace=args.whitespace)

@@ -360,7 +360,7 @@ def _package(
         log_marginal_likelihood=log_ml,
         stats=stats,
         eos_token_ids=sorted(model.vocab.eos_ids),
-        message=_explain(samples, posterior, population, constraint),
+        message=_explain(samples, posterior, population, constraint, model),
     )
 
 
@@ -377,6 +377,7 @@ def _posterior(samples: Sequence[Sample]) -> dict[str, float]:
 
 def _explain(
     samples: Sequence[Sample], posterior: dict, population: Particles, constraint: Constraint,
+    model: LanguageModel,
 ) -> str | None:
     if posterior:
         return None
@@ -395,7 +396,17 @@ def _explain(
         parts.append(f"{causes[DIED_OUT_OF_BUDGET]} could not have finished in the tokens they had left "
                      "(raise max_tokens)")
     reasons = "; ".join(parts) if parts else "every particle died"
-    return f"no sample satisfies the {constraint.describe()}: of {n} particles, {reasons}"
+    # What the model was writing is usually the fix's hint (a free string that never closes,
+    # properties the schema allows but the prompt did not ask for).
+    furthest = _decode(model, max(population.tokens, key=len))
+    shown = f"; the furthest particle wrote {_preview(furthest)}" if furthest else ""
+    return f"no sample satisfies the {constraint.describe()}: of {n} particles, {reasons}{shown}"
+
+
+def _preview(text: str, head: int = 60, tail: int = 20) -> str:
+    if len(text) <= head + tail + 5:
+        return repr(text)
+    return f"{text[:head]!r} ... {text[-tail:]!r} ({len(text)} characters)"
 
 
 def _rejection(

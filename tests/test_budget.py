@@ -629,7 +629,8 @@ def test_the_message_counts_the_final_particles_not_the_deaths_along_the_way():
     result = awrs.generate(model, [], Regex("a{10}|bc"), particles=8, max_tokens=4, seed=0,
                            budget_twist="off")
     assert result.stats.dead_ends > 0 and result.stats.dead_ends + result.stats.truncated > 8
-    assert result.message.endswith("of 8 particles, 8 were incomplete at max_tokens (raise max_tokens)")
+    assert result.message.endswith("of 8 particles, 8 were incomplete at max_tokens (raise max_tokens); "
+                                   "the furthest particle wrote 'aaaa'")
 
 
 def test_budget_twist_names_are_checked():

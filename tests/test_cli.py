@@ -75,6 +75,14 @@ def test_unreadable_schema_file_is_a_one_line_error(tmp_path, capsys):
     assert code == 2 and "cannot read the schema file" in err
 
 
+def test_a_schema_can_be_given_inline(capsys):
+    schema = '{"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}'
+    assert main(["check", "--json-schema", schema, "--text", '{"age":3}']) == 0
+    assert main(["check", "--json-schema", schema, "--text", '{"name":"x"}']) == 1
+    assert main(["check", "--json-schema", ' {"type": ', "--text", "1"]) == 2
+    assert "the schema given inline is not valid JSON" in capsys.readouterr().err
+
+
 DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
