@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_options import QUANT_CHOICES, check_gpus_have_a_device, positive_int
+from ..cli_options import add_model_options, check_gpus_have_a_device
 
 #: Limits settable on the command line: (flag, type, help).
 LIMIT_OPTIONS = [
@@ -41,23 +41,7 @@ def _positive(kind):
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=None, metavar="PATH",
-        help="a named model (awrs models), a .gguf file or a local Hugging Face model directory "
-             "(default: the embedded SmolLM2-135M-Instruct)",
-    )
-    parser.add_argument("--backend", choices=["auto", "hf", "llamacpp"], default="auto",
-                        help="model backend (default: auto, llama.cpp when installed, else hf)")
-    parser.add_argument("--device", default="cpu",
-                        help="where the model runs: a torch device for hf (cuda, cuda:1, mps); for llamacpp "
-                             "anything but cpu offloads every layer to llama.cpp's GPU (default: cpu)")
-    parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
-                        help="llamacpp, embedded model: the weights' format (see `awrs generate --help`)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for the llamacpp backend (default: the cores this process may "
-                             "use; with --ray: each replica's CPUs)")
-    parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
-                        help="llamacpp: KV cells shared by the prompts and particles in a batch (default: 8192)")
+    add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
@@ -74,7 +58,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--replicas", type=_positive(int), default=2,
                          help="with --ray: replicas, each with its own model and batcher (default 2)")
     cluster.add_argument("--cpus-per-replica", type=_positive(float), default=None, metavar="N",
-                         help="with --ray: CPUs each replica reserves and its model's threads (default: "
+                         help="with --ray: CPUs each replica reserves and its model's threads unless --threads (default: "
                               "this machine's CPUs split between the replicas on a local cluster, else 1)")
     cluster.add_argument("--gpus-per-replica", type=float, default=0, metavar="N",
                          help="with --ray: GPUs each replica reserves (fractions share one; needs --device)")
