@@ -326,10 +326,14 @@ def _generate(args) -> int:
     return 0
 
 
+#: Below this effective sample size, a weighted method's posterior is one sample's.
+ONE_SAMPLE_ESS = 1.5
+
+
 def format_result(result, model_name: str) -> str:
     """A human-readable summary of a Result."""
     s = result.stats
-    lines = [f"{result.method} · {s.particles} particles · {model_name}" + (
+    lines = [f"{result.method} · {s.particles} particles (ESS {result.ess:.2f}) · {model_name}" + (
         f" · seed {result.seed}" if result.seed is not None else "")]
     if result.samples:
         lines.append(f"{'probability':>11}  text")
@@ -338,8 +342,9 @@ def format_result(result, model_name: str) -> str:
         invalid = [x for x in result.samples if not x.valid]
         if invalid:
             lines.append(f"({len(invalid)} of {len(result.samples)} samples do not satisfy the constraint)")
-    if result.message:
-        lines.append(f"note: {result.message}")
+    for note in (result.message, _one_sample_note(result)):
+        if note:
+            lines.append(f"note: {note}")
     if result.log_marginal_likelihood is not None:
         value = result.log_marginal_likelihood
         shown = f"{value:.3f} (P ≈ {math.exp(value):.3g})" if math.isfinite(value) else "-inf (P ≈ 0)"
@@ -352,6 +357,22 @@ def format_result(result, model_name: str) -> str:
         f"{s.model_calls} model calls, {s.resamples} resamples"
     )
     return "\n".join(lines)
+
+
+def _one_sample_note(result) -> str | None:
+    """Why a weighted posterior that rests on one sample is not a confident answer, and what
+    spreads it; None otherwise (methods without weights have as many samples as they show)."""
+    from .generate import METHODS
+
+    method = METHODS.get(result.method)
+    if method is None or not method.resamples or not 0 < result.ess < ONE_SAMPLE_ESS:
+        return None
+    return (
+        f"the posterior rests on one sample (ESS {result.ess:.2f} of {result.stats.particles} particles), "
+        "so its probabilities are one draw's weights, not confidence; to spread it, raise "
+        "--resample-power (up to 1, plain SMC; a higher --ess-threshold then resamples more often) "
+        "or --particles"
+    )
 
 
 def _bench(args) -> int:

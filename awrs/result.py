@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .resampling import effective_sample_size
 from .stats import Stats
 
 FORMAT = "awrs/1"
@@ -41,6 +44,7 @@ class Result:
             P for weighted methods); ``None`` where the method gives none (``lcd``, ``masking``,
             ``unconstrained``); ``-inf`` when every particle died.
         message: why there are no samples (or a warning), else ``None``.
+        ess: the effective sample size of the posterior (see :attr:`ess`).
     """
 
     method: str
@@ -60,6 +64,23 @@ class Result:
             return None
         return max(self.posterior.items(), key=lambda kv: kv[1])[0]
 
+    @property
+    def ess(self) -> float:
+        """The effective sample size of the posterior: 1 / sum(p_i^2), where p_i are the
+        probabilities of the valid samples (those the posterior is made of; two samples with the
+        same text count as two), scaled to sum to 1.
+
+        Between 1 and the number of valid samples: about 1 when one sample carries nearly all
+        the weight, so the posterior is one draw whatever its probabilities say; equal to the
+        number of valid samples for the methods without weights (``lcd``, ``masking``,
+        ``unconstrained``, ``rejection``); 0 when there is no valid sample.
+        """
+        probabilities = [s.probability for s in self.samples if s.valid and s.probability > 0]
+        if not probabilities:
+            return 0.0
+        # Rounded so that equal weights give the count exactly (5, not 4.999999999999999).
+        return round(effective_sample_size(np.log(probabilities)), 6)
+
     def to_json(self) -> dict:
         """A JSON-ready dict (strict JSON: an infinite log likelihood becomes null)."""
         log_ml = self.log_marginal_likelihood
@@ -71,6 +92,7 @@ class Result:
             "samples": [s.to_json() for s in self.samples],
             "posterior": self.posterior,
             "log_marginal_likelihood": log_ml,
+            "ess": self.ess,
             "eos_token_ids": self.eos_token_ids,
             "stats": self.stats.as_dict(),
             "message": self.message,

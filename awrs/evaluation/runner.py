@@ -329,6 +329,7 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         "model_calls": stats.model_calls, "resamples": stats.resamples,
         "budget_kills": stats.budget_kills,
         "log_marginal_likelihood": _finite(result.log_marginal_likelihood), "message": result.message,
+        "ess": result.ess,
     }
 
 

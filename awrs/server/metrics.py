@@ -16,7 +16,9 @@ counts. What is measured, and where:
 * per request, when its generation ends: ``awrs_request_seconds`` (queued to answered),
   ``awrs_queue_wait_seconds``, ``awrs_time_to_first_token_seconds`` (queued until the model's
   first next-token distribution for it is ready: the prompt is evaluated and its first token
-  is being drawn), ``awrs_rejections_per_token``;
+  is being drawn), ``awrs_rejections_per_token``, ``awrs_effective_sample_size`` (of the
+  answer's posterior, :attr:`awrs.Result.ess`: 0 without a sample, near 1 for one resting on one
+  sample);
 * totals: ``awrs_particle_tokens_total`` (rate() of it is tokens/s; the last batch's rate is
   ``awrs_batch_tokens_per_second``), ``awrs_seconds_total{part}`` (model, constraint,
   sampler), ``awrs_constraint_checks_total``, ``awrs_rejections_total``, ``awrs_masks_total``,
@@ -40,6 +42,7 @@ from ..result import Result
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 PER_TOKEN_BUCKETS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
+ESS_BUCKETS = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 OUTCOMES = ("ok", "invalid", "rejected", "cancelled", "error")
 
 
@@ -82,6 +85,8 @@ class ServerMetrics:
                                      registry=registry)
         self.rejections_per_token = Histogram("awrs_rejections_per_token", "Rejected draws per particle-token",
                                               buckets=PER_TOKEN_BUCKETS, registry=registry)
+        self.ess = Histogram("awrs_effective_sample_size", "Effective sample size of each answer's posterior",
+                             buckets=ESS_BUCKETS, registry=registry)
         self.particle_tokens = Counter("awrs_particle_tokens", "Tokens generated, summed over particles",
                                        registry=registry)
         self.batch_rate = Gauge("awrs_batch_tokens_per_second", "Particle-tokens per second of the last batch",
@@ -109,6 +114,7 @@ class ServerMetrics:
             self.first_token.observe(first_token)
         if stats.tokens:
             self.rejections_per_token.observe(stats.rejections / stats.tokens)
+        self.ess.observe(result.ess)
         self.particle_tokens.inc(stats.tokens)
         self.seconds.labels("model").inc(stats.model_seconds)
         self.seconds.labels("constraint").inc(stats.constraint_seconds)
