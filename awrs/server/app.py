@@ -9,8 +9,8 @@ fields ``guided_regex``, ``guided_json``,
 ``guided_grammar`` (Lark) and ``guided_choice``; awrs's own options are ``particles``,
 ``method``, ``seed``, ``ess_threshold``, ``budget_twist``, ``resample_power``, ``masks`` and ``time_limit``. ``n``
 returns the ``n`` most probable texts of the posterior as choices; the response's ``awrs`` field carries the
-posterior, the estimate of log P(constraint), the weighted samples, the run statistics and
-which batch the request ran in.
+posterior, its effective sample size, the estimate of log P(constraint), the weighted samples, the run
+statistics and which batch the request ran in.
 
 Handlers are async: they validate the request, build its constraint (in a thread), queue a
 :class:`~awrs.server.batcher.Ticket` and await it while watching for the client going away.
