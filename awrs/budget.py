@@ -52,6 +52,9 @@ DEFAULT_BUDGET_TWIST = "exact"
 # 0: resampling only replaces particles that died or cannot finish, never a living lineage, so the
 # valid rate is at least LCD's; chosen on the tuning subset (docs/methods.md, "Why these defaults")
 DEFAULT_RESAMPLE_POWER = 0.0
+# None: complete texts are weighed like the others (streamed server requests use 1, see
+# awrs.commitment.STREAMING_POLICY and awrs.smc.SMCConfig.complete_power)
+DEFAULT_COMPLETE_POWER: float | None = None
 
 # logit P(finished within r tokens) = w · (1, log1p r, log1p b, log1p stall, log1p t, log1p free),
 # fitted by `python bench/fit_budget_twist.py bench/data/budget-traces-tune.jsonl.gz --domains json`

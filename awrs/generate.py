@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
+from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_COMPLETE_POWER, DEFAULT_RESAMPLE_POWER
 from .constraints.base import Constraint
 from .errors import ConfigError
 from .models.base import LanguageModel, Message
@@ -117,6 +117,8 @@ def _prepare(
     resampling: str = "systematic",
     budget_twist: str = DEFAULT_BUDGET_TWIST,
     resample_power: float = DEFAULT_RESAMPLE_POWER,
+    complete_power: float | None = DEFAULT_COMPLETE_POWER,
+    commit_share: float | None = None,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -142,6 +144,8 @@ def _prepare(
         resampling=resampling,
         budget_twist=budget_twist,
         resample_power=resample_power,
+        complete_power=complete_power,
+        commit_share=commit_share if spec.resamples else None,
     )
     job = Job(
         prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
@@ -171,6 +175,8 @@ def generate(
     resampling: str = "systematic",
     budget_twist: str = DEFAULT_BUDGET_TWIST,
     resample_power: float = DEFAULT_RESAMPLE_POWER,
+    complete_power: float | None = DEFAULT_COMPLETE_POWER,
+    commit_share: float | None = None,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -198,8 +204,16 @@ def generate(
             finish in the tokens left; ``on`` also favours particles likely to finish in time.
             The target is the same either way; SMC methods only.
         resample_power: resampling weighs particles by their weights to this power (default
-            0.3; 1: plain SMC; towards 0, lineages stay apart unless they die or cannot
-            finish); the target is the same for every value. SMC methods only.
+            0: lineages stay apart unless they die or cannot finish; 1: plain SMC); the
+            target is the same for every value. SMC methods only.
+        complete_power: the power for particles whose text is already valid as a whole (it
+            could end now), relative to the best of them (default 1: complete texts compete
+            by weight, so the population gathers on the better ones and a stream can flow);
+            ``None``: ``resample_power`` for every particle. SMC methods only.
+        commit_share: commit the next character once the particles that agree on it hold
+            this share of the resampling weight (a resampling by prefix, drawn at random: the
+            target is the same, see :mod:`awrs.commitment`); lets ``on_step`` see settled text
+            early. ``None`` (default): never. SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
@@ -223,7 +237,8 @@ def generate(
     prepared = _prepare(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
-        budget_twist=budget_twist, resample_power=resample_power, estimator=estimator, masks=masks,
+        budget_twist=budget_twist, resample_power=resample_power, complete_power=complete_power,
+        commit_share=commit_share, estimator=estimator, masks=masks,
         critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None

@@ -35,7 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER, BudgetTwist, ParticleProgress
+from .commitment import commit_prefix
+from .budget import (
+    DEFAULT_BUDGET_TWIST, DEFAULT_COMPLETE_POWER, DEFAULT_RESAMPLE_POWER, BudgetTwist, ParticleProgress,
+)
 from .constraints.base import Constraint, State, split_utf8
 from .errors import ConfigError
 from .models.base import LanguageModel, RowsNotExtendable
@@ -127,6 +130,15 @@ class SMCConfig:
     #: twist); 1 is plain SMC, 0 keeps lineages apart unless they die or cannot finish. The
     #: difference is a twist, taken back at the end: the target is the same for every value.
     resample_power: float = DEFAULT_RESAMPLE_POWER
+    #: particles whose text is already valid as a whole (it could end now) are weighed among
+    #: themselves by their path weight to this power, relative to the best of them; the others
+    #: keep ``resample_power``. A twist like the other, taken back at the end. ``None``: the
+    #: same power for every particle.
+    complete_power: float | None = DEFAULT_COMPLETE_POWER
+    #: commit the next character of the text once the particles that agree on it hold this
+    #: share of the resampling weight (:mod:`awrs.commitment`: a resampling by prefix, drawn
+    #: at random, so the target is the same); ``None``: never. What lets a stream flow.
+    commit_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.particles < 1:
@@ -139,6 +151,10 @@ class SMCConfig:
         BudgetTwist.named(self.budget_twist)
         if not 0.0 <= self.resample_power <= 1.0:
             raise ConfigError(f"resample_power must be in [0, 1], got {self.resample_power}")
+        if self.commit_share is not None and not 0.0 < self.commit_share <= 1.0:
+            raise ConfigError(f"commit_share must be in (0, 1] or None, got {self.commit_share}")
+        if self.complete_power is not None and not 0.0 <= self.complete_power <= 1.0:
+            raise ConfigError(f"complete_power must be in [0, 1] or None, got {self.complete_power}")
 
 
 def _checked_score(critic: Critic, text: str, finished: bool) -> float:
@@ -185,6 +201,11 @@ class _Run:
             resampling = False
         self.budget = BudgetTwist.named(job.config.budget_twist) if resampling else None
         self.tempering = job.config.resample_power - 1.0 if resampling else 0.0
+        complete_power = job.config.complete_power
+        self.complete_tempering = (
+            complete_power - 1.0 if resampling and complete_power is not None
+            and complete_power != job.config.resample_power else None
+        )
         self.error: BaseException | None = None  # what ended the job, if it failed
         job.stats.particles += job.config.particles
 
@@ -200,8 +221,12 @@ class _Run:
 
     def _apply_twists(self) -> None:
         """Put each stepped particle's resampling twist in its weight, in place of the last one:
-        (resample_power - 1) x its path's log weight, plus the budget twist's log psi."""
+        (resample_power - 1) x its path's log weight, plus the budget twist's log psi; for a
+        particle whose text is complete, when ``complete_power`` differs, (complete_power - 1)
+        x its path's log weight less (complete_power - resample_power) x the best complete
+        path's, so that complete texts compete by weight among themselves."""
         particles, tempering = self.particles, self.tempering
+        twisted: list[tuple[int, float, bool]] = []
         for i in self.active:
             before = particles.resampling_twists[i]
             particles.resampling_twists[i] = 0.0
@@ -210,16 +235,24 @@ class _Run:
             if particles.finished[i]:  # ended with EOS: its weight is the target's again
                 particles.log_weights[i] -= before
                 continue
-            log_psi = tempering * particles.path_log_weight[i]
-            if self.budget is not None:
-                log_psi += self._budget_log_psi(i)
-                if log_psi == -math.inf:  # cannot finish in the tokens left: the target has no mass here
-                    particles.log_weights[i] = -math.inf
-                    particles.finished[i] = True
-                    particles.died_of[i] = DIED_OUT_OF_BUDGET
-                    self.job.stats.budget_kills += 1
-                    continue
-            particles.log_weights[i] += log_psi - before
+            log_psi = self._budget_log_psi(i) if self.budget is not None else 0.0
+            if log_psi == -math.inf:  # cannot finish in the tokens left: the target has no mass here
+                particles.log_weights[i] = -math.inf
+                particles.finished[i] = True
+                particles.died_of[i] = DIED_OUT_OF_BUDGET
+                self.job.stats.budget_kills += 1
+                continue
+            complete = self.complete_tempering is not None and self.job.constraint.is_complete(particles.states[i])
+            particles.log_weights[i] -= before
+            twisted.append((i, log_psi, complete))
+        best_complete = max((particles.path_log_weight[i] for i, _, complete in twisted if complete), default=0.0)
+        for i, log_psi, complete in twisted:
+            path = particles.path_log_weight[i]
+            if complete:
+                log_psi += self.complete_tempering * path - (self.complete_tempering - tempering) * best_complete
+            else:
+                log_psi += tempering * path
+            particles.log_weights[i] += log_psi
             particles.resampling_twists[i] = log_psi
 
     def _budget_log_psi(self, i: int) -> float:
@@ -279,10 +312,13 @@ class _Run:
         stats.tokens += len(self.active)
         stats.steps += 1
 
-        if self.budget is not None or self.tempering:
+        if self.budget is not None or self.tempering or self.complete_tempering is not None:
             self._apply_twists()
         if job.critic is not None:
             _apply_critic(job.critic, particles, self.active, vocab, self.twisting)
+
+        if config.commit_share is not None:
+            stats.commits += commit_prefix(particles, vocab, config.commit_share, rng)
 
         n = len(particles)
         row_of = np.full(n, -1)

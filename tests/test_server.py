@@ -17,6 +17,7 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 import regex
 
+from awrs.commitment import STREAMING_POLICY
 from awrs.errors import ConfigError
 from awrs.server import Limits, create_app
 from awrs.server.batcher import Batcher, Ticket
@@ -219,7 +220,7 @@ def test_grammar(client):
 def test_chat_streaming_matches_non_streaming(client):
     options = {"model": "toy", "messages": chat("letters"), "n": 2,
                    "extra_body": {"guided_regex": "[a-c]{2,3}", "seed": 5, "particles": 8}}
-    whole = client.chat.completions.create(**options)
+    whole = client.chat.completions.create(**dict(options, extra_body=dict(options["extra_body"], **STREAMING_POLICY)))
     stream = client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **options)
     texts: dict[int, str] = {}
     finish: dict[int, str] = {}
@@ -278,7 +279,9 @@ def test_streamed_text_is_settled_and_never_retracted(server, method):
     for seed in range(8):
         body = {"prompt": "x", "guided_regex": r"id: [a-c]{1,4}\.", "seed": seed, "max_tokens": 16,
                 "particles": 6, "n": 2, "method": method}
-        whole = post(server, COMPLETIONS, body).json()
+        # a streamed request commits text as it goes (STREAMING_POLICY); the same options make
+        # the non-streamed request draw the same answer
+        whole = post(server, COMPLETIONS, dict(body, **STREAMING_POLICY)).json()
         events = _sse_events(server, COMPLETIONS, dict(body, stream=True, stream_options={"awrs_events": True}))
         assert events[-1] == (None, "[DONE]")
         texts: dict[int, str] = {}

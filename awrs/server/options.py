@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..budget import BUDGET_TWISTS
+from ..commitment import STREAMING_POLICY
 from ..sampling.samplers import MASK_MODES
 from .errors import bad_request
 from .limits import Limits
@@ -32,12 +33,16 @@ def request_options(request: _Common, limits: Limits, *, max_tokens: int | None)
             raise bad_request(f"seed must be between 0 and 2**64 - 1, got {request.seed}", param="seed",
                               code="invalid_value")
         options["seed"] = request.seed
-    for name in ("ess_threshold", "resample_power"):
+    if request.stream:  # particles that share text early let the stream flow (awrs.commitment)
+        options.update(STREAMING_POLICY)
+    for name in ("ess_threshold", "resample_power", "complete_power", "commit_share"):
         value = getattr(request, name)
         if value is not None:
             if not 0.0 <= value <= 1.0:
                 raise bad_request(f"{name} must be in [0, 1], got {value}", param=name, code="invalid_value")
             options[name] = value
+    if options.get("commit_share") == 0:  # 0: never commit
+        options["commit_share"] = None
     if request.budget_twist is not None:
         if request.budget_twist not in BUDGET_TWISTS:
             raise bad_request(f"budget_twist must be one of {', '.join(BUDGET_TWISTS)}, got "

@@ -76,6 +76,8 @@ class _Common(_Strict):
     ess_threshold: float | None = None
     budget_twist: str | None = None
     resample_power: float | None = None
+    complete_power: float | None = None
+    commit_share: float | None = None
     masks: str | None = None
     time_limit: float | None = None
     # OpenAI sampling fields, accepted at their neutral values only

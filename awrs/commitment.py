@@ -1,0 +1,107 @@
+"""Committing text while SMC runs, so that a stream can send it: a resampling by prefix.
+
+A stream may only send text that every particle still carrying weight shares (see
+:class:`awrs.streaming.SettledText`); independent particles share little until they finish.
+Committing makes them share it without changing the target: when every weight-carrying
+particle has written past the shared text, they are grouped by the next character they wrote,
+and one group is *drawn* with probability ``q_g``, its share of the resampling weights. The
+other particles are dropped and the chosen group's weights are divided by ``q_g``. For any
+``q`` this keeps every particle's expected weight (``q_g`` x ``w / q_g``), so the population
+stays properly weighted for the same target and the likelihood estimate stays unbiased; the
+dropped slots are refilled by the ordinary resampling that follows, from the chosen group.
+
+It is a resampling with more variance than the usual one, so it runs only when one group
+already holds at least ``share`` of the resampling weight: the particles mostly agree, and a
+minority group is drawn now and then, with the weight that makes up for it.
+
+Not here: when the step resamples (:mod:`awrs.smc`), what a stream sends
+(:mod:`awrs.streaming`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .resampling import normalized
+from .streaming import whole_characters
+
+if TYPE_CHECKING:
+    from .smc import Particles
+    from .vocab import Vocabulary
+
+#: ``Particles.died_of`` of a particle dropped because another group of texts was committed
+DIED_UNCOMMITTED = 4
+
+#: What a streamed server request runs with unless it says otherwise: commit a character once
+#: particles holding 30% of the weight agree on it, and let complete texts compete by weight
+#: among themselves (:class:`awrs.smc.SMCConfig`), so that particles come to share text early.
+#: Chosen on the fruit request of ``bench/stream_latency.py`` (8 seeds, both small models):
+#: 0.5 left the embedded model's first text to the end on some seeds; 0.25 and 0.34 both let
+#: every seed flow.
+STREAMING_POLICY = {"commit_share": 0.3, "complete_power": 1.0}
+
+
+def commit_prefix(
+    particles: Particles, vocab: Vocabulary, share: float, rng: np.random.Generator
+) -> int:
+    """Commit next characters while one group holds ``share`` of the weight; returns how many
+    characters were committed (0: none; the population is then untouched)."""
+    committed = 0
+    while True:
+        carrying = np.flatnonzero(np.isfinite(particles.log_weights))
+        if len(carrying) < 2:
+            return committed
+        texts = [vocab.decode(particles.tokens[i]) for i in carrying]
+        groups = _next_character_groups(texts, particles.finished[carrying])
+        if groups is None or len(groups) < 2:
+            return committed
+        weights = normalized(particles.log_weights[carrying])
+        shares = np.array([weights[members].sum() for members in groups.values()])
+        if shares.max() < share:
+            return committed
+        chosen = int(rng.choice(len(shares), p=shares / shares.sum()))
+        keep = np.zeros(len(particles), dtype=bool)
+        keep[carrying[list(groups.values())[chosen]]] = True
+        dropped = np.flatnonzero(~keep & np.isfinite(particles.log_weights))
+        particles.log_weights[dropped] = -math.inf
+        particles.finished[dropped] = True
+        particles.died_of[dropped] = DIED_UNCOMMITTED
+        particles.log_weights[keep] -= math.log(shares[chosen] / shares.sum())
+        committed += 1
+
+
+def _next_character_groups(texts: list[bytes], finished: np.ndarray) -> dict[bytes, list[int]] | None:
+    """Positions in ``texts`` grouped by the whole character that follows their common prefix
+    (``b""`` for finished texts that end there); None if a running text has not written it yet."""
+    common = len(whole_characters(_common_prefix(texts)))
+    groups: dict[bytes, list[int]] = {}
+    for k, text in enumerate(texts):
+        rest = text[common:]
+        if not rest:
+            if not finished[k]:
+                return None
+            key = b""
+        else:
+            key = _first_character(rest)
+            if key is None:  # it ends inside a character: which one is not known yet
+                return None
+        groups.setdefault(key, []).append(k)
+    return groups
+
+
+def _common_prefix(texts: list[bytes]) -> bytes:
+    first, last = min(texts), max(texts)
+    n = 0
+    while n < len(first) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def _first_character(data: bytes) -> bytes | None:
+    """The first UTF-8 character of ``data``, or None if ``data`` ends inside it."""
+    lead = data[0]
+    size = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    return data[:size] if len(data) >= size else None
