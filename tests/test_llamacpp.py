@@ -264,11 +264,14 @@ def test_prompt_cache_and_prefix_reuse_give_the_same_distributions(cpp):
 
 def read(model, prompt, before=(), budget=None) -> list[np.ndarray]:
     """Log-probabilities after ``prompt`` and after two more steps of two rows, with the model's
-    kept prompt ``before`` (nothing: a fresh evaluation); with ``budget``, the prompt is
-    prefilled that many tokens at a time first."""
+    kept prompt ``before`` (nothing: a fresh evaluation), whose rows ran a few steps first; with
+    ``budget``, the prompt is prefilled that many tokens at a time first."""
     model.forget_prompts()
     if before:
-        fresh(model, before)
+        session = model.open(before, 3)
+        for parents, tokens in (([0, 0, 2], [21, 22, 23]), ([1, 2, 2], [24, 24, 25])):
+            session.step(np.array(parents), np.array(tokens))
+        session.close()
     while budget is not None and not model.prefill(prompt, budget):
         pass
     session = model.open(prompt, 2)

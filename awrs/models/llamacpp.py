@@ -18,7 +18,9 @@ model holds a *unified* KV cache of ``n_ctx`` cells shared by every sequence, so
   multiple of ``prompt_chunk`` tokens. Prompts are evaluated in chunks that start at
   multiples of ``prompt_chunk`` from position 0, whether fresh, continued or prefilled a
   chunk per step, so a re-used prefix leaves exactly the batches a fresh evaluation would
-  run: the log-probabilities are bit-identical to a fresh evaluation's.
+  run: the log-probabilities are bit-identical to a fresh evaluation's when no other rows
+  hold cells meanwhile (beside running rows, the prompt's cells land between theirs and
+  attention adds up in another order, re-used prefix or not).
 
 Sessions of one model may overlap: they draw sequence ids from one pool of ``n_seq_max``.
 
