@@ -442,8 +442,9 @@ def test_time_limit_stops_slow_instances_and_says_so(tmp_path):
 
 @pytest.mark.model
 def test_an_instance_gives_the_same_line_alone_as_after_others(embedded, tmp_path):
-    # llama.cpp re-used the common prompt prefix of the instance before, which changed the last
-    # bits of the logits and so, here, the samples: a resumed run differed from a whole one.
+    # llama.cpp re-uses the common prompt prefix of the instance before; when it read the rest in
+    # other batches than a fresh prompt, the logits' last bits and so, here, the samples changed:
+    # a resumed run differed from a whole one. Now the evaluation keeps the prefix between instances.
     data = SHARED / "patterns"
     if not data.is_dir():
         pytest.skip(f"no shared data at {data}")
