@@ -389,7 +389,7 @@ class Driver:
         clock = time.perf_counter()
         self.session = self.model.open_many([job.prompt_ids for job in jobs],
                                             [job.config.particles for job in jobs])
-        _charge(runs, time.perf_counter() - clock, [job.config.particles for job in jobs], model=True)
+        _charge_prompt(runs, time.perf_counter() - clock, [job.config.particles for job in jobs])
         self.runs.extend(runs)
         return runs
 
@@ -410,7 +410,7 @@ class Driver:
         run = _Run(job, self.model.vocab)
         clock = time.perf_counter()
         self.session.extend(job.prompt_ids, job.config.particles)
-        _charge([run], time.perf_counter() - clock, [1], model=True)
+        _charge_prompt([run], time.perf_counter() - clock, [1])
         self.runs.append(run)
         return run
 
@@ -421,7 +421,8 @@ class Driver:
         clock = time.perf_counter()
         try:
             ready = self.model.prefill(job.prompt_ids, self.prefill_chunk)
-            job.stats.model_seconds += time.perf_counter() - clock
+            # counted as a model call once, when its rows join (as a prompt read at once is)
+            _charge_prompt_job(job, time.perf_counter() - clock, call=False)
             if ready:
                 self._extend(job)
         except Exception as err:  # e.g. a full KV cache: the running rows are untouched
@@ -485,13 +486,20 @@ class Driver:
             self.session = None
 
 
-def _charge(runs: Sequence[_Run], seconds: float, weights: Sequence[int], *, model: bool) -> None:
+def _charge_prompt(runs: Sequence[_Run], seconds: float, weights: Sequence[int]) -> None:
+    """Share ``seconds`` of one prompt-reading model call among ``runs`` by ``weights``."""
     total = sum(weights) or 1
     for run, weight in zip(runs, weights):
-        run.job.stats.total_seconds += seconds * weight / total
-        if model:
-            run.job.stats.model_seconds += seconds * weight / total
-            run.job.stats.model_calls += 1
+        _charge_prompt_job(run.job, seconds * weight / total, call=True)
+
+
+def _charge_prompt_job(job: Job, seconds: float, *, call: bool) -> None:
+    """``seconds`` of model time spent reading ``job``'s prompt."""
+    job.stats.total_seconds += seconds
+    job.stats.model_seconds += seconds
+    job.stats.prompt_seconds += seconds
+    if call:
+        job.stats.model_calls += 1
 
 
 def run_smc_many(model: LanguageModel, jobs: Sequence[Job]) -> list[Particles]:

@@ -16,7 +16,8 @@ class Stats:
     ``tokens`` counts particle-tokens (one per particle per step, EOS included);
     ``constraint_checks`` counts calls of ``advance``/``is_complete`` on a candidate;
     ``sampler_seconds`` is everything that is neither the model nor the constraint
-    (drawing, weights, resampling, bookkeeping).
+    (drawing, weights, resampling, bookkeeping); ``prompt_seconds`` is the part of
+    ``model_seconds`` spent reading the prompt.
     """
 
     particles: int = 0
@@ -35,6 +36,7 @@ class Stats:
     masks: int = 0  # whole-vocabulary token masks computed (their time is in constraint_seconds)
     mask_seconds: float = 0.0
     model_seconds: float = 0.0
+    prompt_seconds: float = 0.0  # included in model_seconds
     constraint_seconds: float = 0.0
     total_seconds: float = 0.0
     advance_seconds: list[float] = field(default_factory=list, repr=False)  # per token check

@@ -121,6 +121,17 @@ def test_resume_skips_done_instances_and_repairs_a_torn_line(tmp_path):
     assert path.read_text() == before
 
 
+def test_a_record_says_where_its_generation_time_went(tmp_path):
+    run(tmp_path, limit=1)
+    (record,) = read_records(tmp_path / "r.jsonl")
+    parts = [record[f"{part}_seconds"] for part in ("model", "constraint", "sampler")]
+    assert all(x >= 0 for x in parts) and 0 <= record["prompt_seconds"] <= record["model_seconds"]
+    assert sum(parts) == pytest.approx(record["generate_seconds"])
+    summary = summarize(read_records(tmp_path / "r.jsonl"))
+    assert summary["model_seconds_per_instance"] == record["model_seconds"]
+    assert "model (prompt) / constraint / sampler" in format_summary(summary)
+
+
 def test_same_seed_same_records(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -304,11 +315,13 @@ def test_goal_inference_synthetic_problems_are_seeded():
     assert a == b and a != list(synthetic_problems(6, 4))
 
 
-def _fake_records(path: Path, method: str, accs, seconds):
+def _fake_records(path: Path, method: str, accs, seconds, split=None):
+    """``split``: (model, prompt, constraint, sampler) seconds of every line (None: an old file)."""
+    timings = dict(zip(("model_seconds", "prompt_seconds", "constraint_seconds", "sampler_seconds"), split or ()))
     records = [{"id": f"i{k}", "domain": "letters", "method": method, "status": "ok",
                 "metrics": {"accuracy": acc, "best_accuracy": float(acc >= 0.75), "valid": 1.0},
                 "seconds": sec, "tokens": 10, "constraint_checks": 20, "model_calls": 5,
-                "particles": 2, "model": "tiny"} for k, (acc, sec) in enumerate(zip(accs, seconds))]
+                "particles": 2, "model": "tiny", **timings} for k, (acc, sec) in enumerate(zip(accs, seconds))]
     with open(path, "a") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
         handle.write(json.dumps({"id": "s", "domain": "letters", "method": method, "status": "skipped",
@@ -317,16 +330,17 @@ def _fake_records(path: Path, method: str, accs, seconds):
 
 def test_report_tables_and_plot(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    _fake_records(a, "awrs-smc", [1.0, 0.5], [2.0, 4.0])
+    _fake_records(a, "awrs-smc", [1.0, 0.5], [2.0, 4.0], split=(1.5, 0.5, 0.75, 0.25))
     _fake_records(b, "lcd", [0.0, 0.25], [1.0, 1.0])
     plot = tmp_path / "report.png"
     pytest.importorskip("matplotlib")
     text = make_report([a, b], tmp_path / "report.md", plot=plot)
     assert (tmp_path / "report.md").read_text() == text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| method | particles | accuracy | best-sample acc. | valid rate | no output | s / instance")
-    assert rows[1] == "| lcd | 2 | 0.125 | 0.000 | 1.000 | 1.000 | 1.00 | 2.00 | 0.500 | 2 | 1 |"
-    assert rows[2] == "| awrs-smc | 2 | 0.750 | 0.500 | 1.000 | 1.000 | 3.00 | 2.00 | 0.500 | 2 | 1 |"
+    assert rows[0].startswith("| method | particles | accuracy | best-sample acc. | valid rate | no output | s / instance"
+                              " | model (prompt) / constraint / sampler s |")
+    assert rows[1] == "| lcd | 2 | 0.125 | 0.000 | 1.000 | 1.000 | 1.00 | — | 2.00 | 0.500 | 2 | 1 |"  # no split kept
+    assert rows[2] == "| awrs-smc | 2 | 0.750 | 0.500 | 1.000 | 1.000 | 3.00 | 1.50 (0.50) / 0.75 / 0.25 | 2.00 | 0.500 | 2 | 1 |"
     assert "2× missing database x" in text
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
@@ -428,8 +442,9 @@ def test_time_limit_stops_slow_instances_and_says_so(tmp_path):
 
 @pytest.mark.model
 def test_an_instance_gives_the_same_line_alone_as_after_others(embedded, tmp_path):
-    # llama.cpp re-used the common prompt prefix of the instance before, which changed the last
-    # bits of the logits and so, here, the samples: a resumed run differed from a whole one.
+    # llama.cpp re-uses the common prompt prefix of the instance before; when it read the rest in
+    # other batches than a fresh prompt, the logits' last bits and so, here, the samples changed:
+    # a resumed run differed from a whole one. Now the evaluation keeps the prefix between instances.
     data = SHARED / "patterns"
     if not data.is_dir():
         pytest.skip(f"no shared data at {data}")

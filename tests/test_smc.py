@@ -397,3 +397,37 @@ def test_dead_particles_are_replaced_and_the_population_keeps_its_size():
         likelihoods.append(float(np.mean(np.exp(population.log_weights))))
     mean, se = mean_and_se(likelihoods)
     assert abs(mean - truth) < 5 * se
+
+
+def test_reading_a_prompt_is_charged_as_model_and_prompt_time(monkeypatch):
+    """Opening, extending and prefilling read prompts: their time is the job's model time, its
+    prompt time and part of its total, whether the prompt is read at once or a chunk per step."""
+    import awrs.smc as smc
+    from awrs.smc import Driver, Job
+
+    now = [0.0]
+    monkeypatch.setattr(smc.time, "perf_counter", lambda: now[0])  # only prompt reading takes time
+    base = type(hashed_model(seed=3))
+
+    class SlowPrompts(base):
+        def open_many(self, prompts, rows):
+            now[0] += 3.0
+            return super().open_many(prompts, rows)
+
+        def prefill(self, prompt_ids, budget):
+            now[0] += 5.0
+            self.prefills = getattr(self, "prefills", 0) + 1
+            return self.prefills == 2  # a chunk per step: ready after two
+
+    model = hashed_model(seed=3)
+    model.__class__ = SlowPrompts
+    running = Job([0], Regex(r"[ab]+c?"), AWRS(), SMCConfig(particles=4, max_tokens=3), np.random.default_rng(0))
+    joining = Job([1, 2], Regex(r"(c|ab)+"), AWRS(), SMCConfig(particles=4, max_tokens=3), np.random.default_rng(1))
+    driver = Driver(model, prefill_chunk=1)
+    driver.start([running])
+    assert driver.join(joining) is None
+    while driver.busy:
+        driver.step()
+    assert running.stats.prompt_seconds == running.stats.model_seconds == running.stats.total_seconds == 3.0
+    assert joining.stats.prompt_seconds == joining.stats.model_seconds == joining.stats.total_seconds == 10.0
+    assert joining.stats.sampler_seconds == 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .methods import ALL_METHODS
-from .runner import read_records, record_label, summarize
+from .runner import read_records, record_label, summarize, time_split
 
 COLUMNS = [
     ("accuracy", "accuracy", ".3f"),
@@ -13,6 +13,7 @@ COLUMNS = [
     ("valid_rate", "valid rate", ".3f"),
     ("no_output_rate", "no output", ".3f"),
     ("seconds_per_instance", "s / instance", ".2f"),
+    (time_split, "model (prompt) / constraint / sampler s", None),
     ("checks_per_token", "checks / token", ".2f"),
     ("model_calls_per_token", "model calls / token", ".3f"),
     ("instances", "instances", "d"),
@@ -69,7 +70,8 @@ def make_report(paths, out_md: str | Path, plot: str | Path | None = None) -> st
 
     One table per domain: rows are methods; columns are accuracy (posterior-weighted),
     best-sample accuracy, valid rate, share of instances with no output (every particle died or
-    none was valid), seconds per instance, constraint checks per token, model
+    none was valid), seconds per instance, and its generation time split into model (of which
+    prompt reading) / constraint / sampler seconds, constraint checks per token, model
     calls per token, instances and skipped (plus domain extras, e.g. diversity). With ``plot``,
     also a PNG of accuracy against seconds per instance, one point per method, one panel per
     domain.
@@ -87,7 +89,7 @@ def make_report(paths, out_md: str | Path, plot: str | Path | None = None) -> st
         for method in sorted(methods, key=_order):
             s = methods[method]
             row = [method, ",".join(map(str, s["particles"])) or "—"]
-            row += [_cell(s[key], spec) for key, _, spec in COLUMNS]
+            row += [_cell(key(s), "s") if callable(key) else _cell(s[key], spec) for key, _, spec in COLUMNS]
             row += [_cell(s["extra"].get(k), ".3f") for k in extras]
             lines.append("| " + " | ".join(row) + " |")
         models = sorted({m for s in methods.values() for m in s["models"]})

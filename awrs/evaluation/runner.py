@@ -21,6 +21,8 @@ from .domains import get_domain
 from .methods import ALL_METHODS, run_method, with_stops
 
 FORMAT = "awrs-eval/1"
+#: where an instance's generation time went: ``<part>_seconds`` in each line (prompt: part of model)
+TIME_PARTS = ("model", "prompt", "constraint", "sampler")
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -116,8 +118,8 @@ class EvalPlan:
     def evaluate(self, model, index: int, instance: Instance, model_name: str) -> dict:
         """The result line of one instance (``model`` already wrapped by :func:`with_stops`): the
         same whichever instances the model ran before, so that resumed and distributed runs
-        equal one uninterrupted run."""
-        model.forget_prompts()
+        equal one uninterrupted run (a backend that re-uses a prompt prefix gives the
+        log-probabilities of a fresh evaluation, bit for bit)."""
         return _evaluate(model, self.domain, instance, self.method, particles=self.particles,
                          max_tokens=self.max_tokens, seed=self.seed + index, model_name=model_name,
                          time_limit=self.time_limit, options=self.options)
@@ -325,6 +327,7 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
     return {
         **record, "status": "ok", "outputs": outputs, "metrics": metrics,
         "seconds": time.perf_counter() - started, "generate_seconds": stats.total_seconds,
+        **{f"{part}_seconds": getattr(stats, f"{part}_seconds") for part in TIME_PARTS},
         "tokens": stats.tokens, "constraint_checks": stats.constraint_checks,
         "model_calls": stats.model_calls, "resamples": stats.resamples,
         "budget_kills": stats.budget_kills,
@@ -353,11 +356,28 @@ def summarize(records: list[dict]) -> dict:
         "valid_rate": mean("valid"),
         "no_output_rate": sum(not r.get("outputs") for r in ok) / n if n else None,
         "seconds_per_instance": sum(r["seconds"] for r in ok) / n if n else None,
+        **{f"{part}_seconds_per_instance": _mean_seconds(ok, f"{part}_seconds") for part in TIME_PARTS},
         "tokens": tokens,
         "checks_per_token": sum(r["constraint_checks"] for r in ok) / tokens if tokens else None,
         "model_calls_per_token": sum(r["model_calls"] for r in ok) / tokens if tokens else None,
         "extra": {k: mean(k) for k in extra_keys},
     }
+
+
+def _mean_seconds(records: list[dict], key: str) -> float | None:
+    """The mean of ``key`` over ``records``; None if one lacks it (a line from before it was kept)."""
+    if not records or any(key not in r for r in records):
+        return None
+    return sum(r[key] for r in records) / len(records)
+
+
+def time_split(summary: dict) -> str | None:
+    """Seconds per instance as ``model (prompt) / constraint / sampler``, or None if unknown."""
+    parts = [summary.get(f"{part}_seconds_per_instance") for part in TIME_PARTS]
+    if any(x is None for x in parts):
+        return None
+    model, prompt, constraint, sampler = parts
+    return f"{model:.2f} ({prompt:.2f}) / {constraint:.2f} / {sampler:.2f}"
 
 
 def _count(reasons) -> dict:
@@ -382,6 +402,9 @@ def format_summary(summary: dict) -> str:
         (f"  {f(summary['seconds_per_instance'], '.2f')} s/instance   {f(summary['checks_per_token'], '.2f')} "
          f"checks/token   {f(summary['model_calls_per_token'], '.3f')} model calls/token"),
     ]
+    split = time_split(summary)
+    if split is not None:
+        lines.append(f"  s/instance model (prompt) / constraint / sampler: {split}")
     for key, value in summary.get("extra", {}).items():
         lines.append(f"  {key} {f(value)}")
     for reason, count in summary.get("skip_reasons", {}).items():

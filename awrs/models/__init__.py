@@ -46,7 +46,8 @@ def load_model(
             transformers. ``model.backend`` says which one was chosen.
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
             8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
-            cores), ``n_gpu_layers``, ``flash_attn``, ``log`` (print llama.cpp's log), ``name``;
+            cores), ``n_gpu_layers``, ``flash_attn``, ``prompt_chunk`` (prompt tokens per batch,
+            default 64), ``log`` (print llama.cpp's log), ``name``;
             see :class:`awrs.models.llamacpp.LlamaCppModel`. ``quant`` (embedded model only):
             ``"f16"`` (the default, :data:`DEFAULT_QUANT`: the shipped weights to F16 rounding),
             ``"q8_0"`` or ``"q4_0"``: a copy requantized once and cached (formats with batched
@@ -145,7 +146,8 @@ def _load_llamacpp(path, *, device: str, verbose: bool = True, **options) -> Lan
     from .embedded import EMBEDDED_NAME, QUANTS, SHIPPED_QUANT, embedded_gguf_path, requantized_gguf
     from .llamacpp import LlamaCppModel
 
-    allowed = {"n_ctx", "n_seq_max", "n_threads", "n_gpu_layers", "flash_attn", "name", "log", "quant"}
+    allowed = {"n_ctx", "n_seq_max", "n_threads", "n_gpu_layers", "flash_attn", "prompt_chunk", "name", "log",
+               "quant"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown llamacpp options {unknown}; allowed: {sorted(allowed)}")

@@ -113,9 +113,9 @@ class LanguageModel(ABC):
         return True
 
     def forget_prompts(self) -> None:
-        """Evaluate the next prompt from scratch, so that its log-probabilities do not depend on
-        the prompts evaluated before it (evaluations that must be reproducible one by one call
-        this first). Backends that reuse only identical prompts need nothing here."""
+        """Drop what is kept of earlier prompts, so that the next prompt is read from scratch
+        (and its memory freed). Results do not need it: a backend that re-uses a prompt
+        prefix must give the log-probabilities of a fresh evaluation, bit for bit."""
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:

@@ -14,7 +14,13 @@ model holds a *unified* KV cache of ``n_ctx`` cells shared by every sequence, so
   ``llama_decode`` evaluates one token per row, with logits for every row;
 * the prompt stays in its reserved sequence after a session ends: the next session with the
   same prompt reuses it (logits included), and a different prompt re-evaluates only what
-  follows the longest common prefix (a shared chat-template header, for example).
+  follows the longest common prefix (a shared system prompt, for example), cut down to a
+  multiple of ``prompt_chunk`` tokens. Prompts are evaluated in chunks that start at
+  multiples of ``prompt_chunk`` from position 0, whether fresh, continued or prefilled a
+  chunk per step, so a re-used prefix leaves exactly the batches a fresh evaluation would
+  run: the log-probabilities are bit-identical to a fresh evaluation's when no other rows
+  hold cells meanwhile (beside running rows, the prompt's cells land between theirs and
+  attention adds up in another order, re-used prefix or not).
 
 Sessions of one model may overlap: they draw sequence ids from one pool of ``n_seq_max``.
 
@@ -62,7 +68,8 @@ from .llamacpp_session import LlamaCppSession, log_softmax
 DEFAULT_N_CTX = 8192  # 10 particles x 350 tokens after a 700-token prompt; about 190 MB of f16 KV
 DEFAULT_N_SEQ_MAX = 64
 FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = 0, 1  # enum llama_flash_attn_type
-PROMPT_BATCH = 512  # prompt tokens per llama_decode call (llama.cpp's n_batch)
+PROMPT_BATCH = 512  # tokens per llama_decode call at most (llama.cpp's n_batch)
+PROMPT_CHUNK = 64  # prompt tokens per llama_decode call, cut at multiples of it from position 0
 
 def _default_threads() -> int:
     try:
@@ -82,6 +89,8 @@ class LlamaCppModel(LanguageModel):
         n_gpu_layers: layers offloaded to a GPU when llama.cpp was built with one (0: CPU).
         flash_attn: use llama.cpp's fused attention (the default: on the CPU, with the F16
             weights, it was 1-14 % faster and as close to the float32 transformers backend).
+        prompt_chunk: prompt tokens per evaluation batch, and the unit of prefix reuse (a
+            common prefix is re-used down to a multiple of it; see the module docstring).
         name: shown in results and messages (default: the file name without ``.gguf``).
         log: print llama.cpp's own log on stderr (it is otherwise kept for error messages).
     """
@@ -97,6 +106,7 @@ class LlamaCppModel(LanguageModel):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         flash_attn: bool = True,
+        prompt_chunk: int = PROMPT_CHUNK,
         name: str | None = None,
         log: bool = False,
     ) -> None:
@@ -105,6 +115,8 @@ class LlamaCppModel(LanguageModel):
             raise ModelError(f"no GGUF file at {path}: the llamacpp backend reads a .gguf file")
         if not 1 <= int(n_seq_max) <= MAX_SEQ:
             raise ModelError(f"n_seq_max must be between 1 and {MAX_SEQ} (llama.cpp's limit), got {n_seq_max}")
+        if not 1 <= int(prompt_chunk) <= PROMPT_BATCH:
+            raise ModelError(f"prompt_chunk must be between 1 and {PROMPT_BATCH}, got {prompt_chunk}")
         if int(n_ctx) < 16:
             raise ModelError(f"n_ctx must be at least 16, got {n_ctx}")
         n_threads = _default_threads() if n_threads is None else int(n_threads)
@@ -155,6 +167,7 @@ class LlamaCppModel(LanguageModel):
         self.n_ctx = int(lib.llama_n_ctx(ctx))
         self.max_rows, self.max_cells = self.n_seq_max, self.n_ctx
         self.n_batch = int(lib.llama_n_batch(ctx))  # llama.cpp caps it at n_ctx
+        self.prompt_chunk = min(int(prompt_chunk), self.n_batch)
         # a token may belong to every row that shares its history (one evaluation for all)
         self._batch = lib.llama_batch_init(self.n_batch, 0, self.n_seq_max + 1)
         self._finalizer = weakref.finalize(self, _free_model, lib, model, ctx, self._batch)
@@ -291,15 +304,15 @@ class LlamaCppModel(LanguageModel):
         return np.ctypeslib.as_array(pointer, shape=(rows, self._n_vocab)).copy()
 
     def forget_prompts(self) -> None:
-        """Drop the kept prompt: re-using a common prefix evaluates the rest in other batches
-        than a fresh prompt would, which changes the last bits of its log-probabilities (and so,
-        rarely, a sample)."""
+        """Drop the kept prompt and free its KV cells. Results never need this: a re-used
+        prefix gives the log-probabilities of a fresh evaluation, bit for bit."""
         self._lib.llama_memory_seq_rm(self._mem, self._prompt_seq, -1, -1)
         self._prompt_tokens, self._prompt_logits = (), None
 
     def prefill(self, prompt_ids: Sequence[int], budget: int) -> bool:
-        """Evaluate at most ``budget`` more tokens of a prompt; True once all are (chunked
-        prefill: a long prompt joins a running batch without stalling its rows for long)."""
+        """Evaluate ``budget`` more tokens of a prompt, rounded up to whole chunks of
+        ``prompt_chunk`` tokens; True once all are (chunked prefill: a long prompt joins a
+        running batch without stalling its rows for long)."""
         return self._prompt_state(self._checked_prompt(prompt_ids), budget) is not None
 
     def _prompt_state(self, ids: tuple[int, ...], budget: int | None = None) -> np.ndarray | None:
@@ -310,21 +323,18 @@ class LlamaCppModel(LanguageModel):
         lib, seq = self._lib, self._prompt_seq
         if ids == self._prompt_tokens and self._prompt_logits is not None:
             return self._prompt_logits
-        cached = self._prompt_tokens
-        common = 0
-        for a, b in zip(cached, ids):
-            if a != b:
-                break
-            common += 1
-        keep = min(common, len(ids) - 1)  # re-evaluate at least the last token, for its logits
+        size = self.prompt_chunk
+        # Keep whole chunks only (and re-evaluate at least the last token, for its logits): the
+        # chunks after them are then the very batches of a fresh evaluation, bit for bit.
+        keep = min(common_prefix(self._prompt_tokens, ids), len(ids) - 1) // size * size
         self._prompt_tokens, self._prompt_logits = (), None
         if not lib.llama_memory_seq_rm(self._mem, seq, keep, -1):
             lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
             keep = 0
         LOG.mark()
-        end = len(ids) if budget is None else min(len(ids), keep + max(int(budget), 1))
-        for start in range(keep, end, self.n_batch):
-            chunk = ids[start:min(start + self.n_batch, end)]
+        end = len(ids) if budget is None else min(len(ids), keep + -(-max(int(budget), 1) // size) * size)
+        for start in range(keep, end, size):
+            chunk = ids[start:min(start + size, end)]
             last = start + len(chunk) == len(ids)
             code = self._decode(
                 chunk, range(start, start + len(chunk)), [seq] * len(chunk),
@@ -394,6 +404,16 @@ class LlamaCppModel(LanguageModel):
     def __repr__(self) -> str:
         return (f"<LlamaCppModel {self.name} V={len(self.vocab)} n_ctx={self.n_ctx} "
                 f"n_seq_max={self.n_seq_max} n_threads={self.n_threads}>")
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _free_model(lib, model, ctx, batch) -> None:
