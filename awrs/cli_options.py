@@ -97,3 +97,21 @@ def load_model_from_args(args, backend: str | None = None):
     options = llamacpp_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
                                quant=getattr(args, "quant", None))
     return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)
+
+
+def add_commit_options(parser: argparse.ArgumentParser) -> None:
+    """``--commit-share`` and ``--complete-power``: what a streamed server request uses to let
+    particles share text early, so that the CLI can reproduce a stream's answer."""
+    parser.add_argument("--commit-share", type=float, default=None, metavar="S",
+                        help="commit the next character once particles holding this share of the "
+                             "weight agree on it, in (0, 1] (SMC methods; a resampling by prefix, "
+                             "drawn at random, so the target is the same; default: never; streamed "
+                             "server requests use 0.3)")
+    parser.add_argument("--complete-power", type=float, default=None, metavar="P",
+                        help="weigh particles whose text is already complete among themselves by "
+                             "their weights to this power (SMC methods; default: --resample-power; "
+                             "streamed server requests use 1)")
+
+
+def commit_options(args) -> dict:
+    return {"commit_share": args.commit_share, "complete_power": args.complete_power}

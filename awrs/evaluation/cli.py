@@ -11,6 +11,7 @@ import argparse
 import json
 
 from ..cli_options import (
+    add_commit_options,
     add_model_options,
     check_gpus_have_a_device,
     load_model_from_args,
@@ -46,6 +47,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SMC methods: how resampling sees --max-tokens (default exact; see awrs generate --help)")
     parser.add_argument("--resample-power", type=float, default=None, metavar="P",
                         help="SMC methods: resampling weighs particles by their weights to this power")
+    add_commit_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="instance k uses seed S + k")
     parser.add_argument("--out", required=True, metavar="FILE.jsonl",
                         help="results, one JSON line per instance; re-running resumes")
@@ -79,7 +81,8 @@ def eval_command(args, load=None) -> int:
     domain = get_domain(args.domain)  # unknown domains fail before the model loads
     options = {key: value for key, value in
                (("ess_threshold", args.ess_threshold), ("budget_twist", args.budget_twist),
-                ("resample_power", args.resample_power)) if value is not None}
+                ("resample_power", args.resample_power), ("complete_power", args.complete_power),
+                ("commit_share", args.commit_share)) if value is not None}
     common = dict(particles=args.particles, max_tokens=args.max_tokens, limit=args.limit, seed=args.seed,
                   out_path=args.out, progress=not args.json, time_limit=args.time_limit, start=args.start,
                   options=options)
