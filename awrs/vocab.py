@@ -416,7 +416,8 @@ def vocabulary_from_hf(tokenizer, eos_ids: Sequence[int] = (), *, control_ids: I
     for i in unused_ids:
         tokens[i] = b""
     declared = [*eos_ids, tokenizer.eos_token_id]
-    return Vocabulary(tuple(tokens), end_ids(tokens, special, declared), frozenset(special), trie_cache=trie_cache)
+    ends = end_ids(tokens, special, declared)
+    return Vocabulary(tuple(tokens), ends, frozenset(special), trie_cache=trie_cache)
 
 
 def end_ids(tokens: Sequence[bytes], special: Iterable[int], declared: Iterable[int | None]) -> frozenset[int]:

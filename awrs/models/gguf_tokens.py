@@ -24,7 +24,8 @@ from ..errors import ModelError
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 # GGUF value types: the struct format of each fixed-size one; 8 is a string, 9 an array
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+            10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 _END_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
@@ -59,7 +60,8 @@ def declared_tokens(path: str | Path) -> DeclaredTokens:
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return _Reader(data).declared()
     except (OSError, ValueError, struct.error, IndexError) as err:
-        raise ModelError(f"could not read the token metadata of {path.name} ({err}); is it a GGUF file?") from None
+        raise ModelError(f"could not read the token metadata of {path.name} ({err}); "
+                         "is it a GGUF file?") from None
 
 
 class _Reader:
@@ -103,7 +105,8 @@ class _Reader:
             width = struct.calcsize(_SCALARS[kind])
             start, self.at = self.at, self.at + width * count
             if keep:
-                return np.frombuffer(self.data[start:self.at], dtype=np.dtype(_SCALARS[kind])).astype(np.int64)
+                values = np.frombuffer(self.data[start:self.at], dtype=np.dtype(_SCALARS[kind]))
+                return values.astype(np.int64)
             return None
         if keep:
             raise ValueError(f"token types stored as GGUF type {kind}, not numbers")

@@ -92,8 +92,8 @@ def _numbered_parts(package: str, count: int, path: str, version: str = "") -> d
     """``packages`` and ``parts`` for a file in ``count`` packages ``{package}{i}`` (pinned to
     ``version`` if given), i = 1...count, each holding ``path.format(i=i, index=i - 1)``."""
     names = [f"{package}{i}" for i in range(1, count + 1)]
-    return {"packages": tuple(f"{name}=={version}" if version else name for name in names),
-            "parts": tuple(f"{name.replace('-', '_')}/{path.format(i=i, index=i - 1)}" for i, name in enumerate(names, 1))}
+    files = [f"{name.replace('-', '_')}/{path.format(i=i, index=i - 1)}" for i, name in enumerate(names, 1)]
+    return {"packages": tuple(f"{name}=={version}" if version else name for name in names), "parts": tuple(files)}
 
 
 _QWEN_LICENCE = "Apache-2.0, Qwen team (Alibaba Cloud)"
