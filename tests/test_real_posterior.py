@@ -62,7 +62,7 @@ GEMMA_PRUNE_BELOW = 1e-18
 # finishing a line of code with a name, where the names share pieces ("Al", "Alice") and each
 # has several tokenizations within 3 tokens; the posterior is spread over four names (0.60,
 # 0.29, 0.09, 0.02; the fifth, 'Al"', 0.001). The language has ~1e-6 of the prompt's
-# mass. Not in CASES: it runs on the default backend only (98 s on 2 cores shared with other jobs).
+# mass. Not in CASES: it runs on the default backend only (71-98 s on a busy 2-core machine).
 QWEN_CASES = {
     "names": ("# the user's name\nname = \"", ['Alice"', 'Bob"', 'John"', 'Jane"', 'Al"'], 3),
 }
