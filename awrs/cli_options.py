@@ -45,8 +45,9 @@ def positive_int(text: str) -> int:
 def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) -> None:
     parser.add_argument(
         "--model", default=None, metavar="NAME|PATH",
-        help="a named model (gemma3-270m, smollm2-135m: see awrs models), a .gguf file or a local Hugging "
-             "Face model directory (default: the embedded SmolLM2-135M-Instruct)",
+        help="a named model (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b: see awrs "
+             "models), a .gguf file or a local Hugging Face model directory (default: the embedded "
+             "SmolLM2-135M-Instruct)",
     )
     backends = ["auto", "hf", "llamacpp"] + (["both"] if both else [])
     parser.add_argument("--backend", choices=backends, default="auto",

@@ -399,17 +399,31 @@ def token_bytes_from_hf(tokenizer) -> tuple[list[bytes], set[int]]:
     return out, special
 
 
-def vocabulary_from_hf(tokenizer, eos_ids: Sequence[int] = (), *, trie_cache: Path | None = None) -> Vocabulary:
+def vocabulary_from_hf(tokenizer, eos_ids: Sequence[int] = (), *, control_ids: Iterable[int] | None = None,
+                       unused_ids: Iterable[int] = (), trie_cache: Path | None = None) -> Vocabulary:
     """Build a :class:`Vocabulary` from a Hugging Face tokenizer.
 
-    EOS ids are the tokenizer's ``eos_token_id``, the ids in ``eos_ids`` (for example a
-    generation config's), and special tokens whose content is a known end marker.
+    Special tokens are the tokenizer's special (added, control) tokens, or, for a model read
+    from a GGUF file, ``control_ids``: the tokens that file declares as control (its token
+    types), as the llama.cpp backend reads them; the tokens it declares unused
+    (``unused_ids``, Qwen's padding rows) write nothing, as on llama.cpp, so they are never
+    proposed. EOS ids follow :func:`end_ids`, declared by the tokenizer's ``eos_token_id`` and
+    the ids in ``eos_ids`` (for example a generation config's).
     """
     tokens, special = token_bytes_from_hf(tokenizer)
-    eos = {int(i) for i in eos_ids if i is not None}
-    if tokenizer.eos_token_id is not None:
-        eos.add(int(tokenizer.eos_token_id))
-    for i in special:
-        if tokens[i].decode("utf-8", errors="replace") in KNOWN_END_TOKENS:
-            eos.add(i)
-    return Vocabulary(tuple(tokens), frozenset(eos), frozenset(special), trie_cache=trie_cache)
+    if control_ids is not None:
+        special = set(control_ids)
+    for i in unused_ids:
+        tokens[i] = b""
+    declared = [*eos_ids, tokenizer.eos_token_id]
+    ends = end_ids(tokens, special, declared)
+    return Vocabulary(tuple(tokens), ends, frozenset(special), trie_cache=trie_cache)
+
+
+def end_ids(tokens: Sequence[bytes], special: Iterable[int], declared: Iterable[int | None]) -> frozenset[int]:
+    """The ids that end a sequence, by one rule on both backends: those the model declares (its
+    EOS, end-of-turn token) and the special tokens whose text is a known end marker. A text token
+    is never an end by its spelling: Qwen's "</s>" is an ordinary piece of text."""
+    ends = {int(i) for i in declared if i is not None}
+    ends |= {i for i in special if tokens[i].decode("utf-8", errors="replace") in KNOWN_END_TOKENS}
+    return frozenset(ends)

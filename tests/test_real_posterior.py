@@ -11,7 +11,9 @@ Then awrs.generate runs 16 seeds x 64 particles (transformers backend; 8 seeds f
 two-loop estimator) under masks auto, never and always, and :func:`posterior_problems` checks
 the posterior and the likelihood estimate; the same checks are shown to fail the old default
 estimator. The default configuration -- llama.cpp on its default F16 weights -- is checked
-against the same reference too, where llama.cpp is installed.
+against the same reference too, where llama.cpp is installed, and so are two named models with
+larger vocabularies, each against its own float32 reference: Gemma 3 270M (262k tokens) and
+Qwen2.5-Coder 0.5B (152k).
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ GEMMA_CASES = {
     "byte-fallback": ('Letters: ǅ, ǆ, Ǆ. The titlecase one is "', ['ǅ"', 'Dž"', 'DŽ"', 'ǅ".', 'Ǆ"', 'ǆ"'], 5),
 }
 GEMMA_PRUNE_BELOW = 1e-18
+# The third, Qwen2.5-Coder 0.5B Instruct (151,936 tokens, byte-level BPE), on Qwen's Q4_K_M file:
+# finishing a line of code with a name, where the names share pieces ("Al", "Alice") and each
+# has several tokenizations within 3 tokens; the posterior is spread over four names (0.60,
+# 0.29, 0.09, 0.02; the fifth, 'Al"', 0.001). The language has ~1e-6 of the prompt's
+# mass. Not in CASES: it runs on the default backend only (71-98 s on a busy 2-core machine).
+QWEN_CASES = {
+    "names": ("# the user's name\nname = \"", ['Alice"', 'Bob"', 'John"', 'Jane"', 'Al"'], 3),
+}
+#: the named model each case beyond CASES and LIMITED_CASES runs on
+CASE_MODELS = {**dict.fromkeys(GEMMA_CASES, "gemma3-270m"), **dict.fromkeys(QWEN_CASES, "qwen2.5-coder-0.5b")}
 
 
 def byte_level_alphabet() -> dict[int, str]:
@@ -84,6 +96,7 @@ def sentencepiece_bytes(piece: str) -> bytes:
 REFERENCE_MODELS = {
     "smollm2-135m": ("byte-level", ("<|im_end|>", "<|endoftext|>")),
     "gemma3-270m": ("sentencepiece", ("<eos>", "<end_of_turn>")),
+    "qwen2.5-coder-0.5b": ("byte-level", ("<|im_end|>", "<|endoftext|>")),
 }
 
 
@@ -194,8 +207,8 @@ def posterior_problems(case: str, *, masks: str = "auto", estimator: str = "pois
     ``options`` (``budget_twist``, ``resample_power``) are passed on to awrs.generate; each
     run's statistics are appended to ``stats`` when it is given.
     """
-    model_name = "gemma3-270m" if case in GEMMA_CASES else "smollm2-135m"
-    prompt, strings, max_tokens = {**CASES, **LIMITED_CASES, **GEMMA_CASES}[case]
+    model_name = CASE_MODELS.get(case, "smollm2-135m")
+    prompt, strings, max_tokens = {**CASES, **LIMITED_CASES, **GEMMA_CASES, **QWEN_CASES}[case]
     exact, log_p = cached_exact_posterior(prompt, tuple(strings), max_tokens, model_name)
     pattern = "|".join(regex.escape(s) for s in strings)
     shares = np.zeros((runs, len(strings)))
@@ -276,6 +289,19 @@ def test_on_a_262k_vocabulary_the_default_backend_matches_the_exact_posterior(ca
     exact, _ = cached_exact_posterior(prompt, tuple(strings), max_tokens, "gemma3-270m")
     assert min(exact[s] for s in ('ǅ"', 'ǅ".', 'Ǆ"', 'ǆ"')) > 0.1  # byte fallback carries the mass
     assert exact['Dž"'] < 1e-3
+    assert posterior_problems(case, model=model) == []
+
+
+@pytest.mark.parametrize("case", QWEN_CASES)
+def test_on_qwens_152k_vocabulary_the_default_backend_matches_the_exact_posterior(case):
+    """The Qwen2.5-Coder 0.5B named model as users run it (llama.cpp on Qwen's Q4_K_M file where
+    installed), against the reference enumerated on its float32 dequantization over every
+    tokenization, with its declared end tokens (<|im_end|>, <|endoftext|>; not the text "</s>")."""
+    model = awrs.load_model("qwen2.5-coder-0.5b", verbose=False)
+    assert len(model.vocab) == 151936 and model.vocab.eos_ids == {151643, 151645}
+    prompt, strings, max_tokens = QWEN_CASES[case]
+    exact, _ = cached_exact_posterior(prompt, tuple(strings), max_tokens, "qwen2.5-coder-0.5b")
+    assert sorted(exact.values())[-4] > 0.01 and exact['Al"'] < 1e-2  # spread over four names
     assert posterior_problems(case, model=model) == []
 
 

@@ -54,7 +54,7 @@ def load_model(
             CPU kernels; see :func:`awrs.models.embedded.requantized_gguf`); ``"shipped"`` or
             ``"q4_1"`` reads the shipped file as it is. ``model.weights`` says which runs.
     """
-    from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
+    from .embedded import EMBEDDED_NAME, embedded_gguf_path
     from .named import named_model
 
     if backend not in BACKENDS:
@@ -85,7 +85,7 @@ def load_model(
         ) from err
 
     if path is None:
-        model = HFModel.from_directory(ensure_converted(embedded_gguf_path(), verbose=verbose), device=device)
+        model = _hf_from_gguf(HFModel, embedded_gguf_path(), device=device, verbose=verbose)
         model.name = EMBEDDED_NAME
         model.weights = "F32"  # the shipped Q4_1 values, dequantized
         return model
@@ -95,10 +95,21 @@ def load_model(
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelError(f"{path} is a file but not a .gguf model")
-        model = HFModel.from_directory(ensure_converted(path, verbose=verbose), device=device)
+        model = _hf_from_gguf(HFModel, path, device=device, verbose=verbose)
         model.name = named.name if named is not None else path.stem
         return model
     return HFModel.from_directory(path, device=device)
+
+
+def _hf_from_gguf(hf_model, gguf: Path, *, device: str, verbose: bool):
+    """A GGUF file on transformers: its float32 conversion, with the token types the file
+    declares, as llama.cpp reads it (the converted tokenizer need not agree: Qwen's unused
+    padding rows are text there, "[PAD151665]")."""
+    from .embedded import ensure_converted
+    from .gguf_tokens import declared_tokens
+
+    directory = ensure_converted(gguf, verbose=verbose)
+    return hf_model.from_directory(directory, device=device, declared=declared_tokens(gguf))
 
 
 def _auto_backend(path) -> str:

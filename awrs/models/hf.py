@@ -23,6 +23,7 @@ from ..errors import ModelError
 from ..vocab import vocabulary_from_hf
 from .base import DecodingSession, LanguageModel, Message, merge_equal_histories
 from .embedded import vocabulary_cache
+from .gguf_tokens import DeclaredTokens
 
 PROMPT_CACHE_SIZE = 4  # prompts whose KV cache is kept for reuse by later sessions
 
@@ -48,18 +49,25 @@ class HFModel(LanguageModel):
         model: a loaded ``AutoModelForCausalLM`` (put in eval mode here).
         tokenizer: its tokenizer.
         name: shown in results and messages.
+        declared: for a model read from a GGUF file, what that file declares about its tokens:
+            its control tokens, not the tokenizer's flags, are the special ones, and its unused
+            tokens write nothing (as on llama.cpp).
     """
 
     backend = "hf"
 
-    def __init__(self, model, tokenizer, name: str = "hf") -> None:
+    def __init__(self, model, tokenizer, name: str = "hf", *, declared: DeclaredTokens | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         if isinstance(generation_eos, int):
             generation_eos = [generation_eos]
-        self.vocab = vocabulary_from_hf(tokenizer, generation_eos or (), trie_cache=vocabulary_cache())
+        self.vocab = vocabulary_from_hf(
+            tokenizer, generation_eos or (), trie_cache=vocabulary_cache(),
+            control_ids=None if declared is None else declared.control_ids(),
+            unused_ids=() if declared is None else declared.unused_ids(),
+        )
         self.device = next(model.parameters()).device
         self._logit_width = model.get_output_embeddings().weight.shape[0]
         self._prompt_cache: OrderedDict[tuple[int, ...], tuple[object, torch.Tensor]] = OrderedDict()
@@ -69,8 +77,10 @@ class HFModel(LanguageModel):
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
-    def from_directory(cls, path: str | Path, *, dtype: str = "float32", device: str = "cpu") -> HFModel:
-        """Load a local Hugging Face model directory (nothing is downloaded)."""
+    def from_directory(cls, path: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                       declared: DeclaredTokens | None = None) -> HFModel:
+        """Load a local Hugging Face model directory (nothing is downloaded); ``declared``: what
+        its GGUF source declares about its tokens, when it was converted from one."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -87,7 +97,7 @@ class HFModel(LanguageModel):
                 ).to(device)
         except (OSError, ValueError) as err:
             raise ModelError(f"could not load the model in {path}: {err}") from err
-        return cls(model, tokenizer, name=path.name)
+        return cls(model, tokenizer, name=path.name, declared=declared)
 
     # -- prompts ----------------------------------------------------------------------------
 

