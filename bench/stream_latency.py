@@ -8,6 +8,7 @@ sends after every step) and prints per request and seed:
 * ``first``: seconds to the first content delta, and that as a share of the request's time;
 * ``early``: the share of the answer's characters sent before the last quarter of its time;
 * ``deltas``: how many content deltas (the end's remainder counted as one);
+* ``no sample``: runs that found no valid text (a stream that then ends with an error);
 * the same for the run without the streaming policy (what a stream sent before it existed),
   and for an unconstrained one-sample stream of the same prompt, the reference.
 
@@ -118,8 +119,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every run here (JSON lines)")
     args = parser.parse_args()
     lines = []
-    print("| model | request | row | seconds | first delta (s) | first / total | early chars | deltas |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | request | row | seconds | first delta (s) | first / total | early chars | deltas "
+          "| no sample |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         model = awrs.load_model(name, n_threads=args.threads)
         for request in requests(args.data):
@@ -130,7 +132,8 @@ def main() -> None:
                     lines.append(dict(run, model=name, request=request.name, row=row, seed=seed))
                 print(f"| {name} | {request.name} | {row} | {_mean(runs, 'seconds'):.2f} | "
                       f"{_mean(runs, 'first'):.2f} | {_mean(runs, 'first_share'):.2f} | "
-                      f"{_mean(runs, 'early'):.2f} | {_mean(runs, 'deltas'):.1f} |", flush=True)
+                      f"{_mean(runs, 'early'):.2f} | {_mean(runs, 'deltas'):.1f} | "
+                      f"{sum(not run['answer'] for run in runs)} of {len(runs)} |", flush=True)
     if args.json:
         args.json.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
