@@ -12,11 +12,12 @@ dropped slots are refilled by the ordinary resampling that follows, from the cho
 
 It is a resampling with more variance than the usual one, so it runs only when one group
 already holds at least ``share`` of the resampling weight: the particles mostly agree, and a
-minority group is drawn now and then, with the weight that makes up for it. And it stops once
-a text has finished: a finished text is then never dropped, since on a model that rarely
-finishes it may be the only valid one (on the embedded model, committing after texts had
-finished left 5 of 6 Spider streams without a sample, against 1 of 6 for independent
-particles; stopping at the first finished text brought it back to 1 of 6).
+minority group is drawn now and then, with the weight that makes up for it. It does not run
+once a text has finished (a finished text is never dropped: on a model that rarely finishes it
+may be the only valid one), nor while a running text could end now (such a lineage is about to
+give a valid answer). Measured on Spider with Qwen2.5-Coder 0.5B (20 tuning questions, 5
+particles), committing without these two rules cut the valid rate from 0.95 to 0.65; with
+them, to 0.80 (docs/evaluation/qwen-pilot).
 
 Not here: when the step resamples (:mod:`awrs.smc`), what a stream sends
 (:mod:`awrs.streaming`).
@@ -25,6 +26,7 @@ Not here: when the step resamples (:mod:`awrs.smc`), what a stream sends
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,13 +51,16 @@ STREAMING_POLICY = {"commit_share": 0.3, "complete_power": 1.0}
 
 
 def commit_prefix(
-    particles: Particles, vocab: Vocabulary, share: float, rng: np.random.Generator
+    particles: Particles, vocab: Vocabulary, share: float, rng: np.random.Generator,
+    complete: Callable[[int], bool] | None = None,
 ) -> int:
     """Commit next characters while one group holds ``share`` of the weight; returns how many
     characters were committed (0: none; the population is then untouched)."""
     committed = 0
     if (particles.finished & np.isfinite(particles.log_weights)).any():
         return 0  # a finished text is kept whatever comes: it may be the only valid one
+    if complete is not None and any(complete(i) for i in np.flatnonzero(~particles.finished)):
+        return 0  # a text that could end now is about to be a valid answer: keep every lineage
     while True:
         carrying = np.flatnonzero(np.isfinite(particles.log_weights))
         if len(carrying) < 2:

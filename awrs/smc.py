@@ -318,7 +318,8 @@ class _Run:
             _apply_critic(job.critic, particles, self.active, vocab, self.twisting)
 
         if config.commit_share is not None:
-            stats.commits += commit_prefix(particles, vocab, config.commit_share, rng)
+            stats.commits += commit_prefix(particles, vocab, config.commit_share, rng,
+                                           complete=lambda i: job.constraint.is_complete(particles.states[i]))
 
         n = len(particles)
         row_of = np.full(n, -1)

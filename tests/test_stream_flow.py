@@ -3,7 +3,7 @@
 Independent particles share no text until they finish, so a stream that may only send what
 every weight-carrying particle shares would send the whole answer at the end. Streamed requests
 commit text as they go (awrs.commitment): the fruit request below must arrive in several
-content deltas, the first one before the run's last step, on at least three seeds of four,
+content deltas, the first one before the run's last step, on at least two seeds of four,
 and still never take text back.
 (That the deltas equal the non-streamed answer for the same seed and options is checked on a
 table model in test_server.py: on llama.cpp two requests of one prompt can differ in the last
@@ -66,9 +66,10 @@ def server():
 
 
 def test_fruit_request_streams_as_it_is_written(server):
-    """Over four seeds, at least three streams send text in several deltas, the first before the
-    run's last step (committing stops once a text has finished, so a run whose particles finish
-    early can still send its text late); every stream spells its run's answer."""
+    """Over four seeds, at least two streams send text in several deltas, the first before the
+    run's last step (committing pauses while a text has finished or could end now, so on this
+    model, whose particles rarely agree, some runs still send their text late; without
+    committing none of the four does); every stream spells its run's answer."""
     flowing = 0
     for seed in SEEDS:
         deltas, steps, ext = _stream(server.url, dict(FRUIT, seed=seed))
@@ -76,4 +77,4 @@ def test_fruit_request_streams_as_it_is_written(server):
         # nothing taken back: the deltas spell the run's answer, its most probable text
         answer = max(ext["posterior"].items(), key=lambda kv: kv[1])[0]
         assert "".join(text for _, text in deltas) == answer
-    assert flowing >= 3, flowing
+    assert flowing >= 2, flowing
