@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from awrs.commitment import STREAMING_POLICY
+
 import awrs.cli
 from awrs import Regex
 from awrs.cli import format_result, main
@@ -97,18 +99,20 @@ def test_server_answers_and_metrics_carry_the_ess():
 
     body = {"prompt": "x", "guided_regex": "[ab]{2,5}", "particles": 3, "seed": 0, "max_tokens": 8}
     with LiveServer(create_app(ToyChatModel())) as live:
-        plain = httpx.post(live.url + "/v1/completions", json=body, timeout=30).json()["awrs"]
-        assert 1.0 <= plain["ess"] <= 3.0
+        first = httpx.post(live.url + "/v1/completions", json=body, timeout=30).json()["awrs"]
+        assert 1.0 <= first["ess"] <= 3.0
+        # a streamed request commits text as it goes; the same options give the same run
+        plain = httpx.post(live.url + "/v1/completions", json=dict(body, **STREAMING_POLICY), timeout=30).json()["awrs"]
         with httpx.stream("POST", live.url + "/v1/completions", json=dict(body, stream=True), timeout=30) as reply:
             chunks = [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: {")]
         assert [c["awrs"]["ess"] for c in chunks if "awrs" in c] == [plain["ess"]]
         text = httpx.get(live.url + "/metrics", timeout=30).text
     samples = {(s.name, s.labels.get("le")): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
-    assert samples[("awrs_effective_sample_size_count", None)] == 2
-    assert samples[("awrs_effective_sample_size_sum", None)] == pytest.approx(2 * plain["ess"])
+    assert samples[("awrs_effective_sample_size_count", None)] == 3
+    assert samples[("awrs_effective_sample_size_sum", None)] == pytest.approx(first["ess"] + 2 * plain["ess"])
     assert samples[("awrs_effective_sample_size_bucket", "0.0")] == 0
-    assert samples[("awrs_effective_sample_size_bucket", "3.0")] == 2
+    assert samples[("awrs_effective_sample_size_bucket", "3.0")] == 3
 
 
 # -- awrs eval -------------------------------------------------------------------------------
