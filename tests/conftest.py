@@ -66,3 +66,17 @@ def feed_in_pieces(constraint, data: bytes, cuts):
         if state is DEAD:
             break
     return states
+
+
+def named_model_on(name: str, backend: str):
+    """A named model on ``backend`` (``llamacpp`` or ``hf``), or a skip saying what is missing:
+    the module fixtures of the named-model test files."""
+    import awrs
+
+    if backend == "llamacpp":
+        unusable = llamacpp_unusable()
+        if unusable is not None:
+            pytest.skip(f"llama-cpp-python is not usable: {unusable}")
+    else:
+        pytest.importorskip("transformers")
+    return awrs.load_model(name, backend=backend, verbose=False)

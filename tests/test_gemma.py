@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import llamacpp_unusable
+from conftest import named_model_on
 
 import awrs
 from awrs.cli import main
@@ -26,16 +26,12 @@ PROMPT = "Is the sea salty? Answer:"
 
 @pytest.fixture(scope="module")
 def cpp():
-    unusable = llamacpp_unusable()
-    if unusable is not None:
-        pytest.skip(f"llama-cpp-python is not usable: {unusable}")
-    return awrs.load_model("gemma3-270m", backend="llamacpp", verbose=False)
+    return named_model_on("gemma3-270m", "llamacpp")
 
 
 @pytest.fixture(scope="module")
 def hf():
-    pytest.importorskip("transformers")
-    return awrs.load_model("gemma3-270m", backend="hf", verbose=False)
+    return named_model_on("gemma3-270m", "hf")
 
 
 def test_the_named_model_is_installed_and_verified():

@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import llamacpp_unusable
+from conftest import named_model_on
 
 import awrs
 from awrs.cli import main
@@ -30,16 +30,12 @@ END_TAG = 128247  # "</s>", an ordinary piece of text
 
 @pytest.fixture(scope="module")
 def cpp():
-    unusable = llamacpp_unusable()
-    if unusable is not None:
-        pytest.skip(f"llama-cpp-python is not usable: {unusable}")
-    return awrs.load_model("qwen2.5-coder-0.5b", backend="llamacpp", verbose=False)
+    return named_model_on("qwen2.5-coder-0.5b", "llamacpp")
 
 
 @pytest.fixture(scope="module")
 def hf():
-    pytest.importorskip("transformers")
-    return awrs.load_model("qwen2.5-coder-0.5b", backend="hf", verbose=False)
+    return named_model_on("qwen2.5-coder-0.5b", "hf")
 
 
 def test_the_named_model_is_installed_and_verified():
