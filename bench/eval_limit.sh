@@ -16,13 +16,15 @@
 # (without tempering: power 1; power 0.3, the default before power 0; without the exact part: twist off; both: the previous default;
 # with the soft part: twist on), and awrs-smc and lcd at 10 particles on JSON and Spider.
 # Instance k uses seed SEED + k.
-# METHODS="..." limits the rows (names below); DOMAINS="..." the domains.
+# METHODS="..." limits the rows (names below, also rerank: sample-rerank with 5 samples, and masking-smc);
+# DOMAINS="..." the domains; MODEL_OPTS="..." the model (default: the embedded model on llama.cpp).
 set -euo pipefail
 SUBSET=${1:?tune or report}
 SEED=${2:-0}
 DATA=${3:-../shared/data}
 OUT=${4:-eval-limit/$SUBSET-seed$SEED}
 AWRS=${AWRS:-.venv/bin/awrs}
+MODEL_OPTS=${MODEL_OPTS:-"--backend llamacpp"}  # e.g. "--model qwen2.5-coder-1.5b --threads 1"
 METHODS=${METHODS:-"smc lcd lcd1 smc-ess0 smc-p03 smc-p1 smc-off smc-old smc-on smc10 lcd10"}
 DOMAINS=${DOMAINS:-"json json-free spider patterns molecules goal_inference"}
 case "$SUBSET" in
@@ -45,12 +47,14 @@ row() {  # row NAME -> the awrs eval options of that row
     smc-on) echo "--method awrs-smc --particles 5 --budget-twist on" ;;
     smc10) echo "--method awrs-smc --particles 10" ;;
     lcd10) echo "--method lcd --particles 10" ;;
+    rerank) echo "--method sample-rerank --particles 5" ;;
+    masking-smc) echo "--method masking-smc --particles 5" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
   esac
 }
 
 for name in $METHODS; do
-  opts="$(row "$name") --backend llamacpp --seed $SEED"
+  opts="$(row "$name") $MODEL_OPTS --seed $SEED"
   for domain in $DOMAINS; do
     if [[ "$name" == *10 && "$domain" != json && "$domain" != spider ]]; then continue; fi
     case "$domain" in

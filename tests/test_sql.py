@@ -114,7 +114,7 @@ def test_writes_are_never_run(db):
         "SELECT 1; DELETE FROM singer",
         "CREATE TABLE t (x)",
     ]:
-        assert permissive.accepts_prefix(statement)
+        assert permissive.accepts_prefix(statement) == (";" not in statement)  # one statement only
         assert not permissive.accepts(statement), statement
     assert permissive.accepts("SELECT name FROM singer")
     conn = sqlite3.connect(db)
@@ -209,3 +209,47 @@ def test_coverage_report_on_two_databases():
 def test_coverage_rejects_bad_folders(tmp_path):
     with pytest.raises(ConfigError, match="dev.json"):
         spider_coverage(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ("SELECT Name FROM singer_in_concert", ";"),  # the statement is fixed and SQLite says no
+        ("SELECT Name FROM singer;", ";"),  # a second (empty) statement
+        ("SELECT Name FROM singer; ", "SELECT"),  # a second statement
+        ("SELECT Name FROM singer;", " S"),
+    ],
+)
+def test_a_finished_statement_that_cannot_be_the_answer_ends_the_prefix(before, after):
+    # Spider's grammars take statement lists: models wrote `;;;;` to the token limit after a
+    # query SQLite rejects, as long as the prefix check was the grammar's alone.
+    database = SHARED / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+    if not database.is_file():
+        pytest.skip(f"needs the shared Spider data at {database}")
+    spider = Sql.spider(database)
+    grammar = spider.grammar
+    assert grammar.advance(grammar.advance(grammar.start(), before.encode()), after.encode()) is not DEAD
+    assert spider.accepts_prefix(before)
+    assert not spider.accepts_prefix(before + after)
+
+
+@pytest.mark.parametrize("query", ["SELECT name FROM singer WHERE name = 'a;b'", "SELECT name FROM singer; ",
+                                   "SELECT name FROM singer;\n"])
+def test_a_semicolon_in_a_string_or_trailing_whitespace_keeps_the_query(sql, query):
+    assert sql.accepts_prefix(query) and sql.accepts(query)
+
+
+def test_semicolon_masks_are_exact(sql):
+    from awrs.vocab import Vocabulary
+
+    pieces = (b"SELECT", b" name", b" concert_name", b" FROM", b" singer", b";", b" ;", b"; ", b";\n", b" ",
+              b";;", b"' ;", b" WHERE", b" =", b" 'a", b"'", b" SELECT", b"\n", b"a;b")
+    vocab = Vocabulary(pieces + (b"<eos>",), frozenset({len(pieces)}))
+    checker = sql.compile(vocab)
+    for text in [b"SELECT name FROM singer", b"SELECT concert_name FROM singer", b"SELECT name FROM singer;",
+                 b"SELECT name FROM singer WHERE name = 'a", b"SELECT name FROM singer; "]:
+        state = sql.advance(sql.start(), text)
+        assert state is not DEAD, text
+        accepted = [t for t in range(len(pieces)) if sql.advance(state, pieces[t]) is not DEAD]
+        assert checker.token_mask(state).tolist() == accepted, text
+        assert [t for t in range(len(pieces)) if checker.accepts_token(state, t)] == accepted, text

@@ -99,6 +99,8 @@ class ReadOnlyDatabase:
         self.tables = read_schema(self._conn)
         self._lock = threading.Lock()
         self._prepared: OrderedDict[str, bool] = OrderedDict()
+        # Python's sqlite3 refuses a second statement (comments may follow the first)
+        self.one_statement = not self.prepares("SELECT 1; SELECT 1")
 
     def prepares(self, query: str) -> bool:
         """Whether SQLite compiles ``query`` as one read-only statement (never runs it)."""
@@ -171,7 +173,29 @@ class Sql(Constraint):
         after = self.grammar.advance(gstate, data)
         if after is DEAD:
             return DEAD
-        return (after, text + data)
+        text += data
+        if b";" in text and not self.statement_may_end(text):
+            return DEAD
+        return (after, text)
+
+    def statement_may_end(self, text: bytes) -> bool:
+        """Whether ``text`` may still become a valid query as far as its first ``;`` tells.
+
+        The ``;`` fixes the first statement, and SQLite compiles that statement first: if it
+        does not prepare, no continuation does. After it only whitespace and comments may
+        follow (Python's sqlite3 takes one statement). So a model that wrote a query SQLite
+        rejects stops there instead of writing ``;;;;`` to the token limit.
+        """
+        end = first_statement_end(text)
+        if end is None:
+            return True
+        try:
+            statement = text[:end + 1].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        if not self.database.prepares(statement):
+            return False
+        return not self.database.one_statement or only_comments_may_follow(text[end + 1:])
 
     def next_bytes(self, state: State):
         return self.grammar.next_bytes(state[0])
@@ -202,11 +226,11 @@ class Sql(Constraint):
 _CLOSERS = {0x27: 0x27, 0x22: 0x22, 0x60: 0x60, 0x5B: 0x5D}  # ' " ` [ and what ends each
 
 
-def unclosed_sql(text: bytes) -> int:
-    """Open parentheses plus one for an open quoted string or name, as SQLite lexes ``text``
-    (quotes doubled inside their own kind stay open; parentheses inside quotes and comments
-    do not count; a comment may end with the text)."""
-    depth, closer, i, n = 0, None, 0, len(text)
+def _lex(text: bytes) -> tuple[int, bool, int | None]:
+    """(open parentheses, whether a quoted string or name is open, index of the first ``;``)
+    as SQLite lexes ``text``: quotes doubled inside their own kind stay open; parentheses and
+    ``;`` inside quotes and comments do not count; a comment may end with the text."""
+    depth, closer, end, i, n = 0, None, None, 0, len(text)
     while i < n:
         byte = text[i]
         if closer is not None:
@@ -221,18 +245,50 @@ def unclosed_sql(text: bytes) -> int:
             depth += 1
         elif byte == 0x29:
             depth = max(depth - 1, 0)
+        elif byte == 0x3B and end is None:
+            end = i
         elif byte == 0x2D and text[i + 1:i + 2] == b"-":  # -- comment to the end of the line
-            end = text.find(b"\n", i)
-            i = n if end < 0 else end
+            stop = text.find(b"\n", i)
+            i = n if stop < 0 else stop
         elif byte == 0x2F and text[i + 1:i + 2] == b"*":  # /* comment */
-            end = text.find(b"*/", i + 2)
-            i = n if end < 0 else end + 1
+            stop = text.find(b"*/", i + 2)
+            i = n if stop < 0 else stop + 1
         i += 1
-    return depth + (closer is not None)
+    return depth, closer is not None, end
+
+
+def unclosed_sql(text: bytes) -> int:
+    """Open parentheses plus one for an open quoted string or name, as SQLite lexes ``text``."""
+    depth, quoted, _ = _lex(text)
+    return depth + quoted
+
+
+def first_statement_end(text: bytes) -> int | None:
+    """Index of the ``;`` that ends the first statement of ``text``, or None."""
+    return _lex(text)[2]
+
+
+def only_comments_may_follow(text: bytes) -> bool:
+    """Whether ``text`` is whitespace and comments, or a prefix of such text."""
+    i, n = 0, len(text)
+    while i < n:
+        byte = text[i]
+        if byte in b" \t\n\r\f\v":
+            i += 1
+        elif text.startswith(b"--", i) or text[i:] == b"-":
+            stop = text.find(b"\n", i)
+            i = n if stop < 0 else stop + 1
+        elif text.startswith(b"/*", i) or text[i:] == b"/":
+            stop = text.find(b"*/", i + 2)
+            i = n if stop < 0 else stop + 2
+        else:
+            return False
+    return True
 
 
 class SqlChecker(Checker):
-    """The grammar's masks: prefixes are the grammar's alone; the database is asked at the end."""
+    """The grammar's masks, less the tokens that end a statement SQLite does not prepare (or
+    write past the end of one); the database is asked again at the end."""
 
     exact_masks = True
     mask_cost = GRAMMAR_MASK_COST
@@ -241,9 +297,22 @@ class SqlChecker(Checker):
         super().__init__(constraint, vocab)
         self._grammar = constraint.grammar.compile(vocab)
         self.cheap_checks = self._grammar.cheap_checks
+        self._sql = constraint
+        self._semicolon_tokens = np.array(
+            [i for i, data in enumerate(vocab.tokens) if data and b";" in data], dtype=np.int64)
 
     def accepts_token(self, state: State, token: int) -> bool:
-        return self._grammar.accepts_token(state[0], token)
+        if not self._grammar.accepts_token(state[0], token):
+            return False
+        text = state[1] + self.vocab.tokens[token]
+        return b";" not in text or self._sql.statement_may_end(text)
 
     def token_mask(self, state: State) -> np.ndarray | None:
-        return self._grammar.token_mask(state[0])
+        mask = self._grammar.token_mask(state[0])
+        if mask is None:
+            return None
+        text = state[1]
+        ended = b";" in text and first_statement_end(text) is not None
+        suspects = mask if ended else np.intersect1d(mask, self._semicolon_tokens, assume_unique=True)
+        rejected = [t for t in suspects.tolist() if not self._sql.statement_may_end(text + self.vocab.tokens[t])]
+        return np.setdiff1d(mask, rejected, assume_unique=True) if rejected else mask
