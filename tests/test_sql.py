@@ -239,15 +239,28 @@ def test_a_semicolon_in_a_string_or_trailing_whitespace_keeps_the_query(sql, que
     assert sql.accepts_prefix(query) and sql.accepts(query)
 
 
-def test_semicolon_masks_are_exact(sql):
+def test_whitespace_runs_are_bounded_outside_quotes(db):
+    sql = Sql(db, max_whitespace=4)
+    assert sql.accepts("SELECT name    FROM singer")
+    assert not sql.accepts_prefix("SELECT name     ")  # five: a model that cannot end pads for ever
+    assert not sql.accepts_prefix("SELECT name \n \n FROM")
+    assert sql.accepts("SELECT name FROM singer WHERE name = 'a       b'")  # inside a string: text
+    with pytest.raises(ConfigError, match="max_whitespace"):
+        Sql(db, max_whitespace=0)
+
+
+def test_whitespace_and_semicolon_masks_are_exact(db):
     from awrs.vocab import Vocabulary
 
+    sql = Sql(db, max_whitespace=4)
     pieces = (b"SELECT", b" name", b" concert_name", b" FROM", b" singer", b";", b" ;", b"; ", b";\n", b" ",
-              b";;", b"' ;", b" WHERE", b" =", b" 'a", b"'", b" SELECT", b"\n", b"a;b")
+              b";;", b"' ;", b" WHERE", b" =", b" 'a", b"'", b" SELECT", b"\n", b"a;b", b"   ", b"     ",
+              b"  \n  ", b" x     y", b"'  ", b" AND")
     vocab = Vocabulary(pieces + (b"<eos>",), frozenset({len(pieces)}))
     checker = sql.compile(vocab)
     for text in [b"SELECT name FROM singer", b"SELECT concert_name FROM singer", b"SELECT name FROM singer;",
-                 b"SELECT name FROM singer WHERE name = 'a", b"SELECT name FROM singer; "]:
+                 b"SELECT name FROM singer WHERE name = 'a", b"SELECT name FROM singer; ", b"SELECT name  ",
+                 b"SELECT name FROM singer WHERE name = 'a   "]:
         state = sql.advance(sql.start(), text)
         assert state is not DEAD, text
         accepted = [t for t in range(len(pieces)) if sql.advance(state, pieces[t]) is not DEAD]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ...vocab import Vocabulary
 
 PREPARE_CACHE_SIZE = 4096
+DEFAULT_MAX_WHITESPACE = 32
 
 _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_SELECT,
@@ -130,11 +131,18 @@ class Sql(Constraint):
         database_path: an existing SQLite file (opened read-only).
         grammar: Lark grammar text for the prefix check; default: built from the schema.
         start: the grammar's start rule.
+        max_whitespace: the longest run of whitespace outside quotes and comments. SQLite
+            reads any run as one separator, and a model that can neither end nor go on writes
+            whitespace for ever otherwise (which also slows the grammar engine).
     """
 
     def __init__(
-        self, database_path: str | Path, *, grammar: str | None = None, start: str = "start"
+        self, database_path: str | Path, *, grammar: str | None = None, start: str = "start",
+        max_whitespace: int = DEFAULT_MAX_WHITESPACE,
     ) -> None:
+        if not isinstance(max_whitespace, int) or max_whitespace < 1:
+            raise ConfigError(f"max_whitespace must be a positive integer, got {max_whitespace!r}")
+        self.max_whitespace = max_whitespace
         self.database = ReadOnlyDatabase(database_path)
         self.path = self.database.path
         self.tables = self.database.tables
@@ -170,13 +178,16 @@ class Sql(Constraint):
         if not data:
             return state
         gstate, text = state
+        if not self.text_allowed(text + data, len(text)):
+            return DEAD
         after = self.grammar.advance(gstate, data)
-        if after is DEAD:
-            return DEAD
-        text += data
-        if b";" in text and not self.statement_may_end(text):
-            return DEAD
-        return (after, text)
+        return DEAD if after is DEAD else (after, text + data)
+
+    def text_allowed(self, text: bytes, new: int) -> bool:
+        """The checks beyond the grammar's, on ``text`` whose bytes from ``new`` on are new."""
+        if whitespace_run_too_long(text, new, self.max_whitespace):
+            return False
+        return b";" not in text or self.statement_may_end(text)
 
     def statement_may_end(self, text: bytes) -> bool:
         """Whether ``text`` may still become a valid query as far as its first ``;`` tells.
@@ -226,11 +237,11 @@ class Sql(Constraint):
 _CLOSERS = {0x27: 0x27, 0x22: 0x22, 0x60: 0x60, 0x5B: 0x5D}  # ' " ` [ and what ends each
 
 
-def _lex(text: bytes) -> tuple[int, bool, int | None]:
-    """(open parentheses, whether a quoted string or name is open, index of the first ``;``)
-    as SQLite lexes ``text``: quotes doubled inside their own kind stay open; parentheses and
-    ``;`` inside quotes and comments do not count; a comment may end with the text."""
-    depth, closer, end, i, n = 0, None, None, 0, len(text)
+def _lex(text: bytes) -> tuple[int, bool, int | None, bool]:
+    """(open parentheses, whether a quoted string or name is open, index of the first ``;``,
+    whether a comment is open) as SQLite lexes ``text``: quotes doubled inside their own kind
+    stay open; parentheses and ``;`` inside quotes and comments do not count."""
+    depth, closer, end, commented, i, n = 0, None, None, False, 0, len(text)
     while i < n:
         byte = text[i]
         if closer is not None:
@@ -249,23 +260,50 @@ def _lex(text: bytes) -> tuple[int, bool, int | None]:
             end = i
         elif byte == 0x2D and text[i + 1:i + 2] == b"-":  # -- comment to the end of the line
             stop = text.find(b"\n", i)
+            commented = stop < 0
             i = n if stop < 0 else stop
         elif byte == 0x2F and text[i + 1:i + 2] == b"*":  # /* comment */
             stop = text.find(b"*/", i + 2)
+            commented = stop < 0
             i = n if stop < 0 else stop + 1
         i += 1
-    return depth, closer is not None, end
+    return depth, closer is not None, end, commented
 
 
 def unclosed_sql(text: bytes) -> int:
     """Open parentheses plus one for an open quoted string or name, as SQLite lexes ``text``."""
-    depth, quoted, _ = _lex(text)
+    depth, quoted, _, _ = _lex(text)
     return depth + quoted
 
 
 def first_statement_end(text: bytes) -> int | None:
     """Index of the ``;`` that ends the first statement of ``text``, or None."""
     return _lex(text)[2]
+
+
+_SPACE = frozenset(b" \t\n\r\f\v")
+
+
+def whitespace_run_too_long(text: bytes, start: int, limit: int) -> bool:
+    """Whether a run of whitespace that reaches into ``text[start:]`` is longer than ``limit``
+    bytes outside quotes and comments (where SQLite reads whitespace as one separator)."""
+    i = start
+    while i > 0 and text[i - 1] in _SPACE:
+        i -= 1
+    n = len(text)
+    while i < n:
+        if text[i] not in _SPACE:
+            i += 1
+            continue
+        j = i
+        while j < n and text[j] in _SPACE:
+            j += 1
+        if j - i > limit:
+            _, quoted, _, commented = _lex(text[:i])
+            if not (quoted or commented):
+                return True
+        i = j
+    return False
 
 
 def only_comments_may_follow(text: bytes) -> bool:
@@ -298,21 +336,46 @@ class SqlChecker(Checker):
         self._grammar = constraint.grammar.compile(vocab)
         self.cheap_checks = self._grammar.cheap_checks
         self._sql = constraint
-        self._semicolon_tokens = np.array(
-            [i for i, data in enumerate(vocab.tokens) if data and b";" in data], dtype=np.int64)
+        tokens = vocab.tokens
+        self._has_semicolon = np.array([b";" in data for data in tokens], dtype=bool)
+        # per token: the whitespace it starts with, and its longest run after that
+        self._leading_space = np.array([_leading_space(data) for data in tokens], dtype=np.int64)
+        self._inner_space = np.array([_longest_space(data[lead:]) for data, lead
+                                      in zip(tokens, self._leading_space.tolist())], dtype=np.int64)
 
     def accepts_token(self, state: State, token: int) -> bool:
-        if not self._grammar.accepts_token(state[0], token):
-            return False
-        text = state[1] + self.vocab.tokens[token]
-        return b";" not in text or self._sql.statement_may_end(text)
+        text = state[1]
+        return (self._sql.text_allowed(text + self.vocab.tokens[token], len(text))
+                and self._grammar.accepts_token(state[0], token))
 
     def token_mask(self, state: State) -> np.ndarray | None:
         mask = self._grammar.token_mask(state[0])
         if mask is None:
             return None
         text = state[1]
-        ended = b";" in text and first_statement_end(text) is not None
-        suspects = mask if ended else np.intersect1d(mask, self._semicolon_tokens, assume_unique=True)
-        rejected = [t for t in suspects.tolist() if not self._sql.statement_may_end(text + self.vocab.tokens[t])]
+        limit = self._sql.max_whitespace
+        suspect = ((_trailing_space(text) + self._leading_space[mask] > limit)
+                   | (self._inner_space[mask] > limit))
+        if b";" in text and first_statement_end(text) is not None:
+            suspect[:] = True
+        else:
+            suspect |= self._has_semicolon[mask]
+        tokens, n = self.vocab.tokens, len(text)
+        rejected = [t for t in mask[suspect].tolist() if not self._sql.text_allowed(text + tokens[t], n)]
         return np.setdiff1d(mask, rejected, assume_unique=True) if rejected else mask
+
+
+def _leading_space(data: bytes) -> int:
+    return len(data) - len(data.lstrip(bytes(_SPACE)))
+
+
+def _trailing_space(data: bytes) -> int:
+    return len(data) - len(data.rstrip(bytes(_SPACE)))
+
+
+def _longest_space(data: bytes) -> int:
+    longest = run = 0
+    for byte in data:
+        run = run + 1 if byte in _SPACE else 0
+        longest = max(longest, run)
+    return longest
