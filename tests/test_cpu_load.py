@@ -94,3 +94,18 @@ def test_the_llamacpp_default_uses_the_free_cores_and_follows_the_load(monkeypat
     fixed = llamacpp.LlamaCppModel(embedded_gguf_path(), n_ctx=256, n_seq_max=1, n_threads=2)
     fixed.open(fixed.encode("Hi"), 1).close()
     assert fixed.n_threads == 2
+
+
+def test_doctor_says_when_the_machine_is_busy(monkeypatch):
+    from awrs import doctor
+
+    monkeypatch.setattr(cpu_load, "usable_cores", lambda: {0, 1})
+    busy, idle = [], []
+    read, sleep, _ = scripted([reading(0, 0, at=0.0, cores=2), reading(100, 200, at=1.0, cores=2)])
+    doctor.report(backends=False, out=busy.append, load_watch=LoadWatch(read=read, sleep=sleep))
+    assert "machine load: other programs use 1.00 of 2 cores; llama.cpp's default: 1 thread" in busy
+    assert any(line.startswith("machine busy:") and "--threads" in line for line in busy)
+    read, sleep, _ = scripted([reading(0, 0, at=0.0, cores=2), reading(10, 200, at=1.0, cores=2)])
+    doctor.report(backends=False, out=idle.append, load_watch=LoadWatch(read=read, sleep=sleep))
+    assert "machine load: other programs use 0.10 of 2 cores; llama.cpp's default: 2 threads" in idle
+    assert not any(line.startswith("machine busy:") for line in idle)
