@@ -110,7 +110,7 @@ def machine_load(watch=None) -> list[str]:
     if threads < cores:
         lines.append(
             "machine busy: llama.cpp's threads wait for each other at every step, so a thread that "
-            "shares its core with another program stalls the rest (3-50x slower); awrs uses fewer "
+            "shares its core with another program stalls the rest (many times slower); awrs uses fewer "
             "threads while the load lasts (--threads N overrides), and the timings below are slower too")
     return lines
 

@@ -14,7 +14,8 @@ other processes put on the machine (measured before the runs, in cores: the spin
 anything already running), the threads each setting used, and the median ms per particle-token
 (range), over the best setting's in the same condition.
 
-``idle`` is only idle where nothing else runs: the measured load says whether it was.
+``idle`` (the table's "as found") is only idle where nothing else runs: the measured load says
+whether it was.
 """
 
 from __future__ import annotations
@@ -94,10 +95,11 @@ def table(results: dict[str, tuple[float, dict[str, dict]]], args: argparse.Name
              f"{args.seeds} seeds; ms per particle-token: median (range)", "",
              "| machine | others' load (cores) | threads setting | threads used | ms per particle-token | × best |",
              "|---|---|---|---|---|---|"]
+    started = {"idle": "as found", "busy": "+ 1 spinning process"}
     for condition, (load, figures) in results.items():
         best = min(f["ms"] for f in figures.values())
         for setting, f in figures.items():
-            lines.append(f"| {condition} | {load:.2f} of {os.cpu_count()} | {setting} | {f['threads']} | "
+            lines.append(f"| {started[condition]} | {load:.2f} of {os.cpu_count()} | {setting} | {f['threads']} | "
                          f"{f['ms']:.2f} ({f['range'][0]:.2f}–{f['range'][1]:.2f}) | {f['ms'] / best:.2f} |")
     return "\n".join(lines)
 

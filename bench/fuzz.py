@@ -44,8 +44,10 @@ class Pace:
     patterns and schemas, compiling grammars) and a part per example, learnt from each round
     that ran to its end."""
 
-    fixed_s: float = 30.0
-    per_example_s: float = 3.3  # 11 minutes for 200 examples per pattern or schema on 2 cores
+    # first guesses, on a 2-core machine with one core busy: a round of 1 example took 45 s,
+    # one of 200 examples per pattern or schema about 11 minutes
+    fixed_s: float = 45.0
+    per_example_s: float = 3.1
 
     def examples_for(self, seconds: float, most: int) -> int:
         """The examples per pattern or schema that fit in ``seconds``, from 1 to ``most``."""
@@ -99,7 +101,8 @@ def differential_rounds(deadline: float, most: int, run_round: Callable[[int, in
         rounds += 1
         left = deadline - clock()
         examples = pace.examples_for(left - GRACE_S, most)
-        say(f"round {rounds}: {examples} examples per pattern or schema ({left:.0f} s left)")
+        say(f"round {rounds}: {examples} example{'s' if examples > 1 else ''} per pattern or schema "
+            f"({left:.0f} s left)")
         start = clock()
         finished = run_round(rounds, examples, deadline)
         if finished.code is not None and not finished.found:

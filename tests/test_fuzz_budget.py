@@ -50,7 +50,7 @@ class SimulatedRounds:
 @pytest.mark.parametrize("minutes", [0.5, 1, 3, 10, 30])
 def test_the_rounds_end_by_the_deadline_however_slow_a_round_is(fuzz, minutes):
     # the pace of the round that made the issue: 11 minutes for 200 examples
-    sim = SimulatedRounds(fuzz, fixed_s=30, per_example_s=3.15)
+    sim = SimulatedRounds(fuzz, fixed_s=45, per_example_s=3.1)
     rounds, found = fuzz.differential_rounds(60 * minutes, 200, sim.run_round, clock=sim.clock, say=lambda _: None)
     assert not found and rounds >= 1
     assert sim.now <= 60 * minutes
@@ -61,9 +61,10 @@ def test_the_rounds_end_by_the_deadline_however_slow_a_round_is(fuzz, minutes):
 
 def test_the_pace_is_learnt_from_a_round_that_ran_to_its_end(fuzz):
     # rounds four times faster than the first guess: the second round is sized up
-    sim = SimulatedRounds(fuzz, fixed_s=30, per_example_s=0.8)
+    guess = fuzz.Pace()
+    sim = SimulatedRounds(fuzz, fixed_s=guess.fixed_s, per_example_s=guess.per_example_s / 4)
     fuzz.differential_rounds(600, 200, sim.run_round, clock=sim.clock, say=lambda _: None)
-    assert sim.examples[0] == int((600 - fuzz.GRACE_S - 30) / 3.3)
+    assert sim.examples[0] == int((600 - fuzz.GRACE_S - guess.fixed_s) / guess.per_example_s)
     assert sim.examples[1] > sim.examples[0] and sim.now <= 600
 
 
