@@ -2,8 +2,9 @@
 
 Python and awrs versions, the optional extras that import, each backend's load and one-token
 decode time, the CPU features llama.cpp was built for against those the machine reports, how
-busy other programs keep the cores (which slows llama.cpp), and where the caches live. A backend that fails is reported, never raised: the point of this
-command is to work on a broken installation.
+busy other programs keep the cores (which slows llama.cpp), and where the caches live. A
+backend that fails is reported, never raised: the point of this command is to work on a
+broken installation.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def worker(setting: str, particles: int, max_tokens: int, seeds: int) -> dict:
 
 
 def run_setting(setting: str, args: argparse.Namespace) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    paths = [str(ROOT), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
     if setting.endswith(":passive"):
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp reads it once, at load: a fresh process
     command = [sys.executable, __file__, "--worker", setting, "--particles", str(args.particles),
@@ -93,14 +94,16 @@ def measure_condition(condition: str, args: argparse.Namespace) -> tuple[float, 
 def table(results: dict[str, tuple[float, dict[str, dict]]], args: argparse.Namespace) -> str:
     lines = [f"embedded model, llama.cpp, AWRS-SMC, {args.particles} particles, {args.max_tokens} tokens, "
              f"{args.seeds} seeds; ms per particle-token: median (range)", "",
-             "| machine | others' load (cores) | threads setting | threads used | ms per particle-token | × best |",
+             "| machine | others' load (cores) | threads setting | threads used | ms per particle-token "
+             "| × best |",
              "|---|---|---|---|---|---|"]
     started = {"idle": "as found", "busy": "+ 1 spinning process"}
     for condition, (load, figures) in results.items():
         best = min(f["ms"] for f in figures.values())
         for setting, f in figures.items():
-            lines.append(f"| {started[condition]} | {load:.2f} of {os.cpu_count()} | {setting} | {f['threads']} | "
-                         f"{f['ms']:.2f} ({f['range'][0]:.2f}–{f['range'][1]:.2f}) | {f['ms'] / best:.2f} |")
+            low, high = f["range"]
+            lines.append(f"| {started[condition]} | {load:.2f} of {os.cpu_count()} | {setting} | "
+                         f"{f['threads']} | {f['ms']:.2f} ({low:.2f}–{high:.2f}) | {f['ms'] / best:.2f} |")
     return "\n".join(lines)
 
 

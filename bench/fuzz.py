@@ -107,7 +107,8 @@ def differential_rounds(deadline: float, most: int, run_round: Callable[[int, in
         finished = run_round(rounds, examples, deadline)
         if finished.code is not None and not finished.found:
             pace.learn(examples, clock() - start)
-        say(("stopped at the deadline; " if finished.code is None else "") + (finished.summary or "no output"))
+        stopped = "stopped at the deadline; " if finished.code is None else ""
+        say(stopped + (finished.summary or "no output"))
         if finished.found:
             return rounds, True
     return rounds, False
@@ -115,8 +116,8 @@ def differential_rounds(deadline: float, most: int, run_round: Callable[[int, in
 
 def crash_fuzzing(python: str, deadline: float, *, clock: Callable[[], float] = time.time) -> bool:
     """The crash-fuzzing part, until ``deadline`` (at least 10 s a target); True on a finding."""
-    corpus = Path(os.environ.get("AWRS_FUZZ_CORPUS") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                  / "awrs" / "fuzz")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    corpus = Path(os.environ.get("AWRS_FUZZ_CORPUS") or cache / "awrs" / "fuzz")
     work = Path(tempfile.gettempdir())
     for k, target in enumerate(TARGETS):
         seconds = max(int((deadline - clock()) / (len(TARGETS) - k)), 10)
@@ -157,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                    AWRS_FUZZ_SCHEMAS=os.environ.get("AWRS_FUZZ_SCHEMAS", "100"),
                    AWRS_FUZZ_PATTERNS=os.environ.get("AWRS_FUZZ_PATTERNS", "1000"))
         log = logs / f"awrs-fuzz-round-{seed}.log"
-        finished = run_until([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf",
-                              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_differential_*.py"))],
+        tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_differential_*.py"))
+        finished = run_until([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *tests],
                              log, until - GRACE_S, env=env, cwd=ROOT)
         if finished.found:
             print(f"fuzz: round {number} failed; hypothesis's minimal examples are in {log} "
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds, found = differential_rounds(deadline, most, run_round)
     if found:
         return 1
-    print(f"fuzz: no findings in {time.time() - start:.0f} s; {rounds} differential rounds, every test that ran passed")
+    print(f"fuzz: no findings in {time.time() - start:.0f} s; {rounds} differential rounds, "
+          "every test that ran passed")
     return 0
 
 

@@ -51,7 +51,8 @@ class SimulatedRounds:
 def test_the_rounds_end_by_the_deadline_however_slow_a_round_is(fuzz, minutes):
     # the pace of the round that made the issue: 11 minutes for 200 examples
     sim = SimulatedRounds(fuzz, fixed_s=45, per_example_s=3.1)
-    rounds, found = fuzz.differential_rounds(60 * minutes, 200, sim.run_round, clock=sim.clock, say=lambda _: None)
+    rounds, found = fuzz.differential_rounds(60 * minutes, 200, sim.run_round, clock=sim.clock,
+                                             say=lambda _: None)
     assert not found and rounds >= 1
     assert sim.now <= 60 * minutes
     assert all(1 <= n <= 200 for n in sim.examples)
