@@ -9,9 +9,11 @@ default is therefore one thread per core that other programs leave free, at leas
 "Busy" is measured, not guessed: the CPU time that other processes used on the cores this
 process may run on, over a window (``/proc/stat`` less this process's own CPU time), in cores.
 Outside Linux the one-minute load average stands in for it. The thread count only changes
-speed: llama.cpp's CPU kernels give the same logits, bit for bit, at any thread count (checked
-for F16, Q4_0, Q4_1 and Q4_K weights in tests/test_llamacpp.py), so a choice that depends on
-the machine's load never changes a sample.
+speed: llama.cpp's CPU kernels give the same logits, bit for bit, at any thread count (each dot
+product is one thread's; seen at 1, 2 and 3 threads for F16, Q4_0, Q4_1 and Q4_K weights, and
+kept in check for F16 by tests/test_llamacpp.py), so a choice that depends on the machine's
+load never changes a sample. The first measurement waits until the window is ``MIN_WINDOW_S``
+long, which a model's load usually covers.
 """
 
 from __future__ import annotations
