@@ -61,7 +61,7 @@ def read_cpu(stat_text: str | None = None) -> CpuReading | None:
     busy = total = 0
     for line in stat_text.splitlines():
         name, _, rest = line.partition(" ")
-        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cores:
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores):
             continue
         # user nice system idle iowait irq softirq steal (guest time is inside user already)
         ticks = [int(x) for x in rest.split()[:8]]
