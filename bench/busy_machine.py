@@ -10,9 +10,10 @@ each thread setting (``default``: what awrs picks; a number: ``--threads N``; ``
 threads with ``OMP_WAIT_POLICY=PASSIVE``, idle threads sleeping instead of spinning), a fresh
 process loads the embedded model on llama.cpp and runs AWRS-SMC on the regex task of ``awrs
 bench --scaling`` (one warm-up run, then ``--seeds`` runs). Prints a Markdown table: the load
-other processes put on the machine (measured before the runs, in cores: the spinner and
-anything already running), the threads each setting used, and the median ms per particle-token
-(range), over the best setting's in the same condition.
+other processes put on the machine (in cores: the spinner and anything already running;
+measured before the runs and, in brackets, while the setting ran), the threads each setting
+used, and the median ms per particle-token (range), over the best setting's in the same
+condition.
 
 ``idle`` (the table's "as found") is only idle where nothing else runs: the measured load says
 whether it was.
@@ -21,6 +22,7 @@ whether it was.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -52,7 +54,25 @@ def worker(setting: str, particles: int, max_tokens: int, seeds: int) -> dict:
     return {"threads": model.n_threads, "ms": row["ms_per_particle_token"], "range": row["range"]}
 
 
+def with_children(reading):
+    """A reading whose own CPU time includes the settings' finished processes: their load is
+    this script's, not other programs'."""
+    times = os.times()
+    return dataclasses.replace(reading, own_seconds=reading.own_seconds + times.children_user
+                               + times.children_system)
+
+
 def run_setting(setting: str, args: argparse.Namespace) -> dict:
+    """One setting's figures from a fresh process, and other programs' load while it ran."""
+    from awrs.models.cpu_load import others_busy_cores, read_cpu
+
+    before = with_children(read_cpu())
+    figures = _run_worker(setting, args)
+    figures["others_during"] = others_busy_cores(before, with_children(read_cpu()))
+    return figures
+
+
+def _run_worker(setting: str, args: argparse.Namespace) -> dict:
     paths = [str(ROOT), os.environ.get("PYTHONPATH")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
     if setting.endswith(":passive"):
@@ -94,16 +114,18 @@ def measure_condition(condition: str, args: argparse.Namespace) -> tuple[float, 
 def table(results: dict[str, tuple[float, dict[str, dict]]], args: argparse.Namespace) -> str:
     lines = [f"embedded model, llama.cpp, AWRS-SMC, {args.particles} particles, {args.max_tokens} tokens, "
              f"{args.seeds} seeds; ms per particle-token: median (range)", "",
-             "| machine | others' load (cores) | threads setting | threads used | ms per particle-token "
-             "| × best |",
+             "| machine | others' load before (during) | threads setting | threads used "
+             "| ms per particle-token | × best |",
              "|---|---|---|---|---|---|"]
     started = {"idle": "as found", "busy": "+ 1 spinning process"}
     for condition, (load, figures) in results.items():
         best = min(f["ms"] for f in figures.values())
         for setting, f in figures.items():
             low, high = f["range"]
-            lines.append(f"| {started[condition]} | {load:.2f} of {os.cpu_count()} | {setting} | "
-                         f"{f['threads']} | {f['ms']:.2f} ({low:.2f}–{high:.2f}) | {f['ms'] / best:.2f} |")
+            during = f["others_during"]
+            lines.append(f"| {started[condition]} | {load:.2f} ({during:.2f}) of {os.cpu_count()} | "
+                         f"{setting} | {f['threads']} | {f['ms']:.2f} ({low:.2f}–{high:.2f}) | "
+                         f"{f['ms'] / best:.2f} |")
     return "\n".join(lines)
 
 
