@@ -140,12 +140,14 @@ bench-peers: setup setup-llamacpp $(PEERS_STAMP)
 	$(PY) bench/peers.py
 
 # Crash fuzzing (atheris) of the constraint compilers for half of MINUTES, then the differential
-# tests with a new seed and 200 examples per pattern and schema each round for the rest
-# (make test runs a fixed, seeded budget of the differential tests)
+# tests with a new seed and up to 200 examples per pattern and schema each round for the rest,
+# each round sized to the time left and the last stopped at the deadline: the whole ends within
+# MINUTES (make test runs a fixed, seeded budget of the differential tests)
 MINUTES ?= 10
 fuzz: setup
-	$(PY) -m pip install --quiet -e ".[fuzz]" || echo "atheris did not install: crash fuzzing will be skipped"
-	bench/fuzz.sh $(MINUTES) $(PY)
+	$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install --quiet "atheris>=2.3" \
+		|| echo "atheris did not install: crash fuzzing will be skipped"
+	$(PY) bench/fuzz.py $(MINUTES)
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) build dist site *.egg-info .pytest_cache .hypothesis

@@ -58,7 +58,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                         help="where the model runs: a torch device for hf (cuda, cuda:1, mps); for llamacpp "
                              "anything but cpu offloads every layer to llama.cpp's GPU (default: cpu)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for the llamacpp backend (default: the cores this process may use)")
+                        help="CPU threads for the llamacpp backend (default: one per core that other "
+                             "programs leave free, measured at load and at each session)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,

@@ -1,9 +1,10 @@
 """``awrs doctor``: what a bug report needs, in one paste.
 
 Python and awrs versions, the optional extras that import, each backend's load and one-token
-decode time, the CPU features llama.cpp was built for against those the machine reports, and
-where the caches live. A backend that fails is reported, never raised: the point of this
-command is to work on a broken installation.
+decode time, the CPU features llama.cpp was built for against those the machine reports, how
+busy other programs keep the cores (which slows llama.cpp), and where the caches live. A
+backend that fails is reported, never raised: the point of this command is to work on a
+broken installation.
 """
 
 from __future__ import annotations
@@ -95,8 +96,29 @@ def _llamacpp_build() -> list[str]:
     return lines
 
 
-def report(*, backends: bool = True, out: Callable[[str], None] = print) -> None:
-    """Print the report line by line (``backends=False`` skips loading models)."""
+def machine_load(watch=None) -> list[str]:
+    """How busy other programs keep the cores, and what that does to llama.cpp's default
+    threads (``watch``: a :class:`~awrs.models.cpu_load.LoadWatch`, injectable for tests)."""
+    from .models.cpu_load import LoadWatch, usable_cores
+
+    watch = watch or LoadWatch()
+    threads = watch.threads(wait=True)
+    cores = len(usable_cores())
+    if watch.busy is None:
+        return [f"machine load: not measurable here; llama.cpp's default: {threads} threads of {cores} cores"]
+    lines = [f"machine load: other programs use {watch.busy:.2f} of {cores} cores; "
+             f"llama.cpp's default: {threads} thread{'s' if threads > 1 else ''}"]
+    if threads < cores:
+        lines.append(
+            "machine busy: llama.cpp's threads wait for each other at every step, so a thread that "
+            "shares its core with another program stalls the rest (many times slower); awrs uses fewer "
+            "threads while the load lasts (--threads N overrides), and the timings below are slower too")
+    return lines
+
+
+def report(*, backends: bool = True, out: Callable[[str], None] = print, load_watch=None) -> None:
+    """Print the report line by line (``backends=False`` skips loading models; ``load_watch``
+    replaces the machine's load readings, for tests)."""
     from . import __version__
     from .models.embedded import cache_dir
     from .models.llamacpp_build import host_cpu_flags
@@ -110,6 +132,8 @@ def report(*, backends: bool = True, out: Callable[[str], None] = print) -> None
     flags = host_cpu_flags()
     out("CPU reports: " + (" ".join(f for f in CPU_FEATURES if f in flags) or "unknown"))
     for line in _llamacpp_build():
+        out(line)
+    for line in machine_load(load_watch):
         out(line)
     out(f"model cache: {cache_dir()} (converted models, llama.cpp probe verdicts; $AWRS_CACHE_DIR moves it)")
     if backends:

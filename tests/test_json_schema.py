@@ -546,6 +546,9 @@ def test_errors_are_one_line_config_errors():
     # found by crash fuzzing: jsonschema's own ValueError escaped for a $schema that is no URL
     with pytest.raises(ConfigError, match=r"\$schema: 'http://json-sche\]ma.org/draft-07/schema#' is not a URI"):
         JsonSchema({"$schema": "http://json-sche]ma.org/draft-07/schema#", "type": "integer"})
+    # and for a draft-4 id that is no URL (found by make fuzz)
+    with pytest.raises(ConfigError, match=r"at /: its id is not a URI \(Invalid IPv6 URL\)"):
+        JsonSchema({"$schema": "http://json-schema.org/draft-04/schema#", "id": "http://[x"})
     with pytest.raises(ConfigError, match=r"\$schema: it must be a draft's URI \(a string\), got dict"):
         JsonSchema({"$schema": {"aer": {}}})
     with pytest.raises(ConfigError, match="draft 3"):

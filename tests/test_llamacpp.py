@@ -20,7 +20,7 @@ if (unusable := llamacpp_unusable()) is not None:
     pytest.skip(f"llama-cpp-python is not usable: {unusable}", allow_module_level=True)
 
 # One thread: on a shared CPU llama.cpp's threads wait for each other at every graph node, and
-# the results do not depend on the thread count (each dot product is computed by one thread).
+# the results do not depend on the thread count (test_the_thread_count_never_changes_the_logits).
 THREADS = 1
 
 
@@ -69,13 +69,24 @@ def test_loads_the_embedded_model_as_an_f16_copy_of_the_shipped_file(cpp):
     assert by_path.vocab.tokens == cpp.vocab.tokens
 
 
-def test_default_thread_count_is_the_cores_we_may_use():
-    import os
-
-    if not hasattr(os, "sched_getaffinity"):
-        pytest.skip("no sched_getaffinity here")
-    model = LlamaCppModel(embedded_gguf_path(), n_ctx=256, n_seq_max=1)
-    assert model.n_threads == len(os.sched_getaffinity(0))
+def test_the_thread_count_never_changes_the_logits():
+    """What lets the default thread count follow the machine's load (awrs.models.cpu_load):
+    each dot product is computed by one thread, so any count gives the same bits."""
+    rng = np.random.default_rng(0)
+    prompt = [int(t) for t in rng.integers(100, 5000, 12)]
+    steps = [([int(p) for p in rng.integers(0, 4, 4)], [int(t) for t in rng.integers(100, 5000, 4)])
+             for _ in range(3)]
+    seen = []
+    for threads in (1, 2):
+        model = LlamaCppModel(embedded_gguf_path(), n_ctx=256, n_seq_max=4, n_threads=threads)
+        session = model.open(prompt, 4)
+        tables = [session.logprobs().copy()]
+        for parents, tokens in steps:
+            session.step(parents, tokens)
+            tables.append(session.logprobs().copy())
+        session.close()
+        seen.append(np.stack(tables))
+    assert np.array_equal(seen[0], seen[1])
 
 
 def test_vocabulary_equals_the_transformers_backend(cpp, hf):

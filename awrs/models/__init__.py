@@ -45,9 +45,10 @@ def load_model(
             llama-cpp-python is installed and loads -- it is 2.5-3x faster on CPUs -- otherwise
             transformers. ``model.backend`` says which one was chosen.
         backend_options: ``llamacpp`` only: ``n_ctx`` (KV cells shared by all rows, default
-            8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: the CPU
-            cores), ``n_gpu_layers``, ``flash_attn``, ``prompt_chunk`` (prompt tokens per batch,
-            default 64), ``log`` (print llama.cpp's log), ``name``;
+            8192), ``n_seq_max`` (rows at once, default 64), ``n_threads`` (default: one per
+            core that other programs leave free), ``n_gpu_layers``, ``flash_attn``,
+            ``prompt_chunk`` (prompt tokens per batch, default 64), ``log`` (print llama.cpp's
+            log), ``name``;
             see :class:`awrs.models.llamacpp.LlamaCppModel`. ``quant`` (embedded model only):
             ``"f16"`` (the default, :data:`DEFAULT_QUANT`: the shipped weights to F16 rounding),
             ``"q8_0"`` or ``"q4_0"``: a copy requantized once and cached (formats with batched

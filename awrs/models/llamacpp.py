@@ -32,7 +32,8 @@ Limits (all constructor arguments, and ``load_model(..., backend="llamacpp", nam
   where rows share ancestors). 10 particles x 64 tokens after a 50-token prompt use at most
   690 cells.
 * ``n_seq_max`` (default 64, at most 255): rows alive at once, over all open sessions.
-* ``n_threads`` (default: the CPU cores this process may use).
+* ``n_threads`` (default: one per core that other programs leave free, measured at load and
+  again at each session's start; see :mod:`awrs.models.cpu_load`).
 
 Exceeding a limit raises :class:`~awrs.errors.ModelError` naming it and how to raise it.
 
@@ -50,7 +51,6 @@ Not here: sampling (see :mod:`awrs.sampling`), the transformers backend (:mod:`a
 from __future__ import annotations
 
 import ctypes
-import os
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +63,7 @@ from .base import DecodingSession, LanguageModel, Message
 from .chat_template import compile_template
 from .embedded import vocabulary_cache
 from .gguf_tokens import declared_tokens
+from .cpu_load import LoadWatch
 from .llamacpp_lib import LOG, limit_hint, llama
 from .llamacpp_pool import MAX_SEQ, SequencePool
 from .llamacpp_session import LlamaCppSession, log_softmax
@@ -73,13 +74,6 @@ FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = 0, 1  # enum llama_flash_attn_type
 PROMPT_BATCH = 512  # tokens per llama_decode call at most (llama.cpp's n_batch)
 PROMPT_CHUNK = 64  # prompt tokens per llama_decode call, cut at multiples of it from position 0
 
-def _default_threads() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return max(os.cpu_count() or 1, 1)
-
-
 class LlamaCppModel(LanguageModel):
     """A GGUF model run by llama.cpp behind awrs's batched interface.
 
@@ -87,7 +81,9 @@ class LlamaCppModel(LanguageModel):
         path: the ``.gguf`` file.
         n_ctx: KV cells shared by all rows of all sessions (see the module docstring).
         n_seq_max: rows alive at once (at most 255).
-        n_threads: CPU threads for llama.cpp (default: the cores this process may use).
+        n_threads: CPU threads for llama.cpp (default: one per core that other programs leave
+            free, measured while the model loads and again whenever a session opens; the
+            count changes speed only, never the logits).
         n_gpu_layers: layers offloaded to a GPU when llama.cpp was built with one (0: CPU).
         flash_attn: use llama.cpp's fused attention (the default: on the CPU, with the F16
             weights, it was 1-14 % faster and as close to the float32 transformers backend).
@@ -121,14 +117,14 @@ class LlamaCppModel(LanguageModel):
             raise ModelError(f"prompt_chunk must be between 1 and {PROMPT_BATCH}, got {prompt_chunk}")
         if int(n_ctx) < 16:
             raise ModelError(f"n_ctx must be at least 16, got {n_ctx}")
-        n_threads = _default_threads() if n_threads is None else int(n_threads)
-        if n_threads < 1:
+        if n_threads is not None and int(n_threads) < 1:
             raise ModelError(f"n_threads must be at least 1, got {n_threads}")
+        # the load is measured over the model's loading: a window that costs no extra wait
+        self._load_watch = LoadWatch() if n_threads is None else None
         lib = llama()
         self._lib = lib
         self.path = path
         self.name = name or path.stem
-        self.n_threads = n_threads
         self.n_seq_max = int(n_seq_max)
         LOG.echo = log
         LOG.mark()
@@ -140,6 +136,8 @@ class LlamaCppModel(LanguageModel):
             detail = LOG.recent() or "see llama.cpp's log (log=True)"
             raise ModelError(f"llama.cpp could not load {path} as a GGUF model: {detail}")
         self._model = model
+        n_threads = self._load_watch.threads(wait=True) if self._load_watch else int(n_threads)
+        self.n_threads = n_threads
 
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = int(n_ctx)
@@ -378,6 +376,7 @@ class LlamaCppModel(LanguageModel):
         if any(n < 0 for n in counts):
             raise ModelError(f"rows must be >= 0, got {counts}")
         self._check_open()
+        self._follow_load()
         self.pool.collect_orphans()
         self.pool.require(sum(counts), 0)
         seqs: list[int] = []
@@ -388,6 +387,16 @@ class LlamaCppModel(LanguageModel):
         table = np.stack(logprobs) if logprobs else np.zeros((0, self._n_vocab), dtype=np.float32)
         histories = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         return LlamaCppSession(self, seqs, np.array(lengths, dtype=np.int64), table, histories)
+
+    def _follow_load(self) -> None:
+        """With the default thread count, fit it to the load other programs put on the
+        machine since the last look (a long-running server meets a build started later)."""
+        if self._load_watch is None:
+            return
+        n = self._load_watch.threads()
+        if n != self.n_threads:
+            self._lib.llama_set_n_threads(self._ctx, n, n)
+            self.n_threads = n
 
     def _add_rows(self, ids: tuple[int, ...], n: int, seqs: list[int], lengths: list[int],
                   logprobs: list[np.ndarray]) -> None:

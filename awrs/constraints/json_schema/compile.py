@@ -66,7 +66,11 @@ class Compiler:
         """The node of ``schema``; ``entered``: ``resolver`` already has its base URI (a $ref target)."""
         if isinstance(schema, dict):
             if not entered:
-                resolver = resolver.in_subresource(self.specification.create_resource(schema))
+                try:
+                    resolver = resolver.in_subresource(self.specification.create_resource(schema))
+                except ValueError as err:  # urljoin on an id that is no URL (draft 4 does not check)
+                    raise ConfigError(f"invalid JSON Schema at {path or '/'}: its id is not a URI ({err}); "
+                                      "fix the id or leave it out") from None
         elif not isinstance(schema, bool):
             raise ConfigError(
                 f"a schema must be an object or a boolean at {path or '/'}, got {type(schema).__name__}"
