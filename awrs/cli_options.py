@@ -49,16 +49,20 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
              "models), a .gguf file or a local Hugging Face model directory (default: the embedded "
              "SmolLM2-135M-Instruct)",
     )
-    backends = ["auto", "hf", "llamacpp"] + (["both"] if both else [])
+    backends = ["auto", "hf", "llamacpp", "vllm"] + (["both"] if both else [])
     parser.add_argument("--backend", choices=backends, default="auto",
-                        help="model backend: transformers (hf), llama.cpp (GGUF files) or auto (the "
-                             "default: llama.cpp when llama-cpp-python is installed, else hf)"
-                        + ("; both: side by side" if both else ""))
+                        help="model backend: transformers (hf), llama.cpp (GGUF files), vLLM (vllm: its "
+                             "own environment, make setup-vllm) or auto (the default: llama.cpp when "
+                             "llama-cpp-python is installed, else hf)"
+                        + ("; both: llama.cpp and hf side by side, and vllm where it is installed" if both else ""))
     parser.add_argument("--device", default="cpu",
                         help="where the model runs: a torch device for hf (cuda, cuda:1, mps); for llamacpp "
                              "anything but cpu offloads every layer to llama.cpp's GPU (default: cpu)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for the llamacpp backend (default: the cores this process may use)")
+                        help="CPU threads for the llamacpp and vllm backends (default: the cores this process "
+                             "may use)")
+    parser.add_argument("--kv-cache-gb", type=positive_float, default=None, metavar="GB",
+                        help="vllm: the KV cache's size in GiB (default: 1 on a CPU, vLLM's share of a GPU)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
@@ -95,6 +99,11 @@ def load_model_from_args(args, backend: str | None = None):
     from .models.named import llamacpp_options
 
     backend = backend or args.backend
+    if backend == "vllm":
+        options = {"threads": args.threads} if args.threads else {}
+        if getattr(args, "kv_cache_gb", None):
+            options["kv_cache_bytes"] = int(args.kv_cache_gb * (1 << 30))
+        return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)
     options = llamacpp_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
                                quant=getattr(args, "quant", None))
     return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)

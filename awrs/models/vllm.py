@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
     """
 
     backend = "vllm"
+    #: the models whose engines run in this process: vLLM keeps its parallel state per process,
+    #: and shutting one engine down tears it down for every engine, so one runs at a time
+    _running: weakref.WeakSet = weakref.WeakSet()
 
     def __init__(self, directory: str | Path, *, device: str = "cpu", threads: int | None = None,
                  kv_cache_bytes: int | None = None, block_size: int | None = None, max_rows: int = 256,
@@ -112,6 +116,10 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
             raise ModelError(f"{directory} is not a Hugging Face model directory (no config.json); the vllm "
                              "backend reads a local model folder, a named model or a .gguf file")
         _, LLM, self._SamplingParams, self._TokensPrompt, self._output_kind = import_vllm(log=log)
+        for other in list(VLLMModel._running):
+            if other._dead is None:
+                raise ModelError(f"a vLLM engine already runs in this process ({other.name}); vLLM runs one per "
+                                 "process: close it first (model.close()), or load this model in another process")
         self.tokenizer, generation_eos, config_len = load_tokenizer(directory)
         self.name = name or directory.name
         self.vocab = tokenizer_vocabulary(self.tokenizer, generation_eos, declared)
@@ -135,6 +143,7 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         self._session: VLLMSession | None = None
         self._dead: str | None = None
         self._handoff.unfinished = self._unfinished_keys
+        VLLMModel._running.add(self)
 
     # -- the engine -------------------------------------------------------------------------
 
@@ -204,7 +213,7 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
             raise self._fail(f"an engine step raised {type(err).__name__}: {err}") from err
 
     def limit_hint(self) -> str:
-        return ("give vLLM a larger KV cache (kv_cache_bytes=, --kv-cache-gb; now "
+        return ("give vLLM a larger KV cache (kv_cache_bytes=, or --kv-cache-gb on the command line; now "
                 f"{self.settings.get('kv_cache_memory_bytes', 0) / GiB:.2f} GiB), or run fewer particles")
 
     # -- sessions ---------------------------------------------------------------------------
@@ -233,13 +242,19 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         return session
 
     def close(self) -> None:
-        """Stop the engine and free its memory."""
+        """Stop the engine and free its memory (another vllm model can be loaded then)."""
+        if self._engine is None:
+            return
         if self._session is not None:
             self._session.close()
         self._worker.shutdown(wait=True)
-        if self._dead is None:
-            self._dead = "the model was closed"
+        self._dead = "the model was closed"
+        try:
+            self._engine.engine_core.shutdown()
+        except Exception:  # an engine that failed may not shut down cleanly; it is dropped all the same
+            pass
         self._llm = self._engine = None
+        VLLMModel._running.discard(self)
 
 
 class VLLMSession(DecodingSession):
