@@ -71,6 +71,16 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                              "as it is, faster for one row, slower in batches; q8_0, q4_0: smaller copies)")
 
 
+def side_by_side_backends() -> tuple[str, ...]:
+    """What ``--backend both`` compares: llama.cpp and transformers, and vLLM where it is
+    installed (its own environment, .venv-vllm, has no llama.cpp: there, transformers and vLLM)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return ("llamacpp", "hf")
+    return (*(("llamacpp",) if importlib.util.find_spec("llama_cpp") else ()), "hf", "vllm")
+
+
 def check_gpus_have_a_device(gpus: float, device: str, option: str) -> None:
     """Reserving GPUs on Ray without putting the model on one would leave them idle."""
     if gpus > 0 and device == "cpu":
@@ -96,16 +106,11 @@ def run_reporting_errors(command: Callable[[], int]) -> int:
 
 def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
-    from .models.named import llamacpp_options
+    from .models.named import model_options
 
     backend = backend or args.backend
-    if backend == "vllm":
-        options = {"threads": args.threads} if args.threads else {}
-        if getattr(args, "kv_cache_gb", None):
-            options["kv_cache_bytes"] = int(args.kv_cache_gb * (1 << 30))
-        return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)
-    options = llamacpp_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
-                               quant=getattr(args, "quant", None))
+    options = model_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
+                            quant=getattr(args, "quant", None), kv_cache_gb=getattr(args, "kv_cache_gb", None))
     return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)
 
 
