@@ -175,11 +175,24 @@ def test_the_server_answers_a_constrained_chat_request(model):
     assert reply.choices[0].message.content in ("yes", "no")
 
 
-def test_a_second_session_closes_the_first(model):
-    first = model.open(model.encode("One"), 1)
-    first.logprobs()
-    second = model.open(model.encode("Two"), 1)
-    with pytest.raises(ModelError, match="cannot continue"):
-        first.step(np.array([0]), np.array([5]))
-    assert second.logprobs().shape[0] == 1
-    second.close()
+def test_sessions_that_take_turns_resume_exactly(model):
+    """Every engine step runs all live requests, so while one session runs another is suspended
+    (its requests aborted, its histories kept) and resumes from the prefix cache: here one is
+    suspended after its log-probabilities were read (a step waiting for its tokens), the other
+    between steps."""
+    first, second = model.encode("One two three"), model.encode("Four five")
+    a = model.open(first, 2)
+    a.logprobs()
+    b = model.open(second, 1)
+    b.logprobs()
+    a.step(np.array([0, 1]), np.array([5, 6]))
+    after_a = a.logprobs()
+    b.step(np.array([0, 0]), np.array([7, 8]))
+    after_b = b.logprobs()
+    a.step(np.array([1]), np.array([9]))
+    again_a = a.logprobs()
+    a.close()
+    b.close()
+    np.testing.assert_allclose(after_a, fresh_logprobs(model, [first + [5], first + [6]]), atol=TOLERANCE)
+    np.testing.assert_allclose(after_b, fresh_logprobs(model, [second + [7], second + [8]]), atol=TOLERANCE)
+    np.testing.assert_allclose(again_a, fresh_logprobs(model, [first + [6, 9]]), atol=TOLERANCE)

@@ -140,7 +140,7 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="awrs-vllm-step")
         self._step: Future | None = None
         self._keys = itertools.count()
-        self._session: VLLMSession | None = None
+        self._active: VLLMSession | None = None  # the session whose requests are in the engine
         self._dead: str | None = None
         self._handoff.unfinished = self._unfinished_keys
         VLLMModel._running.add(self)
@@ -233,20 +233,24 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
 
     def open_many(self, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> DecodingSession:
         self.check_alive()
-        if self._session is not None:  # one engine runs one session's requests at a time
-            self._session.close()
         session = VLLMSession(self)
         for prompt, n in zip(prompts, rows):
             session.extend(prompt, n)
-        self._session = session
         return session
+
+    def _activate(self, session: VLLMSession) -> None:
+        """Make ``session``'s requests the engine's: every engine step runs all live requests,
+        so another session's are suspended (aborted, and added again when it next runs)."""
+        if self._active is not None and self._active is not session:
+            self._active._suspend()
+        self._active = session
 
     def close(self) -> None:
         """Stop the engine and free its memory (another vllm model can be loaded then)."""
         if self._engine is None:
             return
-        if self._session is not None:
-            self._session.close()
+        if self._active is not None:
+            self._active.close()
         self._worker.shutdown(wait=True)
         self._dead = "the model was closed"
         try:
@@ -258,7 +262,14 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
 
 
 class VLLMSession(DecodingSession):
-    """Rows of one or more prompts; ``rowmap[row]`` is the index of the row's request."""
+    """Rows of one or more prompts; ``rowmap[row]`` is the index of the row's request.
+
+    Several sessions may be open on one model; the one that runs has its requests in the engine,
+    the others are suspended: their requests aborted, their token histories kept. A suspended
+    session that runs again adds its requests anew (the prefix cache serves most of them), and
+    one suspended after its log-probabilities were read continues from those: each row of its
+    next step becomes a new request.
+    """
 
     extendable = True
 
@@ -268,6 +279,7 @@ class VLLMSession(DecodingSession):
         self._rowmap = np.zeros(0, dtype=np.int64)
         self._logprobs: np.ndarray | None = None
         self._closed: str | None = None
+        self._suspended = False
         self.evaluated = 0  # requests evaluated by step() so far (rows sharing a history count once)
 
     @property
@@ -281,9 +293,10 @@ class VLLMSession(DecodingSession):
 
     def extend(self, prompt_ids: Sequence[int], rows: int) -> None:
         self._check()
-        if self._model._step is not None:
+        if self._logprobs is not None and self.rows:
             raise ModelError("rows can join a vllm session only between steps (after step(), before logprobs())")
         ids = self._model._checked_prompt(prompt_ids)
+        self._resume()
         self._requests.append(self._model._add(ids))
         self._rowmap = np.concatenate([self._rowmap, np.full(int(rows), len(self._requests) - 1, dtype=np.int64)])
         self._logprobs = None
@@ -295,6 +308,7 @@ class VLLMSession(DecodingSession):
             if not self._requests:
                 return np.zeros((0, width), dtype=np.float32)
             try:
+                self._resume()
                 captured = self._model._start_step([r.key for r in self._requests])
             except ModelError as err:
                 self._fail(str(err))
@@ -322,24 +336,25 @@ class VLLMSession(DecodingSession):
         if longest + 1 > model.max_context:
             raise ModelError(f"a row would reach {longest + 1} tokens but the vllm backend runs {model.name} "
                              f"with max_model_len={model.max_context}")
-        self.logprobs()  # the step whose logits awrs chose from must be in flight
+        self.logprobs()  # the step whose logits awrs chose from is in flight, unless suspended since
+        model._activate(self)
         first, group = merge_equal_histories(self._rowmap, parents, tokens)
         sources = self._rowmap[parents[first]]
         # a request's first child keeps it (its token is forced); further children are new requests
         kept: dict[int, int] = {}
-        for g, source in enumerate(sources.tolist()):
-            kept.setdefault(source, g)
-        choices = {self._requests[s].key: int(tokens[first[g]]) for s, g in kept.items()}
-        outputs = model._finish_step(choices)
+        if not self._suspended:
+            for g, source in enumerate(sources.tolist()):
+                kept.setdefault(source, g)
+            choices = {self._requests[s].key: int(tokens[first[g]]) for s, g in kept.items()}
+            self._check_forced(model._finish_step(choices), kept, choices)
         self._logprobs = None
-        self._check_forced(outputs, kept, choices)
-        dropped = [r for i, r in enumerate(self._requests) if i not in kept]
+        dropped = [r for i, r in enumerate(self._requests) if i not in kept and not self._suspended]
         histories = [[*self._requests[s].tokens, int(tokens[first[g]])] for g, s in enumerate(sources.tolist())]
         requests: list[_Request] = []
         try:
             model._abort(dropped)
             for g, source in enumerate(sources.tolist()):
-                if kept[source] == g:
+                if kept.get(source) == g:
                     request = self._requests[source]
                     request.tokens = histories[g]
                 else:  # a further child: a new request, its prefix served from the prefix cache
@@ -349,6 +364,7 @@ class VLLMSession(DecodingSession):
             self._fail(str(err))
             raise
         self._requests = requests
+        self._suspended = False
         self._rowmap = group
         self.evaluated += len(first)
 
@@ -369,18 +385,33 @@ class VLLMSession(DecodingSession):
             self._closed = why
             self._release()
 
-    def _release(self) -> None:
+    def _suspend(self) -> None:
+        """Take this session's requests out of the engine, keeping their histories."""
         model = self._model
-        try:
-            if model._step is not None:
-                model._handoff.cancel()
-                model._finish_step({})
+        if model._step is not None:  # a step waits for this session's tokens: let it end unforced
+            model._handoff.cancel()
+            model._finish_step({})
+        if not self._suspended:
             model._abort(self._requests)
+        self._suspended = True
+        if model._active is self:
+            model._active = None
+
+    def _resume(self) -> None:
+        """Put this session's requests (back) into the engine."""
+        model = self._model
+        model._activate(self)
+        if self._suspended:
+            self._requests = [model._add(r.tokens) for r in self._requests]
+            self._suspended = False
+
+    def _release(self) -> None:
+        try:
+            if self._model._active is self:
+                self._suspend()
         except ModelError:
             pass  # the engine is marked dead; nothing more to free
         self._requests = []
-        if model._session is self:
-            model._session = None
 
     def close(self) -> None:
         if self._closed is None:
