@@ -28,7 +28,9 @@ CORPUS = (
     "the sea is salty because rivers carry salt into it. yes or no? yes, because it rains. "
     "no, because the sun is hot. 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 ) * 4
-LANGUAGE = [" cat", " cats", " mat", " hat", " dog."]  # each has several tokenizations
+# each string has several tokenizations; none is a prefix of another (after " cat", a likelier " cats"
+# would leave " cat" to the rare particles that end there: a fair check, but a noisy one)
+LANGUAGE = [" cat", " mat", " hat", " dog."]
 PROMPT = "the"
 EOS = "<|endoftext|>"
 
@@ -53,7 +55,7 @@ def build_model(folder: Path, seed: int = 0) -> None:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=0.2, eos_token_id=tokenizer.eos_token_id,
+                         initializer_range=0.05, eos_token_id=tokenizer.eos_token_id,
                          bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     model = LlamaForCausalLM(config).to(torch.float32)
     model.save_pretrained(folder)
@@ -132,7 +134,8 @@ def timings(model, counts, max_tokens: int = 24) -> str:
     return "ms per particle-token, " + "; ".join(cells)
 
 
-def check_backend(backend: str, device: str, folder: Path, exact, log_p, args) -> None:
+def check_backend(backend: str, device: str, folder: Path, exact, log_p, args) -> bool:
+    """Load, exactness and speed lines for one backend; whether all passed."""
     import awrs
 
     name = f"{backend} on {device}"
@@ -143,13 +146,15 @@ def check_backend(backend: str, device: str, folder: Path, exact, log_p, args) -
         line("PASS", f"load {name}", f"{time.perf_counter() - start:.1f} s, {model.runs_as}")
     except Exception as err:  # noqa: BLE001 - one line per check, the script goes on
         line("FAIL", f"load {name}", f"{type(err).__name__}: {err}")
-        return
+        return False
     try:
         ok, detail = exactness(model, exact, log_p, args.runs, args.particles, args.max_tokens)
         line("PASS" if ok else "FAIL", f"exactness {name}", detail)
         line("PASS", f"speed {name}", timings(model, args.counts))
+        return ok
     except Exception as err:  # noqa: BLE001
         line("FAIL", f"run {name}", f"{type(err).__name__}: {err}")
+        return False
     finally:
         if hasattr(model, "close"):
             model.close()
@@ -160,7 +165,7 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="on the CPU, smaller; CUDA checks are skipped")
     parser.add_argument("--folder", default=None, help="where to build the model (default: a temporary folder)")
     args = parser.parse_args()
-    args.runs, args.particles, args.max_tokens = (4, 32, 6) if args.dry_run else (16, 64, 6)
+    args.runs, args.particles, args.max_tokens = (8, 64, 6) if args.dry_run else (16, 64, 6)
     args.counts = (2, 4) if args.dry_run else (10, 64, 256)
     started = time.perf_counter()
     missing = [m for m in ("numpy", "regex", "torch", "transformers", "tokenizers") if not _importable(m)]
@@ -194,10 +199,10 @@ def main() -> int:
         backends = ["hf"] + (["vllm"] if _importable("vllm") else [])
         if "vllm" not in backends:
             line("SKIP", "vllm backend", "vLLM is not installed in this Python")
-        for backend, device in itertools.product(backends, devices):
-            check_backend(backend, device, folder, exact, log_p, args)
-    line("INFO", "total", f"{time.perf_counter() - started:.0f} s")
-    return 0
+        passed = [check_backend(backend, device, folder, exact, log_p, args)
+                  for backend, device in itertools.product(backends, devices)]
+    line("INFO", "total", f"{time.perf_counter() - started:.0f} s; {passed.count(False)} backend(s) failed")
+    return 0 if all(passed) else 1
 
 
 def _importable(module: str) -> bool:
