@@ -123,7 +123,7 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         self.tokenizer, generation_eos, config_len = load_tokenizer(directory)
         self.name = name or directory.name
         self.vocab = tokenizer_vocabulary(self.tokenizer, generation_eos, declared)
-        self.max_context = min(int(max_model_len or config_len or 4096), int(max_model_len or 4096))
+        self.max_context = int(max_model_len or min(config_len or 4096, 4096))
         self.max_rows = int(max_rows)
         from .vllm_capture import Handoff, capture_processor
 
@@ -198,8 +198,9 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         try:
             return self._handoff.wait_published(self._step.done)
         except HandoffCancelled as err:
-            self._finish_step({})
-            raise ModelError(f"{err}; {self.limit_hint()}") from None
+            self._finish_step({})  # raises the engine's own error if the step failed
+            hint = f"; {self.limit_hint()}" if "KV cache" in str(err) else ""
+            raise ModelError(f"{err}{hint}") from None
 
     def _finish_step(self, choices: dict[int, int]) -> list:
         """Hand the chosen tokens to the processor and wait for the step's end."""

@@ -61,7 +61,8 @@ class Handoff:
                        "preempted them because its KV cache is full")
         elif partial:
             problem = (f"the prompts of {len(partial)} rows were split over engine steps (chunked prefill): "
-                       "max_num_batched_tokens is too small for the tokens added in one step")
+                       "the tokens added in one step exceeded its budget (max_model_len and a block per row); "
+                       "add fewer or shorter prompts at once")
         with self._ready:
             self._published, self._problem, self._choices = logprobs, problem, None
             self._ready.notify_all()
