@@ -71,6 +71,8 @@ def prompt_of_length(model, length: int) -> list[int]:
 
 def test_first_logprobs_equal_transformers_float32(model, transformers_model):
     assert model.backend == "vllm" and model.weights == "F32" and model.runs_as == "vllm, F32"
+    # OpenMP's thread count is per thread: the thread that steps vLLM runs with the count asked
+    assert model._worker.submit(torch.get_num_threads).result() == THREADS
     prompt = model.encode("The capital of France is")
     session = model.open(prompt, 3)
     logprobs = session.logprobs()

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
+import threading
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,17 +53,13 @@ def import_vllm(*, log: bool = False):
     return vllm, LLM, SamplingParams, TokensPrompt, RequestOutputKind
 
 
-def engine_settings(device: str, *, threads: int | None, kv_cache_bytes: int | None, block_size: int | None,
-                    max_rows: int, max_model_len: int, dtype: str) -> dict[str, Any]:
+def engine_settings(device: str, *, kv_cache_bytes: int | None, block_size: int | None, max_rows: int,
+                    max_model_len: int, dtype: str) -> dict[str, Any]:
     """``vllm.LLM`` arguments for ``device``. On a CPU: an explicit KV cache size (else vLLM takes
     most of the host's memory and spends a minute preparing it) and 32-token blocks (the prefix
     cache matches whole blocks; the CPU default is 128). On a GPU vLLM's own defaults stand, but
     never asynchronous scheduling: a request added between steps must join the next one."""
     cpu = device == "cpu"
-    if cpu and threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     settings: dict[str, Any] = dict(
         dtype=dtype, enforce_eager=True, enable_prefix_caching=True, async_scheduling=False,
         max_num_seqs=max_rows, max_model_len=max_model_len,
@@ -78,6 +76,47 @@ def engine_settings(device: str, *, threads: int | None, kv_cache_bytes: int | N
         if kv_cache_bytes:
             settings["kv_cache_memory_bytes"] = kv_cache_bytes
     return settings
+
+
+def _engine_threads(device: str, threads: int | None) -> tuple[Any, int]:
+    """Set this thread's CPU threads (CPU only) before vLLM starts, and return torch's setter
+    and the count, for the thread that will step the engine."""
+    import torch
+
+    setter = torch._C.set_num_threads  # torch's own: vLLM may have replaced torch.set_num_threads already
+    if device == "cpu" and threads:
+        setter(int(threads))
+    return setter, torch.get_num_threads()
+
+
+class _Stepper:
+    """One daemon thread that runs the engine's steps (a step may wait in the logits processor
+    for a caller that has gone: a daemon thread never holds up the interpreter's exit)."""
+
+    def __init__(self, set_threads, threads: int) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, args=(set_threads, threads), name="awrs-vllm-step",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, set_threads, threads: int) -> None:
+        set_threads(threads)
+        while (job := self._jobs.get()) is not None:
+            function, future = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function())
+                except BaseException as err:  # handed to the caller, who reports it
+                    future.set_exception(err)
+
+    def submit(self, function) -> Future:
+        future: Future = Future()
+        self._jobs.put((function, future))
+        return future
+
+    def shutdown(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=60)
 
 
 @dataclass
@@ -128,8 +167,9 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         from .vllm_capture import Handoff, capture_processor
 
         self._handoff = Handoff()
-        settings = engine_settings(device, threads=threads, kv_cache_bytes=kv_cache_bytes, block_size=block_size,
+        settings = engine_settings(device, kv_cache_bytes=kv_cache_bytes, block_size=block_size,
                                    max_rows=self.max_rows, max_model_len=self.max_context, dtype=dtype)
+        step_threads = _engine_threads(device, threads)
         try:
             self._llm = LLM(model=str(directory), tokenizer=str(directory), seed=0,
                             logits_processors=[capture_processor(self._handoff)], **settings)
@@ -137,7 +177,9 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
             raise ModelError(f"vLLM could not load {directory} ({type(err).__name__}: {err})") from err
         self.settings = settings
         self._engine = self._llm.llm_engine
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="awrs-vllm-step")
+        # OpenMP's thread count is per thread, and vLLM's CPU attention checks that a step runs
+        # with the count it was set up with: the stepping thread gets this thread's
+        self._worker = _Stepper(*step_threads)
         self._step: Future | None = None
         self._keys = itertools.count()
         self._active: VLLMSession | None = None  # the session whose requests are in the engine
@@ -252,7 +294,7 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
             return
         if self._active is not None:
             self._active.close()
-        self._worker.shutdown(wait=True)
+        self._worker.shutdown()
         self._dead = "the model was closed"
         try:
             self._engine.engine_core.shutdown()
