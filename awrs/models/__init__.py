@@ -113,7 +113,8 @@ def _load_vllm(path, named_as: str | None, *, device: str, verbose: bool, **opti
     read through its float32 conversion, as the transformers backend reads it."""
     from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
     from .gguf_tokens import declared_tokens
-    from .vllm import VLLMModel, import_vllm
+    from .vllm import VLLMModel
+    from .vllm_engine import import_vllm
 
     allowed = {"threads", "kv_cache_bytes", "block_size", "max_rows", "max_model_len", "dtype", "log", "name"}
     unknown = sorted(set(options) - allowed)

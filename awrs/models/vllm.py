@@ -10,21 +10,19 @@ parent's tokens plus its own, whose prefix vLLM's prefix cache serves.
 
 vLLM is imported only when this backend is loaded. It runs in this process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so that its logits processor reaches the caller.
-Not here: the settings per device (:func:`engine_settings`) and the hand-off itself.
+Not here: vLLM's settings and stepping thread (:mod:`awrs.models.vllm_engine`) and the
+hand-off itself (:mod:`awrs.models.vllm_capture`).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import queue
-import threading
+import warnings
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,92 +30,7 @@ from ..errors import ModelError
 from .base import DecodingSession, LanguageModel, merge_equal_histories
 from .gguf_tokens import DeclaredTokens
 from .hf_tokenizer import TokenizerPrompts, load_tokenizer, tokenizer_vocabulary
-
-INSTALL_HINT = "run `make setup-vllm` and use .venv-vllm/bin/awrs (or .venv-vllm/bin/python)"
-GiB = 1 << 30
-
-
-def import_vllm(*, log: bool = False):
-    """vLLM's entry points, or a ModelError that says how to install them. Its log shows
-    errors only unless ``log`` (set before its first import: vLLM reads it then)."""
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the logits processor must run in this process
-    if not log:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    try:
-        import vllm
-        from vllm import LLM, SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-    except ImportError as err:
-        raise ModelError(f"the vllm backend needs vLLM, which is not installed here ({err}); {INSTALL_HINT}") from err
-    return vllm, LLM, SamplingParams, TokensPrompt, RequestOutputKind
-
-
-def engine_settings(device: str, *, kv_cache_bytes: int | None, block_size: int | None, max_rows: int,
-                    max_model_len: int, dtype: str) -> dict[str, Any]:
-    """``vllm.LLM`` arguments for ``device``. On a CPU: an explicit KV cache size (else vLLM takes
-    most of the host's memory and spends a minute preparing it) and 32-token blocks (the prefix
-    cache matches whole blocks; the CPU default is 128). On a GPU vLLM's own defaults stand, but
-    never asynchronous scheduling: a request added between steps must join the next one."""
-    cpu = device == "cpu"
-    settings: dict[str, Any] = dict(
-        dtype=dtype, enforce_eager=True, enable_prefix_caching=True, async_scheduling=False,
-        max_num_seqs=max_rows, max_model_len=max_model_len,
-        # a step adds up to one request per row, each re-reading at most a block and a token
-        # past the cached prefix, plus a whole prompt: a prefill split over steps would stall awrs
-        max_num_batched_tokens=max_model_len + max_rows * ((block_size or 32) + 1),
-    )
-    if cpu:
-        settings["block_size"] = block_size or 32
-        settings["kv_cache_memory_bytes"] = kv_cache_bytes or GiB
-    else:
-        if block_size:
-            settings["block_size"] = block_size
-        if kv_cache_bytes:
-            settings["kv_cache_memory_bytes"] = kv_cache_bytes
-    return settings
-
-
-def _engine_threads(device: str, threads: int | None) -> tuple[Any, int]:
-    """Set this thread's CPU threads (CPU only) before vLLM starts, and return torch's setter
-    and the count, for the thread that will step the engine."""
-    import torch
-
-    setter = torch._C.set_num_threads  # torch's own: vLLM may have replaced torch.set_num_threads already
-    if device == "cpu" and threads:
-        setter(int(threads))
-    return setter, torch.get_num_threads()
-
-
-class _Stepper:
-    """One daemon thread that runs the engine's steps (a step may wait in the logits processor
-    for a caller that has gone: a daemon thread never holds up the interpreter's exit)."""
-
-    def __init__(self, set_threads, threads: int) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, args=(set_threads, threads), name="awrs-vllm-step",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, set_threads, threads: int) -> None:
-        set_threads(threads)
-        while (job := self._jobs.get()) is not None:
-            function, future = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function())
-                except BaseException as err:  # handed to the caller, who reports it
-                    future.set_exception(err)
-
-    def submit(self, function) -> Future:
-        future: Future = Future()
-        self._jobs.put((function, future))
-        return future
-
-    def shutdown(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=60)
-
+from .vllm_engine import GiB, Stepper, engine_settings, engine_threads, import_vllm
 
 @dataclass
 class _Request:
@@ -169,17 +82,19 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
         self._handoff = Handoff()
         settings = engine_settings(device, kv_cache_bytes=kv_cache_bytes, block_size=block_size,
                                    max_rows=self.max_rows, max_model_len=self.max_context, dtype=dtype)
-        step_threads = _engine_threads(device, threads)
+        step_threads = engine_threads(device, threads)
         try:
-            self._llm = LLM(model=str(directory), tokenizer=str(directory), seed=0,
-                            logits_processors=[capture_processor(self._handoff)], **settings)
+            with warnings.catch_warnings():  # vLLM's deprecation warnings are about torch APIs it calls
+                warnings.simplefilter("ignore", FutureWarning)
+                self._llm = LLM(model=str(directory), tokenizer=str(directory), seed=0, use_tqdm_on_load=log,
+                                logits_processors=[capture_processor(self._handoff)], **settings)
         except Exception as err:  # vLLM raises many kinds; say which model and settings failed
             raise ModelError(f"vLLM could not load {directory} ({type(err).__name__}: {err})") from err
         self.settings = settings
         self._engine = self._llm.llm_engine
         # OpenMP's thread count is per thread, and vLLM's CPU attention checks that a step runs
         # with the count it was set up with: the stepping thread gets this thread's
-        self._worker = _Stepper(*step_threads)
+        self._worker = Stepper(*step_threads)
         self._step: Future | None = None
         self._keys = itertools.count()
         self._active: VLLMSession | None = None  # the session whose requests are in the engine
