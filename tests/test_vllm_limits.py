@@ -32,6 +32,7 @@ def test_a_kv_cache_too_small_for_every_particle_is_a_clear_error(small_model):
     15 blocks, and the cache holds 12, so vLLM leaves rows out of a step (preempted or never
     scheduled): awrs says why and how to fix it, instead of handing out the log-probabilities
     of the rows that ran."""
+    assert small_model.max_cells == 12 * BLOCK  # what a server admits requests within
     prompt = small_model.encode("Once upon a time, in a village by the sea, there lived an old fisherman " * 4)[:40]
     session = small_model.open(prompt, 14)
     session.logprobs()

@@ -92,6 +92,9 @@ class VLLMModel(TokenizerPrompts, LanguageModel):
             raise ModelError(f"vLLM could not load {directory} ({type(err).__name__}: {err})") from err
         self.settings = settings
         self._engine = self._llm.llm_engine
+        cache = self._engine.vllm_config.cache_config
+        if getattr(cache, "num_gpu_blocks", None):  # a server admits requests within the KV cache
+            self.max_cells = int(cache.num_gpu_blocks) * int(cache.block_size)
         # OpenMP's thread count is per thread, and vLLM's CPU attention checks that a step runs
         # with the count it was set up with: the stepping thread gets this thread's
         self._worker = Stepper(*step_threads)
