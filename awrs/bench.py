@@ -193,12 +193,12 @@ def _targets(tasks: dict) -> dict:
 
 
 def compare_backends(models: dict[str, LanguageModel], **options) -> dict:
-    """``run_bench`` for each backend's model in one process, and the speed ratios."""
+    """``run_bench`` for each backend's model in one process, and the speed ratios of the first
+    backend to each other one."""
     reports = {name: run_bench(model, **options) for name, model in models.items()}
     names = list(reports)
     ratios = {}
-    if len(names) == 2:
-        fast, slow = names
+    for fast, slow in ((names[0], other) for other in names[1:]):
         for task in reports[fast]["tasks"]:
             for method in ("unconstrained", "awrs-smc"):
                 a = reports[fast]["tasks"][task]["methods"][method]["particle_tokens_per_second"]

@@ -22,8 +22,9 @@
     awrs doctor [--no-backends]
     awrs --version
 
-Model options (``cli_options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp,
---threads N, --n-ctx CELLS, --quant f16|shipped|q4_1|q8_0|q4_0 (the embedded model's weights).
+Model options (``cli_options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp|vllm,
+--threads N, --n-ctx CELLS, --quant f16|shipped|q4_1|q8_0|q4_0 (the embedded model's weights),
+--kv-cache-gb GB (vllm).
 awrs eval also takes --ray [ADDRESS] --workers N, and awrs serve --ray [ADDRESS] --replicas N.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
@@ -46,6 +47,7 @@ from .cli_options import (
     positive_float,
     positive_int,
     run_reporting_errors,
+    side_by_side_backends,
 )
 from .budget import BUDGET_TWISTS, DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
 from .errors import ConfigError
@@ -398,7 +400,7 @@ def _bench(args) -> int:
         report = run_bench(load_model_from_args(args), **options)
         print(json.dumps(report, ensure_ascii=False) if args.json else format_bench(report))
         return 0
-    models = {backend: load_model_from_args(args, backend) for backend in ("llamacpp", "hf")}
+    models = {backend: load_model_from_args(args, backend) for backend in side_by_side_backends()}
     report = compare_backends(models, **options)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_comparison(report))
     return 0
@@ -426,13 +428,15 @@ def _bench_scaling(args) -> int:
 
     from .bench_scaling import format_scaling, measure_scaling, plot_scaling
 
-    backends = ("llamacpp", "hf") if args.backend == "both" else (None,)
+    backends = side_by_side_backends() if args.backend == "both" else (None,)
     figures, labels = {}, {}
     for backend in backends:
         model = load_model_from_args(args, backend)
         figures[model.backend] = measure_scaling(model, args.scaling_particles, seeds=args.repeats,
                                                  progress=not args.json)
         labels[model.backend] = model.runs_as
+        if hasattr(model, "close"):
+            model.close()
         del model  # one model in memory at a time
     if args.plot:
         plot_scaling(figures, Path(args.plot), title=f"AWRS-SMC, regex task, {args.repeats} seeds per point",

@@ -49,23 +49,37 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
              "models), a .gguf file or a local Hugging Face model directory (default: the embedded "
              "SmolLM2-135M-Instruct)",
     )
-    backends = ["auto", "hf", "llamacpp"] + (["both"] if both else [])
+    backends = ["auto", "hf", "llamacpp", "vllm"] + (["both"] if both else [])
     parser.add_argument("--backend", choices=backends, default="auto",
-                        help="model backend: transformers (hf), llama.cpp (GGUF files) or auto (the "
-                             "default: llama.cpp when llama-cpp-python is installed, else hf)"
-                        + ("; both: side by side" if both else ""))
+                        help="model backend: transformers (hf), llama.cpp (GGUF files), vLLM (vllm: its "
+                             "own environment, make setup-vllm) or auto (the default: llama.cpp when "
+                             "llama-cpp-python is installed, else hf)"
+                        + ("; both: llama.cpp and hf side by side, and vllm where it is installed" if both else ""))
     parser.add_argument("--device", default="cpu",
                         help="where the model runs: a torch device for hf (cuda, cuda:1, mps); for llamacpp "
                              "anything but cpu offloads every layer to llama.cpp's GPU (default: cpu)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for the llamacpp backend (default: one per core that other "
-                             "programs leave free, measured at load and at each session)")
+                        help="CPU threads for the llamacpp and vllm backends (default: llamacpp, one per "
+                             "core that other programs leave free, measured at load and at each session; "
+                             "vllm, the cores this process may use)")
+    parser.add_argument("--kv-cache-gb", type=positive_float, default=None, metavar="GB",
+                        help="vllm: the KV cache's size in GiB (default: 1 on a CPU, vLLM's share of a GPU)")
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
                         help="llamacpp, embedded model: the weights run (default: f16, the shipped "
                              "Q4_1 weights converted once to F16 and cached; shipped or q4_1: the file "
                              "as it is, faster for one row, slower in batches; q8_0, q4_0: smaller copies)")
+
+
+def side_by_side_backends() -> tuple[str, ...]:
+    """What ``--backend both`` compares: llama.cpp and transformers, and vLLM where it is
+    installed (its own environment, .venv-vllm, has no llama.cpp: there, transformers and vLLM)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return ("llamacpp", "hf")
+    return (*(("llamacpp",) if importlib.util.find_spec("llama_cpp") else ()), "hf", "vllm")
 
 
 def check_gpus_have_a_device(gpus: float, device: str, option: str) -> None:
@@ -93,11 +107,11 @@ def run_reporting_errors(command: Callable[[], int]) -> int:
 
 def load_model_from_args(args, backend: str | None = None):
     from .models import load_model
-    from .models.named import llamacpp_options
+    from .models.named import model_options
 
     backend = backend or args.backend
-    options = llamacpp_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
-                               quant=getattr(args, "quant", None))
+    options = model_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
+                            quant=getattr(args, "quant", None), kv_cache_gb=getattr(args, "kv_cache_gb", None))
     return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)
 
 

@@ -42,6 +42,22 @@ def _version(module: str) -> str | None:
         return "installed"
 
 
+def _vllm_line() -> str:
+    """Whether the vllm backend runs here, or where its own environment (.venv-vllm) is."""
+    version = _version("vllm")
+    if version is not None:
+        return f"vLLM: {version} in this environment (--backend vllm)"
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[1]
+    venv = checkout / ".venv-vllm"
+    if (venv / ".awrs-vllm-installed").is_file():
+        return f"vLLM: not in this environment; {venv} has it (use {venv / 'bin' / 'awrs'} with --backend vllm)"
+    if venv.is_dir():
+        return f"vLLM: {venv} exists but its install did not finish (run make setup-vllm again)"
+    return "vLLM: not installed (make setup-vllm builds .venv-vllm, its own environment)"
+
+
 def _timed_backend(backend: str) -> str:
     from .models import load_model
 
@@ -135,7 +151,8 @@ def report(*, backends: bool = True, out: Callable[[str], None] = print, load_wa
         out(line)
     for line in machine_load(load_watch):
         out(line)
+    out(_vllm_line())
     out(f"model cache: {cache_dir()} (converted models, llama.cpp probe verdicts; $AWRS_CACHE_DIR moves it)")
     if backends:
-        for backend in ("hf", "llamacpp"):
+        for backend in ("hf", "llamacpp", *(("vllm",) if _version("vllm") else ())):
             out(f"backend {backend}: {_timed_backend(backend)}")

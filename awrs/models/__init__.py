@@ -16,7 +16,7 @@ from .table import TableModel
 __all__ = ["DecodingSession", "LanguageModel", "TableModel", "load_model"]
 
 
-BACKENDS = ("auto", "hf", "llamacpp")
+BACKENDS = ("auto", "hf", "llamacpp", "vllm")
 #: the embedded model's weights on llama.cpp: an F16 copy of the shipped Q4_1 file, which holds
 #: the shipped weights to F16 rounding (mean KL 1.5e-5 from their exact values, the transformers
 #: backend; llama.cpp's own Q4_1 arithmetic is 4.5e-3 away) and runs batches as fast as Q8_0
@@ -39,6 +39,8 @@ def load_model(
             the CPU; anything else offloads all layers if llama.cpp was built for a GPU).
         verbose: say on stderr when a one-time conversion runs.
         backend: ``"hf"`` (transformers; a GGUF file is dequantized to float32 once and cached),
+            ``"vllm"`` (vLLM's engine, in its own environment: ``make setup-vllm``; it reads
+            the same folders and conversions as ``hf``),
             ``"llamacpp"`` (llama-cpp-python; reads a GGUF file as it is, the embedded model in
             the format ``quant`` names), or ``"auto"`` (the
             default): llama.cpp for a GGUF model (the embedded one included) when
@@ -54,6 +56,8 @@ def load_model(
             ``"q8_0"`` or ``"q4_0"``: a copy requantized once and cached (formats with batched
             CPU kernels; see :func:`awrs.models.embedded.requantized_gguf`); ``"shipped"`` or
             ``"q4_1"`` reads the shipped file as it is. ``model.weights`` says which runs.
+            ``vllm`` only: ``threads``, ``kv_cache_bytes``, ``block_size``, ``max_rows``,
+            ``max_model_len``, ``dtype``, ``log``; see :class:`awrs.models.vllm.VLLMModel`.
     """
     from .embedded import EMBEDDED_NAME, embedded_gguf_path
     from .named import named_model
@@ -73,6 +77,9 @@ def load_model(
                 backend_options.pop(option, None)
     if backend == "llamacpp":
         return _load_llamacpp(path, device=device, verbose=verbose, **backend_options)
+    if backend == "vllm":
+        return _load_vllm(path, named.name if named is not None else None, device=device, verbose=verbose,
+                          **backend_options)
     if backend_options:
         raise ConfigError(
             f"options {sorted(backend_options)} are for backend='llamacpp', not {backend!r}"
@@ -100,6 +107,37 @@ def load_model(
         model.name = named.name if named is not None else path.stem
         return model
     return HFModel.from_directory(path, device=device)
+
+
+def _load_vllm(path, named_as: str | None, *, device: str, verbose: bool, **options) -> LanguageModel:
+    """The vLLM backend on a local model folder; a GGUF file (the embedded model included) is
+    read through its float32 conversion, as the transformers backend reads it."""
+    from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
+    from .gguf_tokens import declared_tokens
+    from .vllm import VLLMModel
+    from .vllm_engine import import_vllm
+
+    allowed = {"threads", "kv_cache_bytes", "block_size", "max_rows", "max_model_len", "dtype", "log", "name"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown vllm options {unknown}; allowed: {sorted(allowed)}")
+    import_vllm(log=bool(options.get("log")))  # before any conversion: say how to install vLLM first
+    declared, embedded = None, path is None
+    if path is None or Path(path).expanduser().suffix == ".gguf":
+        gguf = embedded_gguf_path() if path is None else Path(path).expanduser()
+        if not gguf.is_file():
+            raise ModelError(f"no model at {gguf}: give a local model directory or a .gguf file")
+        declared = declared_tokens(gguf)
+        options.setdefault("name", EMBEDDED_NAME if path is None else named_as or gguf.stem)
+        path = ensure_converted(gguf, verbose=verbose)
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise ModelError(f"no model folder at {directory}: the vllm backend reads a local Hugging Face model "
+                         "folder, a .gguf file or a named model")
+    model = VLLMModel(directory, device=device, declared=declared, **options)
+    if embedded:
+        model.weights = "F32"  # the shipped Q4_1 values, dequantized (as on the transformers backend)
+    return model
 
 
 def _hf_from_gguf(hf_model, gguf: Path, *, device: str, verbose: bool):

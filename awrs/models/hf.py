@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from ..vocab import vocabulary_from_hf
-from .base import DecodingSession, LanguageModel, Message, merge_equal_histories
-from .embedded import vocabulary_cache
+from .base import DecodingSession, LanguageModel, merge_equal_histories
 from .gguf_tokens import DeclaredTokens
+from .hf_tokenizer import TokenizerPrompts, fit_width, tokenizer_vocabulary
 
 PROMPT_CACHE_SIZE = 4  # prompts whose KV cache is kept for reuse by later sessions
 
@@ -42,7 +41,7 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-class HFModel(LanguageModel):
+class HFModel(TokenizerPrompts, LanguageModel):
     """A causal LM from transformers behind awrs's batched interface.
 
     Args:
@@ -61,13 +60,7 @@ class HFModel(LanguageModel):
         self.tokenizer = tokenizer
         self.name = name
         generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if isinstance(generation_eos, int):
-            generation_eos = [generation_eos]
-        self.vocab = vocabulary_from_hf(
-            tokenizer, generation_eos or (), trie_cache=vocabulary_cache(),
-            control_ids=None if declared is None else declared.control_ids(),
-            unused_ids=() if declared is None else declared.unused_ids(),
-        )
+        self.vocab = tokenizer_vocabulary(tokenizer, generation_eos, declared)
         self.device = next(model.parameters()).device
         self._logit_width = model.get_output_embeddings().weight.shape[0]
         self._prompt_cache: OrderedDict[tuple[int, ...], tuple[object, torch.Tensor]] = OrderedDict()
@@ -98,23 +91,6 @@ class HFModel(LanguageModel):
         except (OSError, ValueError) as err:
             raise ModelError(f"could not load the model in {path}: {err}") from err
         return cls(model, tokenizer, name=path.name, declared=declared)
-
-    # -- prompts ----------------------------------------------------------------------------
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def apply_chat_template(self, messages: Sequence[Message]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(f"{self.name} has no chat template; prompt it without --chat")
-        ids = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return [int(i) for i in ids]
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -211,7 +187,7 @@ class HFSession(DecodingSession):
             width = len(self._model.vocab)
             logprobs = self._logprobs_t.cpu().numpy()
             if logprobs.shape[1] != width:  # some models pad the output layer past the tokenizer
-                logprobs = _fit_width(logprobs, width)
+                logprobs = fit_width(logprobs, width)
             identity = len(self._rowmap) == len(logprobs) and np.array_equal(self._rowmap, np.arange(len(logprobs)))
             self._logprobs = logprobs if identity else logprobs[self._rowmap]
         return self._logprobs
@@ -297,9 +273,3 @@ def _left_pad(cache, width: int) -> None:
                               device=tensor.device)
             setattr(layer, name, torch.cat([pad, tensor], dim=2))
 
-
-def _fit_width(logprobs: np.ndarray, width: int) -> np.ndarray:
-    if logprobs.shape[1] > width:
-        return np.ascontiguousarray(logprobs[:, :width])
-    pad = np.full((logprobs.shape[0], width - logprobs.shape[1]), -np.inf, dtype=logprobs.dtype)
-    return np.concatenate([logprobs, pad], axis=1)

@@ -159,6 +159,20 @@ def quant_options(model: str | os.PathLike | None, quant: str | None) -> dict[st
     )
 
 
+def model_options(
+    model: str | os.PathLike | None, backend: str, *, threads: int | None = None, n_ctx: int | None = None,
+    quant: str | None = None, kv_cache_gb: float | None = None,
+) -> dict:
+    """``load_model`` options for a command line's model settings: ``--threads`` and
+    ``--kv-cache-gb`` for vLLM, :func:`llamacpp_options` for the others."""
+    if backend != "vllm":
+        return llamacpp_options(model, backend, threads=threads, n_ctx=n_ctx, quant=quant)
+    options: dict = {"threads": threads} if threads else {}
+    if kv_cache_gb:
+        options["kv_cache_bytes"] = int(kv_cache_gb * (1 << 30))
+    return options
+
+
 def llamacpp_options(
     model: str | os.PathLike | None, backend: str, *, threads: int | None = None,
     n_ctx: int | None = None, quant: str | None = None,
