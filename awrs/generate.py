@@ -22,17 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_COMPLETE_POWER, DEFAULT_RESAMPLE_POWER
 from .constraints.base import Constraint
 from .errors import ConfigError
 from .models.base import LanguageModel, Message
-from .resampling import log_mean_exp, normalized
 from .result import Result, Sample
 from .sampling.samplers import AWRS, Masking, Rejection, TokenSampler, Unconstrained
 from .smc import (
     DIED_AT_DEAD_END, DIED_AT_LIMIT, DIED_OUT_OF_BUDGET, Critic, Job, Particles, SMCConfig, run_smc,
     run_smc_many,
 )
+from .smc.budget import DEFAULT_BUDGET_TWIST, DEFAULT_COMPLETE_POWER, DEFAULT_RESAMPLE_POWER
+from .smc.resampling import log_mean_exp, normalized
 from .stats import Stats
 
 
@@ -200,7 +200,7 @@ def generate(
         ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
         resampling: ``"systematic"`` or ``"multinomial"``.
         budget_twist: ``"exact"`` (default), ``"on"`` or ``"off"``: how resampling sees
-            ``max_tokens`` (:mod:`awrs.budget`). ``exact`` drops only prefixes that cannot
+            ``max_tokens`` (:mod:`awrs.smc.budget`). ``exact`` drops only prefixes that cannot
             finish in the tokens left; ``on`` also favours particles likely to finish in time.
             The target is the same either way; SMC methods only.
         resample_power: resampling weighs particles by their weights to this power (default
@@ -212,7 +212,7 @@ def generate(
             ``None``: ``resample_power`` for every particle. SMC methods only.
         commit_share: commit the next character once the particles that agree on it hold
             this share of the resampling weight (a resampling by prefix, drawn at random: the
-            target is the same, see :mod:`awrs.commitment`); lets ``on_step`` see settled text
+            target is the same, see :mod:`awrs.smc.commitment`); lets ``on_step`` see settled text
             early. ``None`` (default): never. SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
@@ -226,7 +226,7 @@ def generate(
         should_stop: called before every step; a returned reason stops the run the same way
             (for cancellation, e.g. a client that went away).
         on_step: called after every SMC step with the population (read only; see
-            :class:`awrs.streaming.SettledText` for the text that can no longer change).
+            :class:`awrs.smc.streaming.SettledText` for the text that can no longer change).
             Under ``rejection`` it sees each round of attempts, and rounds start over.
         progress: show a progress bar on stderr.
     """

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .resampling import effective_sample_size
+from .smc.resampling import effective_sample_size
 from .stats import Stats
 
 FORMAT = "awrs/1"
