@@ -1,4 +1,4 @@
-"""Sequential Monte Carlo over token sequences, one batched model call per step.
+"""One step of sequential Monte Carlo over token sequences, for one job's particles.
 
 Target: pi(x) ∝ p_LM(x) 1[x satisfies the constraint] 1[|x| <= max_tokens] (times the critic's
 final score, if one is given). Every step:
@@ -50,6 +50,7 @@ from .resampling import effective_sample_size, get_resampler, log_mean_exp, norm
 
 Critic = Callable[[str, bool], float]
 """``critic(text, finished) -> log weight``: a soft score of a prefix or of a finished text."""
+
 
 def _checked_score(critic: Critic, text: str, finished: bool) -> float:
     score = float(critic(text, finished))
