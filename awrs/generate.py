@@ -22,17 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .budget import DEFAULT_BUDGET_TWIST, DEFAULT_COMPLETE_POWER, DEFAULT_RESAMPLE_POWER
 from .constraints.base import Constraint
 from .errors import ConfigError
 from .models.base import LanguageModel, Message
-from .resampling import log_mean_exp, normalized
-from .result import Result, Sample
+from .result import Result, Sample, decoded_text, from_population, posterior_of
 from .sampling.samplers import AWRS, Masking, Rejection, TokenSampler, Unconstrained
-from .smc import (
-    DIED_AT_DEAD_END, DIED_AT_LIMIT, DIED_OUT_OF_BUDGET, Critic, Job, Particles, SMCConfig, run_smc,
-    run_smc_many,
-)
+from .smc import Critic, Job, Particles, SMCConfig, run_smc, run_smc_many
+from .smc.budget import DEFAULT_BUDGET_TWIST, DEFAULT_COMPLETE_POWER, DEFAULT_RESAMPLE_POWER
 from .stats import Stats
 
 
@@ -87,7 +83,7 @@ class _Prepared:
             result = _rejection(model, job.prompt_ids, job.constraint, job.config, job.rng, job.stats,
                                 self.max_attempts, job.on_step)
         else:
-            result = _package(self.method, population, model, job.constraint, job.sampler, job.stats)
+            result = from_population(self.method, population, model, job.constraint, job.sampler, job.stats)
         result.seed = self.seed
         if job.stopped is not None:
             kept = f"; {len(result.samples)} finished samples kept" if result.samples else ""
@@ -200,7 +196,7 @@ def generate(
         ess_threshold: resample when ESS < ess_threshold * particles (SMC methods only).
         resampling: ``"systematic"`` or ``"multinomial"``.
         budget_twist: ``"exact"`` (default), ``"on"`` or ``"off"``: how resampling sees
-            ``max_tokens`` (:mod:`awrs.budget`). ``exact`` drops only prefixes that cannot
+            ``max_tokens`` (:mod:`awrs.smc.budget`). ``exact`` drops only prefixes that cannot
             finish in the tokens left; ``on`` also favours particles likely to finish in time.
             The target is the same either way; SMC methods only.
         resample_power: resampling weighs particles by their weights to this power (default
@@ -212,7 +208,7 @@ def generate(
             ``None``: ``resample_power`` for every particle. SMC methods only.
         commit_share: commit the next character once the particles that agree on it hold
             this share of the resampling weight (a resampling by prefix, drawn at random: the
-            target is the same, see :mod:`awrs.commitment`); lets ``on_step`` see settled text
+            target is the same, see :mod:`awrs.smc.commitment`); lets ``on_step`` see settled text
             early. ``None`` (default): never. SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
@@ -226,7 +222,7 @@ def generate(
         should_stop: called before every step; a returned reason stops the run the same way
             (for cancellation, e.g. a client that went away).
         on_step: called after every SMC step with the population (read only; see
-            :class:`awrs.streaming.SettledText` for the text that can no longer change).
+            :class:`awrs.smc.streaming.SettledText` for the text that can no longer change).
             Under ``rejection`` it sees each round of attempts, and rounds start over.
         progress: show a progress bar on stderr.
     """
@@ -331,99 +327,6 @@ def _combine(*critics: Critic | None) -> Critic | None:
     return lambda text, finished: sum(c(text, finished) for c in present)
 
 
-def _decode(model: LanguageModel, ids: Sequence[int]) -> str:
-    return model.vocab.decode(ids).decode("utf-8", errors="replace")
-
-
-def _package(
-    method: str, population: Particles, model: LanguageModel, constraint: Constraint,
-    sampler: TokenSampler, stats: Stats,
-) -> Result:
-    alive = np.isfinite(population.log_weights)
-    if sampler.weighted:
-        log_weights = population.log_weights
-        log_ml: float | None = log_mean_exp(log_weights)
-    else:  # independent draws of one distribution: equal weights among survivors
-        log_weights = np.where(alive, 0.0, -np.inf)
-        log_ml = None
-    # A text the model did not end (EOS forced at the token limit) is valid only for samplers
-    # whose weights account for the limit; an unconstrained draw cut short is not a sample.
-    valid = [
-        bool(alive[i]) and (
-            sampler.checks_during_generation
-            or (not population.truncated[i] and constraint.accepts(model.vocab.decode(population.tokens[i])))
-        )
-        for i in range(len(population))
-    ]
-    probabilities = normalized(log_weights)
-    samples = [
-        Sample(
-            text=_decode(model, population.tokens[i]),
-            probability=float(probabilities[i]),
-            log_weight=float(population.log_weights[i]),
-            token_ids=tuple(population.tokens[i]),
-            valid=valid[i],
-        )
-        for i in np.argsort(-probabilities, kind="stable")
-        if probabilities[i] > 0
-    ]
-    posterior = _posterior(samples)
-    return Result(
-        method=method,
-        samples=samples,
-        posterior=posterior,
-        log_marginal_likelihood=log_ml,
-        stats=stats,
-        eos_token_ids=sorted(model.vocab.eos_ids),
-        message=_explain(samples, posterior, population, constraint, model),
-    )
-
-
-def _posterior(samples: Sequence[Sample]) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for s in samples:
-        if s.valid:
-            totals[s.text] = totals.get(s.text, 0.0) + s.probability
-    norm = sum(totals.values())
-    if norm <= 0:
-        return {}
-    return dict(sorted(((t, p / norm) for t, p in totals.items()), key=lambda kv: -kv[1]))
-
-
-def _explain(
-    samples: Sequence[Sample], posterior: dict, population: Particles, constraint: Constraint,
-    model: LanguageModel,
-) -> str | None:
-    if posterior:
-        return None
-    n = len(population)
-    if samples:
-        return f"none of the {len(samples)} finished texts satisfies the {constraint.describe()}"
-    # Count the final population, not events: resampling copies particles, and the copies of
-    # one lineage die again, so the event counters in ``stats`` can exceed the particle count.
-    causes = np.bincount(population.died_of, minlength=4)
-    parts = []
-    if causes[DIED_AT_DEAD_END]:
-        parts.append(f"{causes[DIED_AT_DEAD_END]} reached a prefix that no token can continue")
-    if causes[DIED_AT_LIMIT]:
-        parts.append(f"{causes[DIED_AT_LIMIT]} were incomplete at max_tokens (raise max_tokens)")
-    if causes[DIED_OUT_OF_BUDGET]:
-        parts.append(f"{causes[DIED_OUT_OF_BUDGET]} could not have finished in the tokens they had left "
-                     "(raise max_tokens)")
-    reasons = "; ".join(parts) if parts else "every particle died"
-    # What the model was writing is usually the fix's hint (a free string that never closes,
-    # properties the schema allows but the prompt did not ask for).
-    furthest = _decode(model, max(population.tokens, key=len))
-    shown = f"; the furthest particle wrote {_preview(furthest)}" if furthest else ""
-    return f"no sample satisfies the {constraint.describe()}: of {n} particles, {reasons}{shown}"
-
-
-def _preview(text: str, head: int = 60, tail: int = 20) -> str:
-    if len(text) <= head + tail + 5:
-        return repr(text)
-    return f"{text[:head]!r} ... {text[-tail:]!r} ({len(text)} characters)"
-
-
 def _rejection(
     model: LanguageModel, prompt_ids: Sequence[int], constraint: Constraint, config: SMCConfig,
     rng: np.random.Generator, stats: Stats, max_attempts: int | None, on_step,
@@ -448,7 +351,7 @@ def _rejection(
                 if len(accepted) == config.particles:
                     break
     samples = [
-        Sample(_decode(model, ids), 1.0 / len(accepted), 0.0, tuple(ids)) for ids in accepted
+        Sample(decoded_text(model, ids), 1.0 / len(accepted), 0.0, tuple(ids)) for ids in accepted
     ]
     estimate = rejection_estimate(len(accepted), attempts, config.particles)
     message = None
@@ -460,7 +363,7 @@ def _rejection(
     return Result(
         method="rejection",
         samples=samples,
-        posterior=_posterior(samples),
+        posterior=posterior_of(samples),
         log_marginal_likelihood=math.log(estimate) if estimate > 0 else -math.inf,
         stats=stats,
         eos_token_ids=sorted(model.vocab.eos_ids),

@@ -1,4 +1,4 @@
-"""Trajectories of independent AWRS particles, to fit the budget twist (awrs/budget.py).
+"""Trajectories of independent AWRS particles, to fit the budget twist (awrs/smc/budget.py).
 
 Runs AWRS-SMC without resampling (``ess_threshold=0``: every particle is an independent draw
 from the locally constrained distribution, as under LCD, with its AWRS weight) on the first

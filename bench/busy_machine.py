@@ -45,7 +45,7 @@ while True:
 
 def worker(setting: str, particles: int, max_tokens: int, seeds: int) -> dict:
     """One setting's figures, in this process (the parent starts one process per setting)."""
-    from awrs.bench_scaling import measure_scaling
+    from awrs.benchmarks.scaling import measure_scaling
     from awrs.models import load_model
 
     threads = None if setting == "default" else int(setting.split(":")[0])

@@ -1,11 +1,11 @@
-"""Fit the budget twist's logistic model (awrs/budget.py) to particle trajectories.
+"""Fit the budget twist's logistic model (awrs/smc/budget.py) to particle trajectories.
 
 Reads the lines of ``bench/budget_traces.py`` (independent AWRS particles on the tuning
 instances) and fits ``P(finished within r more tokens | features)`` by logistic regression,
 each domain weighted equally. Every step of a trajectory gives examples for its real budget
 and for smaller ones: a particle that ended after k more tokens would have ended within any
 budget r >= k (its tokens do not depend on the limit until the limit is reached), and not
-within a smaller one. Prints the weights (for ``awrs.budget.FITTED``) and, per domain, the
+within a smaller one. Prints the weights (for ``awrs.smc.budget.FITTED``) and, per domain, the
 log loss against a constant model and the calibration by decile.
 
     python bench/fit_budget_twist.py traces.jsonl[.gz] [--domains json] [--budgets 6] [--seed 0]

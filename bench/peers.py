@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 import awrs
-from awrs.bench_scaling import PATTERN as REGEX_TASK_PATTERN
-from awrs.bench_scaling import PROMPT as REGEX_TASK_PROMPT
+from awrs.benchmarks.scaling import PATTERN as REGEX_TASK_PATTERN
+from awrs.benchmarks.scaling import PROMPT as REGEX_TASK_PROMPT
 from awrs.evaluation.domains.json_schema import messages as json_messages
 from awrs.models.embedded import embedded_gguf_path, ensure_converted
 

@@ -20,7 +20,7 @@ import numpy as np
 from step_costs import forward_only  # bench/ is on the path when this file runs
 
 import awrs
-from awrs.bench_scaling import measure_scaling
+from awrs.benchmarks.scaling import measure_scaling
 from awrs.models import DEFAULT_QUANT
 from awrs.models.embedded import embedded_gguf_path, requantized_gguf
 

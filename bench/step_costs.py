@@ -5,7 +5,7 @@
 Runs the scaling benchmark's regex task (``awrs bench --scaling``'s prompt and pattern, 30 tokens) with
 timers wrapped around each part of a step: ``llama_decode`` (the forward pass), copying the
 logits of the evaluated rows out of llama.cpp, the log-softmax (numpy, float32), the token
-masses and their block sums (``smc.token_masses``), the sampler (draws and weights, its
+masses and their block sums (``awrs.smc.step.token_masses``), the sampler (draws and weights, its
 constraint checks taken out) and the constraint checks; "other" is the rest of the run (the
 SMC loop, resampling, the batch layout). Prints ms per step and per particle-token, then the
 forward pass alone for 1 and 10 distinct rows at 1 and 2 threads (the fastest of 10 steps).
@@ -20,10 +20,10 @@ from collections import defaultdict
 import numpy as np
 
 import awrs
-from awrs import smc
-from awrs.bench_scaling import PATTERN, PROMPT
+from awrs.benchmarks.scaling import PATTERN, PROMPT
 from awrs.models import llamacpp, llamacpp_session
 from awrs.sampling import samplers
+from awrs.smc import step as smc_step
 
 
 class Timers:
@@ -58,7 +58,7 @@ def step_parts(model, particles: int, seeds: int) -> tuple[dict[str, float], int
     timers.wrap(llamacpp.LlamaCppModel, "_decode", "llama_decode")
     timers.wrap(llamacpp.LlamaCppModel, "_logits", "logits copy")
     timers.wrap(llamacpp_session, "log_softmax", "log-softmax")
-    timers.wrap(smc, "token_masses", "token masses")
+    timers.wrap(smc_step, "token_masses", "token masses")
     timers.wrap(samplers.AWRS, "propose", "sampler")
     timers.wrap(samplers.AWRS, "force_eos", "sampler")
     steps = tokens = 0

@@ -2,7 +2,7 @@
 
 For three requests (the fruit list, a JSON object of about 60 tokens, a Spider question with its
 database's SQL grammar) and each model, runs what ``awrs serve`` runs for ``stream: true``
-(the server's streaming policy, ``awrs.commitment.STREAMING_POLICY``, and the settled text it
+(the server's streaming policy, ``awrs.smc.commitment.STREAMING_POLICY``, and the settled text it
 sends after every step) and prints per request and seed:
 
 * ``first``: seconds to the first content delta, and that as a share of the request's time;
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 import awrs
-from awrs.commitment import STREAMING_POLICY
 from awrs.constraints import JsonSchema, Regex
-from awrs.streaming import SettledText
+from awrs.smc.commitment import STREAMING_POLICY
+from awrs.smc.streaming import SettledText
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PERSON = {

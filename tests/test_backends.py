@@ -255,7 +255,7 @@ def test_awrs_is_exact_on_the_real_next_token_distribution(backend_model):
     import math
 
     from awrs.sampling import AWRS, Masking, TokenChecker
-    from awrs.smc import token_masses
+    from awrs.sampling.masses import token_masses
     from awrs.stats import Stats
 
     model = backend_model

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from awrs.bench_scaling import format_scaling, measure_scaling, plot_scaling
+from awrs.benchmarks.scaling import format_scaling, measure_scaling, plot_scaling
 from awrs.constraints import Regex
 from awrs.models.table import TableModel
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from awrs.bench_vocab import REGEX, SCHEMA, format_vocabularies, llguidance_lcd, measure_model
+from awrs.benchmarks.vocabularies import REGEX, SCHEMA, format_vocabularies, llguidance_lcd, measure_model
 from awrs.cli import main
 from awrs.server.testing import ToyChatModel
 

@@ -1,4 +1,4 @@
-"""The budget twist (awrs.budget) and the bound it rests on, against exact enumeration.
+"""The budget twist (awrs.smc.budget) and the bound it rests on, against exact enumeration.
 
 * ``min_completion_bytes`` is a lower bound on the bytes of every valid completion, at every
   byte of every valid text (property-based for regexes on both engines and JSON Schemas; fixed
@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import awrs
-import awrs.smc
-from awrs.budget import BudgetTwist, ParticleProgress
+import awrs.smc.step
+from awrs.smc.budget import BudgetTwist, ParticleProgress
 from awrs.constraints import DEAD, All, JsonSchema, Regex
 from awrs.errors import ConfigError
 from awrs.models import TableModel
@@ -429,7 +429,7 @@ def test_smc_kills_exactly_the_particles_that_cannot_finish(monkeypatch):
             last_state.append(state)
             return original(self, state)
 
-        monkeypatch.setattr(awrs.smc, "BudgetTwist", Recording)
+        monkeypatch.setattr(awrs.smc.step, "BudgetTwist", Recording)
         monkeypatch.setattr(Regex, "min_completion_bytes", recorded)
 
         def count(particles):
@@ -545,11 +545,11 @@ def test_posterior_matches_the_truncated_target(case, budget_twist, resample_pow
 
 
 def _twist_internals() -> tuple[str, str]:
-    """The names, inside awrs.smc, of the step that puts the twist in the weights and of the
+    """The names, inside awrs.smc.step, of the step that puts the twist in the weights and of the
     per-particle array of the twist currently in them (this test breaks that step on purpose)."""
-    fields = awrs.smc.Particles.__dataclass_fields__
-    if not hasattr(awrs.smc._Run, "_apply_twists") or "resampling_twists" not in fields:
-        pytest.fail("awrs.smc no longer has the twist step this mutation test patches: update the test")
+    fields = awrs.smc.step.Particles.__dataclass_fields__
+    if not hasattr(awrs.smc.step.Run, "_apply_twists") or "resampling_twists" not in fields:
+        pytest.fail("awrs.smc.step no longer has the twist step this mutation test patches: update the test")
     return "_apply_twists", "resampling_twists"
 
 
@@ -558,7 +558,7 @@ def test_a_twist_not_taken_back_is_caught_by_the_unbiasedness_check(monkeypatch,
     """If each step's log psi (budget or tempering) stayed in the weight (never subtracted, not
     even at EOS), the estimate would be biased: the check must see it."""
     method, array = _twist_internals()
-    apply = getattr(awrs.smc._Run, method)
+    apply = getattr(awrs.smc.step.Run, method)
 
     def never_taken_back(run):
         before, stepped = getattr(run.particles, array).copy(), run.active.copy()
@@ -567,7 +567,7 @@ def test_a_twist_not_taken_back_is_caught_by_the_unbiasedness_check(monkeypatch,
             if run.particles.log_weights[i] > -math.inf:
                 run.particles.log_weights[i] += before[i]  # undo the take-back
 
-    monkeypatch.setattr(awrs.smc._Run, method, never_taken_back)
+    monkeypatch.setattr(awrs.smc.step.Run, method, never_taken_back)
     assert bias_in_standard_errors("regex-multibyte-tokens", budget_twist, resample_power) > 5
 
 
@@ -584,7 +584,7 @@ class StalledKillTwist(BudgetTwist):
                                                   (StalledKillTwist, "on")])
 def test_a_twist_that_kills_completable_prefixes_is_caught_by_the_smc_checks(monkeypatch, broken,
                                                                              budget_twist):
-    monkeypatch.setattr(awrs.smc, "BudgetTwist", broken)
+    monkeypatch.setattr(awrs.smc.step, "BudgetTwist", broken)
     assert bias_in_standard_errors("regex-multibyte-tokens", budget_twist) > 5
     model, constraint = _boundary_model(), Regex("a+b{4}")
     target = normalize(exact_target(model, [], constraint, 4))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import hashed_model
 
-import awrs.commitment as commitment
+import awrs.smc.commitment as commitment
 from awrs.constraints import Regex
 from awrs.sampling import AWRS
 from awrs.smc import SMCConfig, run_smc
@@ -97,7 +97,7 @@ def test_particles_come_to_share_their_text():
 def test_a_finished_text_is_never_dropped_by_a_commitment(monkeypatch):
     """Once a text has finished, committing stops: on a model that rarely finishes, it may be
     the only valid text the run will find."""
-    import awrs.smc
+    import awrs.smc.step
 
     calls = {"with_finished": 0}
 
@@ -108,7 +108,7 @@ def test_a_finished_text_is_never_dropped_by_a_commitment(monkeypatch):
         assert np.isfinite(particles.log_weights[kept]).all()
         return committed
 
-    monkeypatch.setattr(awrs.smc, "commit_prefix", checked)
+    monkeypatch.setattr(awrs.smc.step, "commit_prefix", checked)
     model, constraint = hashed_model(seed=1), Regex(r"(a|bb)+c")
     config = SMCConfig(particles=6, max_tokens=5, ess_threshold=0.5, commit_share=0.01)
     for seed in range(50):

@@ -97,7 +97,7 @@ def test_the_llamacpp_default_uses_the_free_cores_and_follows_the_load(monkeypat
 
 
 def test_doctor_says_when_the_machine_is_busy(monkeypatch):
-    from awrs import doctor
+    from awrs.cli import doctor
 
     monkeypatch.setattr(cpu_load, "usable_cores", lambda: {0, 1})
     busy, idle = [], []

@@ -7,13 +7,12 @@ import json
 
 import pytest
 
-from awrs.commitment import STREAMING_POLICY
-
-import awrs.cli
+import awrs.cli.commands
 from awrs import Regex
 from awrs.cli import format_result, main
 from awrs.evaluation import Domain, Instance, read_records, run_eval
 from awrs.result import Result, Sample
+from awrs.smc.commitment import STREAMING_POLICY
 from awrs.stats import Stats
 
 
@@ -72,7 +71,7 @@ def test_cli_notes_a_posterior_that_rests_on_one_sample(method, probabilities, w
     ("ab", False),    # every particle writes 'ab' with the same weight: ESS 4
 ])
 def test_generate_prints_the_note_only_without_json(pattern, warned, trap_model, monkeypatch, capsys):
-    monkeypatch.setattr(awrs.cli, "load_model_from_args", lambda args: trap_model)
+    monkeypatch.setattr(awrs.cli.commands, "load_model_from_args", lambda args: trap_model)
     argv = ["generate", "--prompt", "", "--regex", pattern, "--particles", "4", "--max-tokens", "4", "--seed", "0"]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -17,12 +17,12 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 import regex
 
-from awrs.commitment import STREAMING_POLICY
 from awrs.errors import ConfigError
 from awrs.server import Limits, create_app
 from awrs.server.batcher import Batcher, Ticket
 from awrs.server.errors import ApiError
 from awrs.server.testing import LiveServer, ToyChatModel
+from awrs.smc.commitment import STREAMING_POLICY
 
 LIMITS = {"max_tokens": 64, "max_particles": 16, "max_n": 4, "max_body_bytes": 20_000, "max_batch_particles": 64,
               "max_seconds": 20.0}

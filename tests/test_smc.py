@@ -16,7 +16,7 @@ from conftest import hashed_model, lcd_trap_model
 
 import awrs
 from awrs.constraints import Predicate, Regex
-from awrs.resampling import multinomial, systematic
+from awrs.smc.resampling import multinomial, systematic
 from awrs.sampling import AWRS, Masking
 from awrs.sampling.awrs import Draw, first_accepted
 from awrs.sampling.draw import MassDrawer
@@ -402,11 +402,11 @@ def test_dead_particles_are_replaced_and_the_population_keeps_its_size():
 def test_reading_a_prompt_is_charged_as_model_and_prompt_time(monkeypatch):
     """Opening, extending and prefilling read prompts: their time is the job's model time, its
     prompt time and part of its total, whether the prompt is read at once or a chunk per step."""
-    import awrs.smc as smc
+    import awrs.smc.driver as driver_module
     from awrs.smc import Driver, Job
 
     now = [0.0]
-    monkeypatch.setattr(smc.time, "perf_counter", lambda: now[0])  # only prompt reading takes time
+    monkeypatch.setattr(driver_module.time, "perf_counter", lambda: now[0])  # only prompt reading takes time
     base = type(hashed_model(seed=3))
 
     class SlowPrompts(base):

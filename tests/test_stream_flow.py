@@ -2,7 +2,7 @@
 
 Independent particles share no text until they finish, so a stream that may only send what
 every weight-carrying particle shares would send the whole answer at the end. Streamed requests
-commit text as they go (awrs.commitment): the fruit request below must arrive in several
+commit text as they go (awrs.smc.commitment): the fruit request below must arrive in several
 content deltas, the first one before the run's last step, on at least two seeds of four,
 and still never take text back.
 (That the deltas equal the non-streamed answer for the same seed and options is checked on a

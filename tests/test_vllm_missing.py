@@ -33,7 +33,7 @@ def test_without_vllm_the_backend_says_how_to_install_it(capsys):
 def test_vllm_options_reach_load_model_from_every_command(monkeypatch):
     """``--threads`` and ``--kv-cache-gb`` go to the vllm backend from generate, serve, bench
     and eval (llama.cpp's --n-ctx does not); ``--backend both`` adds vllm only where it imports."""
-    from awrs.cli_options import side_by_side_backends
+    from awrs.cli.options import side_by_side_backends
     from awrs.models.named import model_options
 
     assert model_options(None, "vllm", threads=2, n_ctx=512, kv_cache_gb=0.5) == {

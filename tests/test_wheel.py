@@ -46,7 +46,7 @@ def test_sdist_and_wheel_pass_twine_check(dist):
 
 def test_wheel_holds_the_package_and_its_static_files(dist):
     names = zipfile.ZipFile(next(dist.glob("*.whl"))).namelist()
-    assert "awrs/__init__.py" in names and "awrs/cli.py" in names
+    assert "awrs/__init__.py" in names and "awrs/cli/commands.py" in names
     assert any(name.startswith("awrs/server/static/") for name in names)
     assert not any(name.startswith(("tests/", "bench/", "docs/")) for name in names)
 

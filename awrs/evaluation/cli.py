@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli_options import (
+from ..cli.options import (
     add_commit_options,
     add_model_options,
     check_gpus_have_a_device,
@@ -23,7 +23,7 @@ from ..cli_options import (
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..budget import BUDGET_TWISTS
+    from ..smc.budget import BUDGET_TWISTS
     from .domains import DOMAINS
     from .methods import ALL_METHODS
 

@@ -27,12 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, ConstraintError, ModelError
+from ..errors import ConfigError, ModelError
 from ..generate import prepare
 from ..models.base import LanguageModel, RowsNotExtendable
 from ..result import Result
 from ..smc import Driver
-from .errors import ApiError
+from .errors import ApiError, as_api_error, server_error
 from .metrics import ServerMetrics
 
 log = logging.getLogger("awrs.server")
@@ -216,7 +216,7 @@ class Batcher:
                     self._finish(self._driver.step())
             except Exception as err:  # never leave a future unresolved, never kill the worker
                 log.exception("a step failed")
-                self._abandon(_as_api_error(err))
+                self._abandon(as_api_error(err))
             if self._driver is not None and not self._driver.busy:
                 self._close_session()
             self._session_rows = self._driver.rows if self._driver is not None else 0
@@ -238,7 +238,7 @@ class Batcher:
                     self._tokenize(ticket)
             except Exception as err:  # noqa: BLE001 -- this request's error, not the server's
                 self._count_error()
-                _resolve(ticket, error=_as_api_error(err))
+                _resolve(ticket, error=as_api_error(err))
                 continue
             if not self._cells_fit(ticket):
                 with self._cond:
@@ -254,7 +254,7 @@ class Batcher:
                 prepared = prepare(self.model, self._request(ticket))
             except Exception as err:  # noqa: BLE001 -- this request's error, not the server's
                 self._count_error()
-                _resolve(ticket, error=_as_api_error(err))
+                _resolve(ticket, error=as_api_error(err))
                 continue
             ticket.started = time.monotonic()
             if prepared.method == "rejection":  # attempts start over: not a session's rows
@@ -273,7 +273,7 @@ class Batcher:
                 return
             except ModelError as err:
                 self._count_error()
-                _resolve(ticket, error=_as_api_error(err))
+                _resolve(ticket, error=as_api_error(err))
                 continue
             self._tickets[id(prepared.job)] = (ticket, prepared)
             session = self._session
@@ -344,7 +344,7 @@ class Batcher:
             else:
                 self.counters["errors"] += 1
         if result is None:
-            _resolve(ticket, error=_as_api_error(error))
+            _resolve(ticket, error=as_api_error(error))
             return
         if self.metrics is not None:
             self._record(ticket, result)
@@ -395,7 +395,7 @@ class Batcher:
             raise ApiError(400, f"cannot tokenize the prompt: {err}", param="prompt", code="invalid_prompt") from None
         except Exception as err:
             log.exception("tokenization failed")
-            raise _server_error(err) from None
+            raise server_error(err) from None
         if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
             raise ApiError(
                 400, f"the prompt has {len(ids)} tokens; this server allows at most {self.max_prompt_tokens}",
@@ -444,19 +444,3 @@ def _resolve(ticket: Ticket, *, outcome: Outcome | None = None, error: BaseExcep
             future.set_result(outcome)
     except concurrent.futures.InvalidStateError:  # resolved concurrently (cancelled): nothing to do
         pass
-
-
-def _as_api_error(err: BaseException) -> ApiError:
-    if isinstance(err, ApiError):
-        return err
-    if isinstance(err, ConfigError):
-        return ApiError(400, str(err), code="invalid_request")
-    if isinstance(err, ModelError):
-        return ApiError(400, str(err), code="model_error")
-    if isinstance(err, ConstraintError):
-        return ApiError(500, f"the constraint failed: {err}", code="constraint_error")
-    return _server_error(err)
-
-
-def _server_error(err: BaseException) -> ApiError:
-    return ApiError(500, f"internal error while generating: {type(err).__name__}: {err}", code="internal_error")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_options import add_model_options, check_gpus_have_a_device
+from ..cli.options import add_model_options, check_gpus_have_a_device
 
 #: Limits settable on the command line: (flag, type, help).
 LIMIT_OPTIONS = [

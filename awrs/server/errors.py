@@ -7,6 +7,8 @@ dropped connection.
 
 from __future__ import annotations
 
+from ..errors import ConfigError, ConstraintError, ModelError
+
 STATUS_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -51,3 +53,21 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+def as_api_error(err: BaseException) -> ApiError:
+    """What a failed generation answers: the client's fault (400) or the server's (500)."""
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, ConfigError):
+        return ApiError(400, str(err), code="invalid_request")
+    if isinstance(err, ModelError):
+        return ApiError(400, str(err), code="model_error")
+    if isinstance(err, ConstraintError):
+        return ApiError(500, f"the constraint failed: {err}", code="constraint_error")
+    return server_error(err)
+
+
+def server_error(err: BaseException) -> ApiError:
+    """A 500 that names the exception, for a failure that is not the request's fault."""
+    return ApiError(500, f"internal error while generating: {type(err).__name__}: {err}", code="internal_error")

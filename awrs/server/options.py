@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..budget import BUDGET_TWISTS
-from ..commitment import STREAMING_POLICY
 from ..sampling.samplers import MASK_MODES
+from ..smc.budget import BUDGET_TWISTS
+from ..smc.commitment import STREAMING_POLICY
 from .errors import bad_request
 from .limits import Limits
 from .schemas import _Common
@@ -33,7 +33,7 @@ def request_options(request: _Common, limits: Limits, *, max_tokens: int | None)
             raise bad_request(f"seed must be between 0 and 2**64 - 1, got {request.seed}", param="seed",
                               code="invalid_value")
         options["seed"] = request.seed
-    if request.stream:  # particles that share text early let the stream flow (awrs.commitment)
+    if request.stream:  # particles that share text early let the stream flow (awrs.smc.commitment)
         options.update(STREAMING_POLICY)
     for name in ("ess_threshold", "resample_power", "complete_power", "commit_share"):
         value = getattr(request, name)

@@ -1,7 +1,7 @@
 """Live streaming: the text SMC can no longer change, sent while it runs.
 
 The worker thread calls :meth:`LiveRun.on_step` after every SMC step of a request. It works out
-the text every weight-carrying particle shares (:class:`awrs.streaming.SettledText`), which
+the text every weight-carrying particle shares (:class:`awrs.smc.streaming.SettledText`), which
 begins every text the run can still return, and posts its growth to the event loop. The
 response (:func:`live_chunks`) sends each growth as an OpenAI chunk of choice 0 and, at the
 end, the rest of choice 0 and the other choices whole: the deltas of a choice concatenate to
@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from ..streaming import SettledText, step_event
+from ..smc.streaming import SettledText, step_event
 from ..vocab import Vocabulary
 from .batcher import Outcome, Ticket
 from .errors import ApiError, error_body

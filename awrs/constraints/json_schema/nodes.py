@@ -10,7 +10,6 @@ over-approximate the schema, never under-approximate it (see ``compile.py``).
 from __future__ import annotations
 
 import bisect
-import math
 from typing import Any, Protocol
 
 from .values import (
@@ -19,9 +18,10 @@ from .values import (
     K_NUM,
     K_STR,
     KIND_FIRST_BYTES,
-    N_EXP,
     canon,
+    has_prefix,
     multiple_of_fails,
+    number_prefix_range,
     partial_full,
     partial_search,
 )
@@ -418,12 +418,6 @@ class Alt:
         return True
 
 
-def has_prefix(names: tuple[str, ...], text: str) -> bool:
-    """Whether some string in the sorted tuple ``names`` starts with ``text``."""
-    i = bisect.bisect_left(names, text)
-    return i < len(names) and names[i].startswith(text)
-
-
 def name_may_follow(atom: Atom, text: str, seen: frozenset) -> bool:
     """Whether a property name starting with ``text`` can be allowed by an atom that forbids
     additional properties: a prefix of an unseen declared name, or partially matching a pattern."""
@@ -437,27 +431,3 @@ def name_may_follow(atom: Atom, text: str, seen: frozenset) -> bool:
         if partial is None or partial_search(partial, text):
             return True
     return False
-
-
-def number_prefix_range(text: str, nstate: int) -> tuple[float, float]:
-    """Bounds of the values a JSON number starting with ``text`` can take.
-
-    Exponents can scale any mantissa, and underflow ("1e-999") reaches zero, so before the
-    exponent's digits only the sign is known; with exponent digits the magnitude can only grow
-    (positive exponent) or shrink (negative exponent) from its current value.
-    """
-    negative = text.startswith("-")
-    magnitude_lo, magnitude_hi = 0.0, math.inf
-    if nstate == N_EXP:
-        try:
-            current = abs(float(text))
-        except (ValueError, OverflowError):
-            current = math.inf
-        exponent = text[max(text.find("e"), text.find("E")) + 1 :]
-        if exponent.startswith("-"):
-            magnitude_hi = current
-        else:
-            magnitude_lo = current
-    if negative:
-        return -magnitude_hi, -magnitude_lo
-    return magnitude_lo, magnitude_hi

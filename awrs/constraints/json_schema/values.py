@@ -2,7 +2,7 @@
 
 Kinds of JSON values as bits, the number lexer's sub-states, canonical forms of values (for
 ``enum``, ``const`` and ``uniqueItems``), partial regex matching of string prefixes, prefix
-patterns for string formats, and ``multipleOf``.
+patterns for string formats, ``multipleOf``, and what a name or number prefix can still become.
 
 Not here: schema compilation (``compile.py``), the compiled pieces
 (``nodes.py``), the constraint (``schema.py``) and its lexer (``lexer.py``).
@@ -10,6 +10,8 @@ Not here: schema compilation (``compile.py``), the compiled pieces
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 import warnings
 from fractions import Fraction
@@ -243,3 +245,33 @@ NUMBER_NEXT = {
 RUN = re.compile(rb'[^"\\\x00-\x1f]+').match
 EMPTY: frozenset = frozenset()
 FRESH_STRING = ("", "", b"", False)  # chars, escape in progress, unfinished UTF-8, high surrogate last
+
+
+def has_prefix(names: tuple[str, ...], text: str) -> bool:
+    """Whether some string in the sorted tuple ``names`` starts with ``text``."""
+    i = bisect.bisect_left(names, text)
+    return i < len(names) and names[i].startswith(text)
+
+
+def number_prefix_range(text: str, nstate: int) -> tuple[float, float]:
+    """Bounds of the values a JSON number starting with ``text`` can take.
+
+    Exponents can scale any mantissa, and underflow ("1e-999") reaches zero, so before the
+    exponent's digits only the sign is known; with exponent digits the magnitude can only grow
+    (positive exponent) or shrink (negative exponent) from its current value.
+    """
+    negative = text.startswith("-")
+    magnitude_lo, magnitude_hi = 0.0, math.inf
+    if nstate == N_EXP:
+        try:
+            current = abs(float(text))
+        except (ValueError, OverflowError):
+            current = math.inf
+        exponent = text[max(text.find("e"), text.find("E")) + 1 :]
+        if exponent.startswith("-"):
+            magnitude_hi = current
+        else:
+            magnitude_lo = current
+    if negative:
+        return -magnitude_hi, -magnitude_lo
+    return magnitude_lo, magnitude_hi

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BUDGET_TWISTS = ("on", "exact", "off")
 """``on``: exact and soft parts; ``exact``: drop only prefixes that cannot finish; ``off``."""
@@ -53,7 +53,7 @@ DEFAULT_BUDGET_TWIST = "exact"
 # valid rate is at least LCD's; chosen on the tuning subset (docs/methods.md, "Why these defaults")
 DEFAULT_RESAMPLE_POWER = 0.0
 # None: complete texts are weighed like the others (streamed server requests use 1, see
-# awrs.commitment.STREAMING_POLICY and awrs.smc.SMCConfig.complete_power)
+# awrs.smc.commitment.STREAMING_POLICY and awrs.smc.SMCConfig.complete_power)
 DEFAULT_COMPLETE_POWER: float | None = None
 
 # logit P(finished within r tokens) = w · (1, log1p r, log1p b, log1p stall, log1p t, log1p free),

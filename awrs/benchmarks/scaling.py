@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .constraints import Regex
-from .constraints.base import Constraint
-from .generate import generate
-from .models.base import LanguageModel
+from ..constraints import Regex
+from ..constraints.base import Constraint
+from ..generate import generate
+from ..models.base import LanguageModel
 
 PATTERN = r" (yes|no), because [a-z ,]{3,40}\."
 PROMPT = "Is the sea salty? Answer yes or no and say why."

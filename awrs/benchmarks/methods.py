@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .constraints import Predicate, Regex
-from .constraints.base import DEAD, Constraint
-from .generate import generate
-from .models.base import LanguageModel
-from .stats import Stats
+from ..constraints import Predicate, Regex
+from ..constraints.base import DEAD, Constraint
+from ..generate import generate
+from ..models.base import LanguageModel
+from ..stats import Stats
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def constraint_speed(model: LanguageModel, data: Path) -> dict:
     molecules = data / "molecules" / "GDB17_sample.txt"
     if molecules.is_file():
         try:
-            from .constraints.smiles import Smiles
+            from ..constraints.smiles import Smiles
 
             smiles = Smiles()
             times = []

@@ -1,7 +1,7 @@
 """Committing text while SMC runs, so that a stream can send it: a resampling by prefix.
 
 A stream may only send text that every particle still carrying weight shares (see
-:class:`awrs.streaming.SettledText`); independent particles share little until they finish.
+:class:`awrs.smc.streaming.SettledText`); independent particles share little until they finish.
 Committing makes them share it without changing the target: when every weight-carrying
 particle has written past the shared text, they are grouped by the next character they wrote,
 and one group is *drawn* with probability ``q_g``, its share of the resampling weights. The
@@ -20,7 +20,7 @@ particles), committing without these two rules cut the valid rate from 0.95 to 0
 them, to 0.80 (docs/evaluation/qwen-pilot).
 
 Not here: when the step resamples (:mod:`awrs.smc`), what a stream sends
-(:mod:`awrs.streaming`).
+(:mod:`awrs.smc.streaming`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from .resampling import normalized
 from .streaming import whole_characters
 
 if TYPE_CHECKING:
-    from .smc import Particles
-    from .vocab import Vocabulary
+    from ..vocab import Vocabulary
+    from .particles import Particles
 
 #: ``Particles.died_of`` of a particle dropped because another group of texts was committed
 DIED_UNCOMMITTED = 4

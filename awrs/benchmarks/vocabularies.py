@@ -33,11 +33,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .constraints import JsonSchema, Regex
-from .generate import generate
-from .models.base import LanguageModel
-from .sampling.draw import NO_TOKEN, MassDrawer
-from .sampling.masses import token_masses
+from ..constraints import JsonSchema, Regex
+from ..generate import generate
+from ..models.base import LanguageModel
+from ..sampling.draw import NO_TOKEN, MassDrawer
+from ..sampling.masses import token_masses
 
 REGEX = r" (yes|no), because [a-z ,]{3,40}\."
 REGEX_PROMPT = "Is the sea salty? Answer yes or no, then say why in a few words:"
@@ -68,7 +68,7 @@ def llguidance_lcd(model: LanguageModel, prompt_ids: Sequence[int], grammar: dic
 
     Returns particle-tokens, seconds (total, model, masks) and how many rows ended accepted.
     """
-    from .constraints.grammar.grammar import _llguidance, vocabulary_tokenizer
+    from ..constraints.grammar.grammar import _llguidance, vocabulary_tokenizer
 
     llg = _llguidance()
     vocab = model.vocab

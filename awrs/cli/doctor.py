@@ -59,7 +59,7 @@ def _vllm_line() -> str:
 
 
 def _timed_backend(backend: str) -> str:
-    from .models import load_model
+    from ..models import load_model
 
     start = time.perf_counter()
     try:
@@ -83,8 +83,8 @@ def _timed_backend(backend: str) -> str:
 
 
 def _llamacpp_build() -> list[str]:
-    from .models.llamacpp_build import cpu_library, host_cpu_flags, instruction_families, recorded_flags
-    from .models.llamacpp_probe import missing_cpu_features
+    from ..models.llamacpp_build import cpu_library, host_cpu_flags, instruction_families, recorded_flags
+    from ..models.llamacpp_probe import missing_cpu_features
 
     library = cpu_library()
     if library is None:
@@ -103,7 +103,7 @@ def _llamacpp_build() -> list[str]:
     except (OSError, FileNotFoundError) as err:
         lines.append(f"llama.cpp instructions: not checked ({err})")
     try:
-        from .models.llamacpp_lib import llama as _llama
+        from ..models.llamacpp_lib import llama as _llama
 
         info = _llama().llama_print_system_info().decode(errors="replace").strip()
         lines.append(f"llama.cpp system info: {info}")
@@ -115,7 +115,7 @@ def _llamacpp_build() -> list[str]:
 def machine_load(watch=None) -> list[str]:
     """How busy other programs keep the cores, and what that does to llama.cpp's default
     threads (``watch``: a :class:`~awrs.models.cpu_load.LoadWatch`, injectable for tests)."""
-    from .models.cpu_load import LoadWatch, usable_cores
+    from ..models.cpu_load import LoadWatch, usable_cores
 
     watch = watch or LoadWatch()
     threads = watch.threads(wait=True)
@@ -135,9 +135,9 @@ def machine_load(watch=None) -> list[str]:
 def report(*, backends: bool = True, out: Callable[[str], None] = print, load_watch=None) -> None:
     """Print the report line by line (``backends=False`` skips loading models; ``load_watch``
     replaces the machine's load readings, for tests)."""
-    from . import __version__
-    from .models.embedded import cache_dir
-    from .models.llamacpp_build import host_cpu_flags
+    from .. import __version__
+    from ..models.embedded import cache_dir
+    from ..models.llamacpp_build import host_cpu_flags
 
     out(f"awrs {__version__} on Python {platform.python_version()} ({sys.executable})")
     out(f"platform: {platform.platform()}; {platform.machine()}")

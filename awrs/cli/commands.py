@@ -22,7 +22,7 @@
     awrs doctor [--no-backends]
     awrs --version
 
-Model options (``cli_options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp|vllm,
+Model options (``awrs.cli.options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp|vllm,
 --threads N, --n-ctx CELLS, --quant f16|shipped|q4_1|q8_0|q4_0 (the embedded model's weights),
 --kv-cache-gb GB (vllm).
 awrs eval also takes --ray [ADDRESS] --workers N, and awrs serve --ray [ADDRESS] --replicas N.
@@ -39,7 +39,9 @@ import math
 import sys
 from collections.abc import Sequence
 
-from .cli_options import (
+from ..errors import ConfigError
+from ..smc.budget import BUDGET_TWISTS, DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
+from .options import (
     add_commit_options,
     add_model_options,
     commit_options,
@@ -49,8 +51,6 @@ from .cli_options import (
     run_reporting_errors,
     side_by_side_backends,
 )
-from .budget import BUDGET_TWISTS, DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
-from .errors import ConfigError
 
 
 def _add_constraint_options(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def constraint_from_args(args):
     """Build the constraint named on the command line (heavy modules load only when used)."""
     from pathlib import Path
 
-    from .constraints import Regex
+    from ..constraints import Regex
 
     if args.regex is not None:
         return Regex(args.regex)
@@ -83,21 +83,21 @@ def constraint_from_args(args):
             except json.JSONDecodeError as err:
                 where = "the schema given inline" if inline else args.json_schema
                 raise ConfigError(f"{where} is not valid JSON: {err}") from None
-            from .constraints.json_schema import JsonSchema
+            from ..constraints.json_schema import JsonSchema
 
             return JsonSchema(schema, whitespace=args.whitespace)
         if args.grammar is not None:
             text = _read(args.grammar, "grammar")
-            from .constraints.grammar import Grammar
+            from ..constraints.grammar import Grammar
 
             return Grammar(text, start=args.start)
         if args.sql_db is not None:
-            from .constraints.grammar import Sql
+            from ..constraints.grammar import Sql
 
             if not Path(args.sql_db).is_file():
                 raise ConfigError(f"no database file at {args.sql_db}")
             return Sql(args.sql_db)
-        from .constraints.smiles import Smiles
+        from ..constraints.smiles import Smiles
 
         return Smiles()
     except ImportError as err:
@@ -113,8 +113,8 @@ def _read(path: str, what: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .generate import METHODS
+    from .. import __version__
+    from ..generate import METHODS
 
     parser = argparse.ArgumentParser(
         prog="awrs", description="Fast, exact controlled generation from language models."
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "JSON task, on smollm2-135m and gemma3-270m (49k and 262k tokens; --model: that one only)")
     add_model_options(bench, both=True)
 
-    from .evaluation.cli import add_eval_arguments, add_report_arguments
+    from ..evaluation.cli import add_eval_arguments, add_report_arguments
 
     add_eval_arguments(commands.add_parser("eval", help="evaluate a method on one of the paper's domains"))
     add_report_arguments(commands.add_parser("report", help="tables and a plot from awrs eval results"))
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print one JSON object")
 
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible HTTP API with constrained outputs")
-    from .server.cli import add_serve_arguments
+    from ..server.cli import add_serve_arguments
 
     add_serve_arguments(serve)
     return parser
@@ -232,11 +232,11 @@ def _dispatch(args) -> int:
     if args.command == "coverage":
         return _coverage(args)
     if args.command == "eval":
-        from .evaluation.cli import eval_command
+        from ..evaluation.cli import eval_command
 
         return eval_command(args)
     if args.command == "report":
-        from .evaluation.cli import report_command
+        from ..evaluation.cli import report_command
 
         return report_command(args)
     if args.command == "doctor":
@@ -245,7 +245,7 @@ def _dispatch(args) -> int:
         report(backends=not args.no_backends)
         return 0
     if args.command == "serve":
-        from .server.cli import run_serve
+        from ..server.cli import run_serve
 
         return run_serve(args)
     if args.command == "models":
@@ -254,7 +254,7 @@ def _dispatch(args) -> int:
 
 
 def _models(args) -> int:
-    from .models.named import NAMED_MODELS, describe_models
+    from ..models.named import NAMED_MODELS, describe_models
 
     if args.install is not None:
         if args.install not in NAMED_MODELS:
@@ -288,17 +288,17 @@ def _coverage(args) -> int:
     if not Path(args.data).is_dir():
         raise ConfigError(f"no data folder at {args.data}")
     if args.family == "json":
-        from .coverage.json import coverage, format_report
+        from ..coverage.json import coverage, format_report
 
         report = coverage(Path(args.data), limit=args.limit, seed=args.seed)
     elif args.family == "patterns":
-        from .coverage.patterns import patterns_coverage
-        from .coverage.patterns_report import format_patterns_coverage as format_report
+        from ..coverage.patterns import patterns_coverage
+        from ..coverage.patterns_report import format_patterns_coverage as format_report
 
         report = patterns_coverage(Path(args.data), limit=args.limit, examples=args.examples, seed=args.seed)
     else:
-        from .coverage.spider import format_spider_coverage as format_report
-        from .coverage.spider import spider_coverage
+        from ..coverage.spider import format_spider_coverage as format_report
+        from ..coverage.spider import spider_coverage
 
         data = Path(args.data)
         if (data / "spider").is_dir() and not (data / "dev.json").is_file():
@@ -311,7 +311,7 @@ def _coverage(args) -> int:
 
 
 def _generate(args) -> int:
-    from .generate import generate
+    from ..generate import generate
 
     constraint = constraint_from_args(args)  # validate before loading the model
     model = load_model_from_args(args)
@@ -367,7 +367,7 @@ def format_result(result, model_name: str) -> str:
 def _one_sample_note(result) -> str | None:
     """Why a weighted posterior that rests on one sample is not a confident answer, and what
     spreads it; None otherwise (methods without weights have as many samples as they show)."""
-    from .generate import METHODS
+    from ..generate import METHODS
 
     method = METHODS.get(result.method)
     if method is None or not method.resamples or not 0 < result.ess < ONE_SAMPLE_ESS:
@@ -383,7 +383,7 @@ def _one_sample_note(result) -> str | None:
 def _bench(args) -> int:
     from pathlib import Path
 
-    from .bench import compare_backends, format_bench, format_comparison, run_bench
+    from ..benchmarks.methods import compare_backends, format_bench, format_comparison, run_bench
 
     if args.scaling:
         return _bench_scaling(args)
@@ -407,7 +407,7 @@ def _bench(args) -> int:
 
 
 def _bench_vocabularies(args) -> int:
-    from .bench_vocab import DEFAULT_MODELS, format_vocabularies, measure_model
+    from ..benchmarks.vocabularies import DEFAULT_MODELS, format_vocabularies, measure_model
 
     if args.backend == "both":
         raise ConfigError("--vocabularies compares models on one backend: choose --backend auto, hf or llamacpp")
@@ -426,7 +426,7 @@ def _bench_vocabularies(args) -> int:
 def _bench_scaling(args) -> int:
     from pathlib import Path
 
-    from .bench_scaling import format_scaling, measure_scaling, plot_scaling
+    from ..benchmarks.scaling import format_scaling, measure_scaling, plot_scaling
 
     backends = side_by_side_backends() if args.backend == "both" else (None,)
     figures, labels = {}, {}
@@ -443,7 +443,3 @@ def _bench_scaling(args) -> int:
                      labels=labels)
     print(json.dumps(figures) if args.json else format_scaling(figures, labels))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 Resampler = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 

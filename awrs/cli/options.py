@@ -8,8 +8,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .errors import AwrsError, ConfigError, ConstraintError
-from .models.embedded import QUANTS
+from ..errors import AwrsError, ConfigError, ConstraintError
+from ..models.embedded import QUANTS
 
 QUANT_CHOICES = [*QUANTS, "shipped"]
 
@@ -106,8 +106,8 @@ def run_reporting_errors(command: Callable[[], int]) -> int:
 
 
 def load_model_from_args(args, backend: str | None = None):
-    from .models import load_model
-    from .models.named import model_options
+    from ..models import load_model
+    from ..models.named import model_options
 
     backend = backend or args.backend
     options = model_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),

@@ -22,8 +22,8 @@ import numpy as np
 from .resampling import effective_sample_size
 
 if TYPE_CHECKING:
-    from .smc import Particles
-    from .vocab import Vocabulary
+    from ..vocab import Vocabulary
+    from .particles import Particles
 
 
 def whole_characters(data: bytes) -> bytes:
