@@ -345,7 +345,7 @@ def test_unloadable_gguf_files_are_model_errors(tmp_path):
 
 def test_bad_options_are_config_errors():
     with pytest.raises(awrs.ConfigError, match="unknown backend"):
-        awrs.load_model(backend="vllm")
+        awrs.load_model(backend="vlm")
     with pytest.raises(awrs.ConfigError, match="llamacpp"):
         awrs.load_model(backend="hf", n_ctx=100)
     with pytest.raises(awrs.ConfigError, match="unknown llamacpp options"):
