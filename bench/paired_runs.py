@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
+
+from method_table import mean_and_se  # bench/ is on the path when this runs as a script
 
 
 def read_run(path: Path, metric: str) -> dict[tuple[str, str], dict[str, float]]:
@@ -34,15 +35,6 @@ def read_run(path: Path, metric: str) -> dict[tuple[str, str], dict[str, float]]
             method = f"{method}-{record['particles']}"
         found[(record["domain"], method)][record["id"]] = float(record["metrics"].get(metric, 0.0))
     return found
-
-
-def mean_and_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
 
 
 def main() -> None:
