@@ -80,3 +80,24 @@ def named_model_on(name: str, backend: str):
     else:
         pytest.importorskip("transformers")
     return awrs.load_model(name, backend=backend, verbose=False)
+
+
+def options_given_to_load_model(monkeypatch, argvs) -> list[dict]:
+    """The keyword options each command line passes to ``awrs.models.load_model`` (which is
+    stubbed: no model loads)."""
+    from awrs.cli import main
+
+    seen = []
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load_model(path=None, **options):
+        seen.append(options)
+        raise Loaded
+
+    monkeypatch.setattr("awrs.models.load_model", fake_load_model)
+    for argv in argvs:
+        with pytest.raises(Loaded):
+            main(argv)
+    return seen

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from awrs.cli import main
+from conftest import options_given_to_load_model
 from awrs.errors import ModelError
 from awrs.models import named
 from awrs.models.named import NAMED_MODELS, NamedModel, describe_models, named_model
@@ -160,20 +161,9 @@ def test_llamacpp_options_reach_load_model_from_generate_and_serve(monkeypatch):
     assert llamacpp_options(None, "hf", threads=2, n_ctx=512, quant="q8_0") == {}
     assert llamacpp_options(None, "auto", threads=2, n_ctx=512) == {"n_threads": 2, "n_ctx": 512}
 
-    seen = []
-
-    class Loaded(Exception):
-        pass
-
-    def fake_load_model(path=None, **options):
-        seen.append(options)
-        raise Loaded
-
-    monkeypatch.setattr("awrs.models.load_model", fake_load_model)
-    for argv in (["serve"], ["generate", "--regex", "a", "--prompt", "hi"]):
-        with pytest.raises(Loaded):
-            main([*argv, "--backend", "llamacpp", "--threads", "1", "--n-ctx", "512", "--quant", "q8_0",
-                  "--device", "cuda"])
+    tail = ["--backend", "llamacpp", "--threads", "1", "--n-ctx", "512", "--quant", "q8_0", "--device", "cuda"]
+    seen = options_given_to_load_model(monkeypatch, [
+        [*argv, *tail] for argv in (["serve"], ["generate", "--regex", "a", "--prompt", "hi"])])
     assert [{k: o[k] for k in ("n_threads", "n_ctx", "quant", "device")} for o in seen] == [
         {"n_threads": 1, "n_ctx": 512, "quant": "q8_0", "device": "cuda"}] * 2
 

@@ -11,6 +11,7 @@ import pytest
 
 import awrs
 from awrs.cli import main
+from conftest import options_given_to_load_model
 from awrs.errors import ModelError
 
 
@@ -42,18 +43,8 @@ def test_vllm_options_reach_load_model_from_every_command(monkeypatch):
     vllm_here = importlib.util.find_spec("vllm") is not None
     assert ("vllm" in side_by_side_backends()) == vllm_here
 
-    seen = []
-
-    class Loaded(Exception):
-        pass
-
-    def fake_load_model(path=None, **options):
-        seen.append(options)
-        raise Loaded
-
-    monkeypatch.setattr("awrs.models.load_model", fake_load_model)
-    for argv in (["serve"], ["generate", "--regex", "a", "--prompt", "hi"], ["bench"],
-                 ["eval", "patterns", "--data", ".", "--out", "x.jsonl"]):
-        with pytest.raises(Loaded):
-            main([*argv, "--backend", "vllm", "--threads", "1", "--n-ctx", "512", "--kv-cache-gb", "2"])
+    tail = ["--backend", "vllm", "--threads", "1", "--n-ctx", "512", "--kv-cache-gb", "2"]
+    seen = options_given_to_load_model(monkeypatch, [
+        [*argv, *tail] for argv in (["serve"], ["generate", "--regex", "a", "--prompt", "hi"], ["bench"],
+                                    ["eval", "patterns", "--data", ".", "--out", "x.jsonl"])])
     assert seen == [{"backend": "vllm", "device": "cpu", "threads": 1, "kv_cache_bytes": 2 << 30}] * 4

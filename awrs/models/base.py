@@ -29,6 +29,20 @@ class RowsNotExtendable(ModelError):
     """This backend's sessions cannot take new rows while they run (no continuous batching)."""
 
 
+def step_arguments(parents, tokens, rows: int, vocab_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A step's ``(parents, tokens)`` as int64 vectors, checked against the session's ``rows``
+    and, when given, the vocabulary's size; ModelError on a mismatch."""
+    parents = np.asarray(parents, dtype=np.int64).reshape(-1)
+    tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    if len(parents) != len(tokens):
+        raise ModelError(f"step got {len(parents)} parents but {len(tokens)} tokens")
+    if len(parents) and (parents.min() < 0 or parents.max() >= rows):
+        raise ModelError(f"parents must be row indices in [0, {rows}), got {parents.tolist()}")
+    if vocab_size is not None and len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ModelError(f"token ids must be in [0, {vocab_size}), got {tokens.tolist()}")
+    return parents, tokens
+
+
 def merge_equal_histories(histories: np.ndarray, parents: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group a step's rows by (parent's history, token): rows in one group have equal histories
     after the step, so a backend evaluates each group once.

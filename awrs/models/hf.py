@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .base import DecodingSession, LanguageModel, merge_equal_histories
+from .base import DecodingSession, LanguageModel, merge_equal_histories, step_arguments
 from .gguf_tokens import DeclaredTokens
 from .hf_tokenizer import TokenizerPrompts, fit_width, tokenizer_vocabulary
 
@@ -197,12 +197,7 @@ class HFSession(DecodingSession):
         limit = model.max_context
         if limit and self._length + 1 > limit:
             raise ModelError(f"the context reached {model.name}'s limit of {limit} tokens")
-        parents = np.asarray(parents, dtype=np.int64).reshape(-1)
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        if len(parents) != len(tokens):
-            raise ModelError(f"step got {len(parents)} parents but {len(tokens)} tokens")
-        if len(parents) and (parents.min() < 0 or parents.max() >= self.rows):
-            raise ModelError(f"parents must be row indices in [0, {self.rows}), got {parents.tolist()}")
+        parents, tokens = step_arguments(parents, tokens, self.rows)
         # one cache row and one evaluation per distinct (history, token)
         first, group = merge_equal_histories(self._rowmap, parents, tokens)
         source = self._rowmap[parents[first]]

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ModelError
-from .base import DecodingSession, merge_equal_histories
+from .base import DecodingSession, merge_equal_histories, step_arguments
 from .llamacpp_lib import LOG, limit_hint
 from .llamacpp_pool import SequencePool
 
@@ -96,15 +96,8 @@ class LlamaCppSession(DecodingSession):
             raise ModelError(f"this decoding session cannot continue: {self._broken}")
         if not self._finalizer.alive:
             raise ModelError("this decoding session was closed")
-        parents = np.asarray(parents, dtype=np.int64).reshape(-1)
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         old = self._seqs
-        if len(parents) != len(tokens):
-            raise ModelError(f"step got {len(parents)} parents but {len(tokens)} tokens")
-        if len(parents) and (parents.min() < 0 or parents.max() >= len(old)):
-            raise ModelError(f"parents must be row indices in [0, {len(old)}), got {parents.tolist()}")
-        if len(tokens) and (tokens.min() < 0 or tokens.max() >= model._n_vocab):
-            raise ModelError(f"token ids must be in [0, {model._n_vocab}), got {tokens.tolist()}")
+        parents, tokens = step_arguments(parents, tokens, len(old), model._n_vocab)
         longest = int(self._lengths[parents].max()) if len(parents) else 0
         if longest + 1 > model.n_ctx:
             raise ModelError(

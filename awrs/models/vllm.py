@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .base import DecodingSession, LanguageModel, merge_equal_histories
+from .base import DecodingSession, LanguageModel, merge_equal_histories, step_arguments
 from .gguf_tokens import DeclaredTokens
 from .hf_tokenizer import TokenizerPrompts, load_tokenizer, tokenizer_vocabulary
 from .vllm_engine import GiB, Stepper, engine_settings, engine_threads, import_vllm
@@ -285,14 +285,7 @@ class VLLMSession(DecodingSession):
     def step(self, parents: np.ndarray, tokens: np.ndarray) -> None:
         self._check()
         model = self._model
-        parents = np.asarray(parents, dtype=np.int64).reshape(-1)
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        if len(parents) != len(tokens):
-            raise ModelError(f"step got {len(parents)} parents but {len(tokens)} tokens")
-        if len(parents) and (parents.min() < 0 or parents.max() >= self.rows):
-            raise ModelError(f"parents must be row indices in [0, {self.rows}), got {parents.tolist()}")
-        if len(tokens) and (tokens.min() < 0 or tokens.max() >= len(model.vocab)):
-            raise ModelError(f"token ids must be in [0, {len(model.vocab)}), got {tokens.tolist()}")
+        parents, tokens = step_arguments(parents, tokens, self.rows, len(model.vocab))
         longest = max((len(self._requests[self._rowmap[p]].tokens) for p in parents.tolist()), default=0)
         if longest + 1 > model.max_context:
             raise ModelError(f"a row would reach {longest + 1} tokens but the vllm backend runs {model.name} "
