@@ -115,6 +115,7 @@ def _prepare(
     resample_power: float = DEFAULT_RESAMPLE_POWER,
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
+    lookahead: bool = True,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -142,6 +143,7 @@ def _prepare(
         resample_power=resample_power,
         complete_power=complete_power,
         commit_share=commit_share if spec.resamples else None,
+        lookahead=lookahead,
     )
     job = Job(
         prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
@@ -173,6 +175,7 @@ def generate(
     resample_power: float = DEFAULT_RESAMPLE_POWER,
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
+    lookahead: bool = True,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -210,6 +213,10 @@ def generate(
             this share of the resampling weight (a resampling by prefix, drawn at random: the
             target is the same, see :mod:`awrs.smc.commitment`); lets ``on_step`` see settled text
             early. ``None`` (default): never. SMC methods only.
+        lookahead: weigh particles, when resampling, by the constraint's look-ahead (for
+            :class:`~awrs.Sql`, whether the text names a column its table lacks), and resample
+            when it doubts some of them (default True; a twist: the target is the same).
+            SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
@@ -234,7 +241,7 @@ def generate(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
         budget_twist=budget_twist, resample_power=resample_power, complete_power=complete_power,
-        commit_share=commit_share, estimator=estimator, masks=masks,
+        commit_share=commit_share, lookahead=lookahead, estimator=estimator, masks=masks,
         critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None

@@ -43,6 +43,7 @@ from ..errors import ConfigError
 from ..smc.budget import BUDGET_TWISTS, DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
 from .options import (
     add_commit_options,
+    add_lookahead_option,
     add_model_options,
     commit_options,
     load_model_from_args,
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(SMC methods; default {DEFAULT_RESAMPLE_POWER}; 1 is plain SMC): lower "
                           "keeps more lineages apart; the target is the same")
     add_commit_options(gen)
+    add_lookahead_option(gen)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                      help="stop after this long, keeping the samples finished so far")
@@ -320,7 +322,7 @@ def _generate(args) -> int:
         particles=args.particles, max_tokens=args.max_tokens, method=args.method,
         seed=args.seed, chat=args.chat, system=args.system, ess_threshold=args.ess_threshold,
         budget_twist=args.budget_twist, resample_power=args.resample_power, estimator=args.estimator,
-        masks=args.masks, time_limit=args.time_limit, **commit_options(args),
+        masks=args.masks, time_limit=args.time_limit, lookahead=args.lookahead, **commit_options(args),
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:

@@ -129,5 +129,19 @@ def add_commit_options(parser: argparse.ArgumentParser) -> None:
                              "streamed server requests use 1)")
 
 
+def add_lookahead_option(parser: argparse.ArgumentParser, default: bool | None = True) -> None:
+    """``--lookahead on|off``: whether resampling uses the constraint's look-ahead."""
+    parser.add_argument("--lookahead", type=_on_off, default=default, metavar="on|off",
+                        help="weigh particles, when resampling, by the constraint's look-ahead (SQL: "
+                             "whether the text names a column its table lacks) and resample when it "
+                             "doubts some (SMC methods; default on; a twist, so the target is the same)")
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
 def commit_options(args) -> dict:
     return {"commit_share": args.commit_share, "complete_power": args.complete_power}

@@ -264,7 +264,7 @@ def run_eval(
 
 
 SMC_METHODS = ("awrs-smc", "masking-smc")
-SMC_SETTINGS = ("ess_threshold", "budget_twist", "resample_power", "complete_power", "commit_share")
+SMC_SETTINGS = ("ess_threshold", "budget_twist", "resample_power", "complete_power", "commit_share", "lookahead")
 
 
 def smc_defaults() -> dict:

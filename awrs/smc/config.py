@@ -32,6 +32,10 @@ class SMCConfig:
     #: share of the resampling weight (:mod:`awrs.smc.commitment`: a resampling by prefix, drawn
     #: at random, so the target is the same); ``None``: never. What lets a stream flow.
     commit_share: float | None = None
+    #: weigh unfinished particles, when resampling, by the constraint's look-ahead
+    #: (:meth:`awrs.constraints.base.Constraint.lookahead_log_psi`), and resample whenever it
+    #: doubts one: a twist like the others, so the target is the same.
+    lookahead: bool = True
 
     def __post_init__(self) -> None:
         if self.particles < 1:
