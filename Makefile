@@ -117,8 +117,8 @@ test: setup setup-llamacpp setup-browser $(QWEN_STAMP) $(VLLM_STAMP)
 
 # The vLLM backend's tests, in its own environment (about 2 minutes on 2 cores)
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_PY) -m pytest -q tests/test_vllm_backend.py tests/test_vllm_limits.py tests/test_vllm_missing.py \
-		tests/test_gpu_check.py
+	$(VLLM_PY) -m pytest -q tests/test_vllm_backend.py tests/test_vllm_limits.py tests/test_vllm_dtype.py \
+		tests/test_vllm_missing.py tests/test_gpu_check.py
 
 # The documentation site into site/ (open site/index.html); strict: a broken link or reference fails.
 docs: setup
