@@ -153,7 +153,7 @@ eval: setup setup-llamacpp
 	bench/eval_subset.sh
 
 # awrs against genlm-control (the AWRS authors' library), side by side (bench/peers.py, about 10
-# minutes). genlm-control goes into its own environment, .venv-peers, never into .venv: the CPU
+# minutes), and where .venv-vllm exists awrs on vLLM against llama.cpp (about 6 more). genlm-control goes into its own environment, .venv-peers, never into .venv: the CPU
 # torch first (as above), then the pinned release; about 2 GB, installed once.
 PEERS_VENV ?= .venv-peers
 GENLM_SPEC ?= genlm-control==0.4.1
