@@ -24,7 +24,7 @@
 
 Model options (``awrs.cli.options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp|vllm,
 --threads N, --n-ctx CELLS, --quant f16|shipped|q4_1|q8_0|q4_0 (the embedded model's weights),
---kv-cache-gb GB (vllm).
+--kv-cache-gb GB and --dtype float32|bfloat16|float16 (vllm).
 awrs eval also takes --ray [ADDRESS] --workers N, and awrs serve --ray [ADDRESS] --replicas N.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
