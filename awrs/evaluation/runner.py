@@ -330,7 +330,7 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         **{f"{part}_seconds": getattr(stats, f"{part}_seconds") for part in TIME_PARTS},
         "tokens": stats.tokens, "constraint_checks": stats.constraint_checks,
         "model_calls": stats.model_calls, "resamples": stats.resamples,
-        "budget_kills": stats.budget_kills,
+        "budget_kills": stats.budget_kills, "doubts": stats.doubts,
         "log_marginal_likelihood": _finite(result.log_marginal_likelihood), "message": result.message,
         "ess": result.ess,
     }

@@ -151,6 +151,7 @@ class Run:
             twisted.append((i, log_psi, complete))
         # doubting every particle alike changes nothing that resampling could act on
         self.doubted = any(doubts) and not all(doubts)
+        self.job.stats.doubts += sum(doubts)
         best_complete = max((particles.path_log_weight[i] for i, _, complete in twisted if complete), default=0.0)
         for i, log_psi, complete in twisted:
             path = particles.path_log_weight[i]
