@@ -115,6 +115,7 @@ def _prepare(
     resample_power: float = DEFAULT_RESAMPLE_POWER,
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
+    commit_lag: int | None = None,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -142,6 +143,7 @@ def _prepare(
         resample_power=resample_power,
         complete_power=complete_power,
         commit_share=commit_share if spec.resamples else None,
+        commit_lag=commit_lag,
     )
     job = Job(
         prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
@@ -173,6 +175,7 @@ def generate(
     resample_power: float = DEFAULT_RESAMPLE_POWER,
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
+    commit_lag: int | None = None,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -210,6 +213,9 @@ def generate(
             this share of the resampling weight (a resampling by prefix, drawn at random: the
             target is the same, see :mod:`awrs.smc.commitment`); lets ``on_step`` see settled text
             early. ``None`` (default): never. SMC methods only.
+        commit_lag: with ``commit_share``, also commit the next character whatever the shares
+            once every running particle has written this many characters past it (``None``:
+            by share only).
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
@@ -234,7 +240,7 @@ def generate(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
         budget_twist=budget_twist, resample_power=resample_power, complete_power=complete_power,
-        commit_share=commit_share, estimator=estimator, masks=masks,
+        commit_share=commit_share, commit_lag=commit_lag, estimator=estimator, masks=masks,
         critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None

@@ -123,6 +123,10 @@ def add_commit_options(parser: argparse.ArgumentParser) -> None:
                              "weight agree on it, in (0, 1] (SMC methods; a resampling by prefix, "
                              "drawn at random, so the target is the same; default: never; streamed "
                              "server requests use 0.3)")
+    parser.add_argument("--commit-lag", type=int, default=None, metavar="L",
+                        help="with --commit-share, also commit the next character whatever the "
+                             "shares once every particle has written L characters past it "
+                             "(default: by share only; streamed server requests use 4)")
     parser.add_argument("--complete-power", type=float, default=None, metavar="P",
                         help="weigh particles whose text is already complete among themselves by "
                              "their weights to this power (SMC methods; default: --resample-power; "
@@ -130,4 +134,5 @@ def add_commit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def commit_options(args) -> dict:
-    return {"commit_share": args.commit_share, "complete_power": args.complete_power}
+    return {"commit_share": args.commit_share, "commit_lag": args.commit_lag,
+            "complete_power": args.complete_power}

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 #: ``Particles.died_of`` of a particle dropped because another group of texts was committed
 DIED_UNCOMMITTED = 4
 
+#: a group is drawn with probability proportional to its share of the weight to this power, so a
+#: lone particle that strayed from the others is seldom the one every particle must continue
+#: (any positive chances keep the target: the chosen group's weights are divided by its chance)
+DRAW_POWER = 2.0
+
 #: What a streamed server request runs with unless it says otherwise: commit a character once
 #: particles holding 30% of the weight agree on it, and let complete texts compete by weight
 #: among themselves (:class:`awrs.smc.SMCConfig`), so that particles come to share text early.
@@ -52,15 +57,18 @@ STREAMING_POLICY = {"commit_share": 0.3, "complete_power": 1.0}
 
 def commit_prefix(
     particles: Particles, vocab: Vocabulary, share: float, rng: np.random.Generator,
-    complete: Callable[[int], bool] | None = None,
+    complete: Callable[[int], bool] | None = None, *, lag: int | None = None,
 ) -> int:
-    """Commit next characters while one group holds ``share`` of the weight; returns how many
-    characters were committed (0: none; the population is then untouched)."""
+    """Commit next characters while the particles have written far enough past them (``lag``)
+    or one group holds ``share`` of the weight; returns how many characters were committed
+    (0: none; the population is then untouched)."""
     committed = 0
     if (particles.finished & np.isfinite(particles.log_weights)).any():
         return 0  # a finished text is kept whatever comes: it may be the only valid one
-    if complete is not None and any(complete(i) for i in np.flatnonzero(~particles.finished)):
-        return 0  # a text that could end now is about to be a valid answer: keep every lineage
+    could_end = set()
+    if complete is not None:
+        could_end = {int(i) for i in np.flatnonzero(~particles.finished & np.isfinite(particles.log_weights))
+                     if complete(i)}
     while True:
         carrying = np.flatnonzero(np.isfinite(particles.log_weights))
         if len(carrying) < 2:
@@ -69,19 +77,45 @@ def commit_prefix(
         groups = _next_character_groups(texts, particles.finished[carrying])
         if groups is None or len(groups) < 2:
             return committed
+        members = [carrying[positions] for positions in groups.values()]
+        if could_end and not all(could_end.intersection(group.tolist()) for group in members):
+            return committed  # a draw could drop every text that could end now: keep them all
         weights = normalized(particles.log_weights[carrying])
-        shares = np.array([weights[members].sum() for members in groups.values()])
-        if shares.max() < share:
+        shares = np.array([weights[positions].sum() for positions in groups.values()])
+        shares /= shares.sum()
+        if shares.max() < share and (lag is None or _tokens_past(particles, vocab, carrying, texts, groups) < lag):
             return committed
-        chosen = int(rng.choice(len(shares), p=shares / shares.sum()))
+        chances = shares**DRAW_POWER / (shares**DRAW_POWER).sum()
+        chosen = int(rng.choice(len(chances), p=chances))
         keep = np.zeros(len(particles), dtype=bool)
-        keep[carrying[list(groups.values())[chosen]]] = True
+        keep[members[chosen]] = True
         dropped = np.flatnonzero(~keep & np.isfinite(particles.log_weights))
         particles.log_weights[dropped] = -math.inf
         particles.finished[dropped] = True
         particles.died_of[dropped] = DIED_UNCOMMITTED
-        particles.log_weights[keep] -= math.log(shares[chosen] / shares.sum())
+        particles.log_weights[keep] -= math.log(chances[chosen])
         committed += 1
+
+
+def _tokens_past(particles: Particles, vocab: Vocabulary, carrying: np.ndarray, texts: list[bytes],
+                 groups: dict[bytes, list[int]]) -> int:
+    """The fewest tokens a running particle has drawn after the one that wrote its next
+    character (the first past the common prefix): how long its continuation has had to show
+    whether it leads anywhere. Finished texts have said all they will and do not count."""
+    common = len(whole_characters(_common_prefix(texts)))
+    fewest = math.inf
+    for key, positions in groups.items():
+        for k in positions:
+            if particles.finished[carrying[k]]:
+                continue
+            start, past = len(texts[k]), 0  # the start of each token, from the last one back
+            for token in reversed(particles.tokens[carrying[k]]):
+                start -= len(vocab.decode([token]))
+                if start < common + len(key):
+                    break
+                past += 1
+            fewest = min(fewest, past)
+    return 0 if fewest == math.inf else int(fewest)
 
 
 def _next_character_groups(texts: list[bytes], finished: np.ndarray) -> dict[bytes, list[int]] | None:
