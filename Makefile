@@ -117,8 +117,8 @@ test: setup setup-llamacpp setup-browser $(QWEN_STAMP) $(VLLM_STAMP)
 
 # The vLLM backend's tests, in its own environment (about 2 minutes on 2 cores)
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_PY) -m pytest -q tests/test_vllm_backend.py tests/test_vllm_limits.py tests/test_vllm_missing.py \
-		tests/test_gpu_check.py
+	$(VLLM_PY) -m pytest -q tests/test_vllm_backend.py tests/test_vllm_limits.py tests/test_vllm_dtype.py \
+		tests/test_vllm_missing.py tests/test_gpu_check.py
 
 # The documentation site into site/ (open site/index.html); strict: a broken link or reference fails.
 docs: setup
@@ -153,7 +153,7 @@ eval: setup setup-llamacpp
 	bench/eval_subset.sh
 
 # awrs against genlm-control (the AWRS authors' library), side by side (bench/peers.py, about 10
-# minutes). genlm-control goes into its own environment, .venv-peers, never into .venv: the CPU
+# minutes), and where .venv-vllm exists awrs on vLLM against llama.cpp (about 6 more). genlm-control goes into its own environment, .venv-peers, never into .venv: the CPU
 # torch first (as above), then the pinned release; about 2 GB, installed once.
 PEERS_VENV ?= .venv-peers
 GENLM_SPEC ?= genlm-control==0.4.1

@@ -116,6 +116,7 @@ def _prepare(
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
     commit_lag: int | None = None,
+    lookahead: bool = True,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -144,6 +145,7 @@ def _prepare(
         complete_power=complete_power,
         commit_share=commit_share if spec.resamples else None,
         commit_lag=commit_lag,
+        lookahead=lookahead,
     )
     job = Job(
         prompt_ids=model.prompt_ids(prompt, chat=chat, system=system),
@@ -176,6 +178,7 @@ def generate(
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
     commit_lag: int | None = None,
+    lookahead: bool = True,
     estimator: str = "poisson",
     masks: str = "auto",
     critic: Critic | None = None,
@@ -216,6 +219,10 @@ def generate(
         commit_lag: with ``commit_share``, also commit the next character whatever the shares
             once every running particle has written this many characters past it (``None``:
             by share only).
+        lookahead: weigh particles, when resampling, by the constraint's look-ahead (for
+            :class:`~awrs.Sql`, whether the text names a column its table lacks), and resample
+            when it doubts some of them (default True; a twist: the target is the same).
+            SMC methods only.
         estimator: AWRS weight estimator: ``"poisson"`` (default; bounded relative variance),
             ``"remainder"`` or ``"two-loop"`` (the paper's).
         masks: when AWRS asks the constraint for a whole-vocabulary token mask: ``"auto"``
@@ -240,7 +247,7 @@ def generate(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
         budget_twist=budget_twist, resample_power=resample_power, complete_power=complete_power,
-        commit_share=commit_share, commit_lag=commit_lag, estimator=estimator, masks=masks,
+        commit_share=commit_share, commit_lag=commit_lag, lookahead=lookahead, estimator=estimator, masks=masks,
         critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None

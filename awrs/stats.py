@@ -30,6 +30,7 @@ class Stats:
     dead_ends: int = 0  # particles killed because no token could continue the text
     truncated: int = 0  # particles killed at max_tokens because the text was not complete
     budget_kills: int = 0  # particles dropped because they could not finish in the tokens left
+    doubts: int = 0  # particle-steps whose prefix the constraint's look-ahead doubted
     commits: int = 0  # characters committed by drawing a group of texts (awrs.smc.commitment)
     stopped_particles: int = 0  # particles dropped unfinished by a time limit or cancellation
     regex_timeouts: int = 0

@@ -1,7 +1,8 @@
-"""awrs against genlm-control (the AWRS authors' library), side by side in one run.
+"""awrs against genlm-control (the AWRS authors' library) and on vLLM, side by side in one run.
 
     make bench-peers                       # builds .venv-peers once, then runs this
     .venv/bin/python bench/peers.py [--seeds 5] [--rounds 2] [--backends hf llamacpp]
+    .venv/bin/python bench/peers.py --peers vllm --threads 1 --seeds 2 [--vllm-dtype float32 bfloat16]
 
 Three tasks, each run by both libraries with the same prompt token ids, constraint, particles
 (10), token limit and seeds, on the embedded SmolLM2-135M-Instruct:
@@ -23,6 +24,9 @@ prompt). awrs runs here on transformers (the same weights and arithmetic) and on
 default backend, on its default F16 copy of the shipped weights). Prints a Markdown table: ms per particle-token
 (the median over runs, and the range), the model's share of the time, the posterior's valid
 mass and how many runs returned a valid text, and awrs's speed-up over genlm-control.
+
+``--peers vllm`` (the default where ``.venv-vllm`` exists, with genlm) adds a second table: awrs
+on vLLM against awrs on llama.cpp, same model, at 1, 10 and 64 particles (``bench/peers_vllm.py``).
 """
 
 from __future__ import annotations
@@ -42,10 +46,13 @@ from awrs.benchmarks.scaling import PATTERN as REGEX_TASK_PATTERN
 from awrs.benchmarks.scaling import PROMPT as REGEX_TASK_PROMPT
 from awrs.evaluation.domains.json_schema import messages as json_messages
 from awrs.models.embedded import embedded_gguf_path, ensure_converted
+from awrs.models.vllm_engine import DTYPES
+from peers_vllm import VLLM_PYTHON, compare_with_vllm, format_vllm_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 SCHEMA_FILE = "jsonschemabench/Github_easy/o27838.json"
+DEFAULT_PEERS = ["genlm", *(["vllm"] if VLLM_PYTHON.is_file() else [])]
 
 
 def tasks(model, seeds: list[int]) -> list[dict]:
@@ -123,21 +130,9 @@ def summary(rows: list[dict]) -> dict:
             "valid_runs": sum(r["valid_run"] for r in rows), "runs": len(rows)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per task (0, 1, ...)")
-    parser.add_argument("--rounds", type=int, default=2, help="times each library runs every task")
-    parser.add_argument("--backends", nargs="+", default=["hf", "llamacpp"], help="awrs backends to run")
-    parser.add_argument("--genlm-timeout", type=float, default=0.02,
-                        help="genlm-control's auto-batching wait in seconds (its default: 0.02)")
-    parser.add_argument("--genlm-keep-cache", action="store_true",
-                        help="keep genlm-control's output cache across runs (later seeds reuse earlier ones' "
-                             "evaluations); by default each run starts cold, like awrs's")
-    parser.add_argument("--json", default=None, help="also write every figure to this file")
-    args = parser.parse_args()
-
+def compare_with_genlm(args, models: dict) -> dict:
+    """The three tasks, genlm-control and awrs's ``models`` in turn each round; prints the table."""
     model_dir = ensure_converted(embedded_gguf_path())
-    models = {backend: awrs.load_model(backend=backend) for backend in args.backends}
     spec_tasks = tasks(next(iter(models.values())), list(range(args.seeds)))
     spec = {"model_dir": str(model_dir), "tasks": spec_tasks,
             "genlm": {"batch_size": 20, "timeout": args.genlm_timeout, "cache_prompt": True,
@@ -170,9 +165,47 @@ def main() -> None:
             print(f"| {name} | {who} | {f['ms']:.2f} ({f['low']:.2f}–{f['high']:.2f}) | "
                   f"{100 * f['model_share']:.0f} % | {f['valid_mass']:.2f} | {f['valid_runs']}/{f['runs']} "
                   f"| {speedup} |")
+    return {"genlm_version": version, "figures": figures, "runs": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--peers", nargs="+", choices=["genlm", "vllm"], default=DEFAULT_PEERS,
+                        help="what to compare awrs with: genlm-control (the three tasks) and awrs on vLLM "
+                             "(the scaling task; default: both where .venv-vllm exists, else genlm)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per task (0, 1, ...)")
+    parser.add_argument("--rounds", type=int, default=2, help="times each library runs every task")
+    parser.add_argument("--backends", nargs="+", default=["hf", "llamacpp"],
+                        help="awrs backends to run against genlm-control")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for llama.cpp and vLLM (default: each backend's own)")
+    parser.add_argument("--genlm-timeout", type=float, default=0.02,
+                        help="genlm-control's auto-batching wait in seconds (its default: 0.02)")
+    parser.add_argument("--genlm-keep-cache", action="store_true",
+                        help="keep genlm-control's output cache across runs (later seeds reuse earlier ones' "
+                             "evaluations); by default each run starts cold, like awrs's")
+    parser.add_argument("--vllm-particles", type=int, nargs="+", default=[1, 10, 64],
+                        help="particle counts for the vLLM comparison")
+    parser.add_argument("--vllm-dtype", nargs="+", default=["float32"], choices=list(DTYPES),
+                        help="vLLM's weight types, a column each (default: float32)")
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    args = parser.parse_args()
+
+    backends = list(dict.fromkeys([*(args.backends if "genlm" in args.peers else []),
+                                   *(["llamacpp"] if "vllm" in args.peers else [])]))
+    models = {backend: awrs.load_model(backend=backend, **({"n_threads": args.threads}
+                                                           if args.threads and backend == "llamacpp" else {}))
+              for backend in backends}
+    report: dict = {}
+    if "genlm" in args.peers:
+        report.update(compare_with_genlm(args, {b: models[b] for b in args.backends}))
+    if "vllm" in args.peers:
+        figures, labels = compare_with_vllm(models["llamacpp"], args.vllm_particles, seeds=args.seeds,
+                                            rounds=args.rounds, threads=args.threads, dtypes=args.vllm_dtype)
+        print("\n" + format_vllm_table(figures, labels, seeds=args.seeds, rounds=args.rounds, threads=args.threads))
+        report["vllm"] = {"labels": labels, "figures": figures}
     if args.json:
-        Path(args.json).write_text(json.dumps({"genlm_version": version, "figures": figures, "runs": rows}),
-                                   encoding="utf-8")
+        Path(args.json).write_text(json.dumps(report), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@
 
 Model options (``awrs.cli.options.add_model_options``): --model NAME|PATH, --backend auto|hf|llamacpp|vllm,
 --threads N, --n-ctx CELLS, --quant f16|shipped|q4_1|q8_0|q4_0 (the embedded model's weights),
---kv-cache-gb GB (vllm).
+--kv-cache-gb GB and --dtype float32|bfloat16|float16 (vllm).
 awrs eval also takes --ray [ADDRESS] --workers N, and awrs serve --ray [ADDRESS] --replicas N.
 
 Bad input (an invalid pattern, an unknown option value, a missing model) is a one-line error
@@ -43,6 +43,7 @@ from ..errors import ConfigError
 from ..smc.budget import BUDGET_TWISTS, DEFAULT_BUDGET_TWIST, DEFAULT_RESAMPLE_POWER
 from .options import (
     add_commit_options,
+    add_lookahead_option,
     add_model_options,
     commit_options,
     load_model_from_args,
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(SMC methods; default {DEFAULT_RESAMPLE_POWER}; 1 is plain SMC): lower "
                           "keeps more lineages apart; the target is the same")
     add_commit_options(gen)
+    add_lookahead_option(gen)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                      help="stop after this long, keeping the samples finished so far")
@@ -320,7 +322,7 @@ def _generate(args) -> int:
         particles=args.particles, max_tokens=args.max_tokens, method=args.method,
         seed=args.seed, chat=args.chat, system=args.system, ess_threshold=args.ess_threshold,
         budget_twist=args.budget_twist, resample_power=args.resample_power, estimator=args.estimator,
-        masks=args.masks, time_limit=args.time_limit, **commit_options(args),
+        masks=args.masks, time_limit=args.time_limit, lookahead=args.lookahead, **commit_options(args),
         progress=sys.stderr.isatty() and not args.json,
     )
     if args.json:

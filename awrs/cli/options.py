@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ..errors import AwrsError, ConfigError, ConstraintError
 from ..models.embedded import QUANTS
+from ..models.vllm_engine import DTYPES
 
 QUANT_CHOICES = [*QUANTS, "shipped"]
 
@@ -64,6 +65,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, both: bool = False) ->
                              "vllm, the cores this process may use)")
     parser.add_argument("--kv-cache-gb", type=positive_float, default=None, metavar="GB",
                         help="vllm: the KV cache's size in GiB (default: 1 on a CPU, vLLM's share of a GPU)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=None,
+                        help="vllm: the weights' type (default: float32, the transformers backend's "
+                             "log-probabilities; bfloat16 is faster on CPUs with AMX and on GPUs)"
+                        + ("; with --backend both it sets the vllm column's" if both else ""))
     parser.add_argument("--n-ctx", type=positive_int, default=None, metavar="CELLS",
                         help="llamacpp: KV cells shared by the prompt and every particle (default: 8192)")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
@@ -105,14 +110,28 @@ def run_reporting_errors(command: Callable[[], int]) -> int:
         return 130
 
 
-def load_model_from_args(args, backend: str | None = None):
-    from ..models import load_model
+def model_options_from_args(args, backend: str | None = None, **overrides) -> dict:
+    """``load_model`` options for the model options of a command line, on ``backend`` (default:
+    ``--backend``); with ``--backend both``, ``--dtype`` goes to vllm alone."""
     from ..models.named import model_options
 
+    dtype = getattr(args, "dtype", None)
+    if args.backend == "both" and dtype:
+        if "vllm" not in side_by_side_backends():
+            raise ConfigError(f"--dtype {dtype} sets the vllm backend's weights, and --backend both runs vllm only "
+                              "where it is installed (.venv-vllm/bin/awrs); drop --dtype here")
+        dtype = dtype if backend == "vllm" else None
+    settings = dict(threads=args.threads, n_ctx=getattr(args, "n_ctx", None), quant=getattr(args, "quant", None),
+                    kv_cache_gb=getattr(args, "kv_cache_gb", None), dtype=dtype)
+    return model_options(args.model, backend or args.backend, **{**settings, **overrides})
+
+
+def load_model_from_args(args, backend: str | None = None):
+    from ..models import load_model
+
     backend = backend or args.backend
-    options = model_options(args.model, backend, threads=args.threads, n_ctx=getattr(args, "n_ctx", None),
-                            quant=getattr(args, "quant", None), kv_cache_gb=getattr(args, "kv_cache_gb", None))
-    return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"), **options)
+    return load_model(args.model, backend=backend, device=getattr(args, "device", "cpu"),
+                      **model_options_from_args(args, backend))
 
 
 def add_commit_options(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +150,20 @@ def add_commit_options(parser: argparse.ArgumentParser) -> None:
                         help="weigh particles whose text is already complete among themselves by "
                              "their weights to this power (SMC methods; default: --resample-power; "
                              "streamed server requests use 1)")
+
+
+def add_lookahead_option(parser: argparse.ArgumentParser, default: bool | None = True) -> None:
+    """``--lookahead on|off``: whether resampling uses the constraint's look-ahead."""
+    parser.add_argument("--lookahead", type=_on_off, default=default, metavar="on|off",
+                        help="weigh particles, when resampling, by the constraint's look-ahead (SQL: "
+                             "whether the text names a column its table lacks) and resample when it "
+                             "doubts some (SMC methods; default on; a twist, so the target is the same)")
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return value == "on"
 
 
 def commit_options(args) -> dict:

@@ -82,6 +82,17 @@ class Constraint(ABC):
         """
         return 0
 
+    def lookahead_log_psi(self, state: State) -> float:
+        """A look-ahead for SMC: the log of a weight (at most 0) that says how doubtful it is
+        that ``state``'s text still has a valid completion.
+
+        Optional: SMC's resampling multiplies a particle's weight by it and takes it back the
+        next step (a twist), so any value keeps the target exact; a good one moves particles
+        away from prefixes that are doomed before the constraint can prove it. The default, 0,
+        has no opinion.
+        """
+        return 0.0
+
     def compile(self, vocab: Vocabulary) -> Checker:
         """This constraint's checker for ``vocab`` (see :mod:`awrs.constraints.checker`).
 
@@ -188,6 +199,9 @@ class All(Constraint):
     def min_completion_bytes(self, state: State) -> int:
         return max(c.min_completion_bytes(s) for c, s in zip(self.parts, state))
 
+    def lookahead_log_psi(self, state: State) -> float:
+        return sum(c.lookahead_log_psi(s) for c, s in zip(self.parts, state))
+
     def next_bytes(self, state: State) -> frozenset[int] | None:
         allowed: frozenset[int] | None = None
         for c, s in zip(self.parts, state):
@@ -242,6 +256,9 @@ class Scored(Constraint):
 
     def min_completion_bytes(self, state: State) -> int:
         return self.base.min_completion_bytes(state)
+
+    def lookahead_log_psi(self, state: State) -> float:
+        return self.base.lookahead_log_psi(state)
 
     def _checker(self, vocab: Vocabulary) -> Checker:
         return self.base.compile(vocab)  # the score is SMC's business, not the checker's

@@ -12,6 +12,7 @@ import json
 
 from ..cli.options import (
     add_commit_options,
+    add_lookahead_option,
     add_model_options,
     check_gpus_have_a_device,
     load_model_from_args,
@@ -48,6 +49,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resample-power", type=float, default=None, metavar="P",
                         help="SMC methods: resampling weighs particles by their weights to this power")
     add_commit_options(parser)
+    add_lookahead_option(parser, default=None)
     parser.add_argument("--seed", type=int, default=0, help="instance k uses seed S + k")
     parser.add_argument("--out", required=True, metavar="FILE.jsonl",
                         help="results, one JSON line per instance; re-running resumes")
@@ -82,7 +84,8 @@ def eval_command(args, load=None) -> int:
     options = {key: value for key, value in
                (("ess_threshold", args.ess_threshold), ("budget_twist", args.budget_twist),
                 ("resample_power", args.resample_power), ("complete_power", args.complete_power),
-                ("commit_share", args.commit_share), ("commit_lag", args.commit_lag)) if value is not None}
+                ("commit_share", args.commit_share), ("commit_lag", args.commit_lag),
+                ("lookahead", args.lookahead)) if value is not None}
     common = dict(particles=args.particles, max_tokens=args.max_tokens, limit=args.limit, seed=args.seed,
                   out_path=args.out, progress=not args.json, time_limit=args.time_limit, start=args.start,
                   options=options)

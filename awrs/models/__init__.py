@@ -57,7 +57,8 @@ def load_model(
             CPU kernels; see :func:`awrs.models.embedded.requantized_gguf`); ``"shipped"`` or
             ``"q4_1"`` reads the shipped file as it is. ``model.weights`` says which runs.
             ``vllm`` only: ``threads``, ``kv_cache_bytes``, ``block_size``, ``max_rows``,
-            ``max_model_len``, ``dtype``, ``log``; see :class:`awrs.models.vllm.VLLMModel`.
+            ``max_model_len``, ``dtype`` (``"float32"``, the default, ``"bfloat16"`` or
+            ``"float16"``), ``log``; see :class:`awrs.models.vllm.VLLMModel`.
     """
     from .embedded import EMBEDDED_NAME, embedded_gguf_path
     from .named import named_model
@@ -75,6 +76,9 @@ def load_model(
         if backend == "hf":
             for option in ("n_threads", "n_ctx", "quant", "name"):  # settings only llama.cpp would use
                 backend_options.pop(option, None)
+    if "dtype" in backend_options and backend != "vllm":
+        raise ConfigError(f"dtype= is an option of backend='vllm', not {backend!r}: llama.cpp runs the weights "
+                          "its file or quant= names, transformers runs float32")
     if backend == "llamacpp":
         return _load_llamacpp(path, device=device, verbose=verbose, **backend_options)
     if backend == "vllm":
@@ -115,12 +119,13 @@ def _load_vllm(path, named_as: str | None, *, device: str, verbose: bool, **opti
     from .embedded import EMBEDDED_NAME, embedded_gguf_path, ensure_converted
     from .gguf_tokens import declared_tokens
     from .vllm import VLLMModel
-    from .vllm_engine import import_vllm
+    from .vllm_engine import DTYPES, check_dtype, import_vllm
 
     allowed = {"threads", "kv_cache_bytes", "block_size", "max_rows", "max_model_len", "dtype", "log", "name"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown vllm options {unknown}; allowed: {sorted(allowed)}")
+    dtype = check_dtype(options.setdefault("dtype", "float32"))
     import_vllm(log=bool(options.get("log")))  # before any conversion: say how to install vLLM first
     declared, embedded = None, path is None
     if path is None or Path(path).expanduser().suffix == ".gguf":
@@ -135,8 +140,8 @@ def _load_vllm(path, named_as: str | None, *, device: str, verbose: bool, **opti
         raise ModelError(f"no model folder at {directory}: the vllm backend reads a local Hugging Face model "
                          "folder, a .gguf file or a named model")
     model = VLLMModel(directory, device=device, declared=declared, **options)
-    if embedded:
-        model.weights = "F32"  # the shipped Q4_1 values, dequantized (as on the transformers backend)
+    if embedded:  # the shipped Q4_1 values, dequantized (as on the transformers backend), in this type
+        model.weights = DTYPES[dtype]
     return model
 
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .cache_files import exclusive, work_path
 from .embedded import EMBEDDED_FILE, EMBEDDED_NAME, EMBEDDED_PACKAGE, cache_dir, embedded_gguf_path
 
@@ -161,15 +161,21 @@ def quant_options(model: str | os.PathLike | None, quant: str | None) -> dict[st
 
 def model_options(
     model: str | os.PathLike | None, backend: str, *, threads: int | None = None, n_ctx: int | None = None,
-    quant: str | None = None, kv_cache_gb: float | None = None,
+    quant: str | None = None, kv_cache_gb: float | None = None, dtype: str | None = None,
 ) -> dict:
-    """``load_model`` options for a command line's model settings: ``--threads`` and
-    ``--kv-cache-gb`` for vLLM, :func:`llamacpp_options` for the others."""
+    """``load_model`` options for a command line's model settings: ``--threads``,
+    ``--kv-cache-gb`` and ``--dtype`` for vLLM, :func:`llamacpp_options` for the others (which
+    take no ``--dtype``: a ConfigError says so)."""
     if backend != "vllm":
+        if dtype:
+            raise ConfigError(f"--dtype sets the vllm backend's weights; --backend {backend} does not take it "
+                              "(llama.cpp: --quant for the embedded model; transformers runs float32)")
         return llamacpp_options(model, backend, threads=threads, n_ctx=n_ctx, quant=quant)
     options: dict = {"threads": threads} if threads else {}
     if kv_cache_gb:
         options["kv_cache_bytes"] = int(kv_cache_gb * (1 << 30))
+    if dtype:
+        options["dtype"] = dtype
     return options
 
 

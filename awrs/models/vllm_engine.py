@@ -13,10 +13,21 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 
 INSTALL_HINT = "run `make setup-vllm` and use .venv-vllm/bin/awrs (or .venv-vllm/bin/python)"
 GiB = 1 << 30
+#: the weights' types the backend takes, and how ``model.weights`` names them: float32 (the
+#: default) gives the transformers backend's log-probabilities; bfloat16 and float16 run faster
+#: where the CPU or GPU has kernels for them
+DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if the backend takes it, else a ConfigError naming the choices."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown vllm dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return dtype
 
 
 def import_vllm(*, log: bool = False):

@@ -359,7 +359,7 @@ def serve(
     model_path: str | None = None, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",
     device: str = "cpu", model_name: str | None = None, api_key: str | None = None,
     log_level: str = "info", quant: str | None = None, threads: int | None = None,
-    n_ctx: int | None = None, kv_cache_gb: float | None = None, **limits,
+    n_ctx: int | None = None, kv_cache_gb: float | None = None, dtype: str | None = None, **limits,
 ) -> None:
     """Load a model and serve it with uvicorn (loopback only unless ``host`` says otherwise).
 
@@ -372,7 +372,8 @@ def serve(
     from ..models import load_model
     from ..models.named import model_options
 
-    options = model_options(model_path, backend, threads=threads, n_ctx=n_ctx, quant=quant, kv_cache_gb=kv_cache_gb)
+    options = model_options(model_path, backend, threads=threads, n_ctx=n_ctx, quant=quant, kv_cache_gb=kv_cache_gb,
+                            dtype=dtype)
     model = load_model(model_path, device=device, backend=backend, **options)
     print(f"awrs: serving {model.name} ({model.runs_as})", file=sys.stderr, flush=True)
     app = create_app(model, limits=checked, model_name=model_name, api_key=api_key)

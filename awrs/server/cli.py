@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli.options import add_model_options, check_gpus_have_a_device
+from ..cli.options import add_model_options, check_gpus_have_a_device, model_options_from_args
 
 #: Limits settable on the command line: (flag, type, help).
 LIMIT_OPTIONS = [
@@ -84,7 +84,7 @@ def run_serve(args: argparse.Namespace) -> int:
         args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
         model_name=args.served_model_name, api_key=args.api_key or os.environ.get("AWRS_API_KEY") or None,
         log_level=args.log_level, quant=args.quant, threads=args.threads, n_ctx=args.n_ctx,
-        kv_cache_gb=args.kv_cache_gb, **limits_from_args(args),
+        kv_cache_gb=args.kv_cache_gb, dtype=args.dtype, **limits_from_args(args),
     )
     return 0
 
@@ -93,7 +93,6 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     import functools
 
     from ..models import load_model
-    from ..models.named import model_options
     from .limits import Limits
     from .replicated import serve_on_ray
 
@@ -104,8 +103,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     if cpus is None:
         cpus = max((os.cpu_count() or 1) // args.replicas, 1) if address is None else 1
     options = {"device": args.device, "backend": args.backend}
-    options.update(model_options(args.model, args.backend, threads=args.threads or max(int(cpus), 1),
-                                 n_ctx=args.n_ctx, quant=args.quant, kv_cache_gb=args.kv_cache_gb))
+    options.update(model_options_from_args(args, threads=args.threads or max(int(cpus), 1)))
     serve_on_ray(functools.partial(load_model, args.model, **options), address=address, host=args.host,
                  port=args.port, replicas=args.replicas, cpus_per_replica=cpus, gpus_per_replica=args.gpus_per_replica,
                  limits=limits, model_name=args.served_model_name,

@@ -36,6 +36,10 @@ class SMCConfig:
     #: particle has written this many characters past it (a doomed continuation has had that
     #: long to show); ``None``: by share only
     commit_lag: int | None = None
+    #: weigh unfinished particles, when resampling, by the constraint's look-ahead
+    #: (:meth:`awrs.constraints.base.Constraint.lookahead_log_psi`), and resample whenever it
+    #: doubts one: a twist like the others, so the target is the same.
+    lookahead: bool = True
 
     def __post_init__(self) -> None:
         if self.particles < 1:

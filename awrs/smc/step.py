@@ -10,13 +10,14 @@ final score, if one is given). Every step:
    keeps the target exact under the length limit;
 4. when resampling, the budget twist (:mod:`awrs.smc.budget`) puts in each unfinished particle's
    weight how likely it is to finish within the tokens it has left (a particle that cannot
-   finish in them is dropped), and ``resample_power`` tempers what resampling sees (the
-   weight of the particle's path to that power); both are taken back the next step, so they
+   finish in them is dropped), the constraint's look-ahead how doubtful its prefix is, and
+   ``resample_power`` tempers what resampling sees (the
+   weight of the particle's path to that power); all are taken back the next step, so they
    change which particles are kept, not the target; an optional critic twists the weights
    the same way (its prefix score is added, and taken back the next step; its final score is
    applied at EOS);
 5. if the effective sample size of the unfinished and dead particles falls below
-   ``ess_threshold`` times their number, or one of them is dead, they are resampled among
+   ``ess_threshold`` times their number, or one of them is dead or doubted by the look-ahead, they are resampled among
    themselves and each gets their mean weight: dead particles are replaced, so the population keeps its size, while
    texts finished with EOS keep their weights (the likelihood estimate stays unbiased and no
    finished text is lost); the model cache is reordered to match, not recomputed.
@@ -96,6 +97,8 @@ class Run:
             resampling = False
         self.budget = BudgetTwist.named(job.config.budget_twist) if resampling else None
         self.tempering = job.config.resample_power - 1.0 if resampling else 0.0
+        self.lookahead = resampling and job.config.lookahead
+        self.doubted = False  # whether the look-ahead doubted some particles, not all, this step
         complete_power = job.config.complete_power
         self.complete_tempering = (
             complete_power - 1.0 if resampling and complete_power is not None
@@ -116,11 +119,13 @@ class Run:
 
     def _apply_twists(self) -> None:
         """Put each stepped particle's resampling twist in its weight, in place of the last one:
-        (resample_power - 1) x its path's log weight, plus the budget twist's log psi; for a
+        (resample_power - 1) x its path's log weight, plus the budget twist's log psi and the
+        constraint's look-ahead; for a
         particle whose text is complete, when ``complete_power`` differs, (complete_power - 1)
         x its path's log weight less (complete_power - resample_power) x the best complete
         path's, so that complete texts compete by weight among themselves."""
         particles, tempering = self.particles, self.tempering
+        doubts: list[bool] = []
         twisted: list[tuple[int, float, bool]] = []
         for i in self.active:
             before = particles.resampling_twists[i]
@@ -137,9 +142,16 @@ class Run:
                 particles.died_of[i] = DIED_OUT_OF_BUDGET
                 self.job.stats.budget_kills += 1
                 continue
+            if self.lookahead:
+                doubt = self.job.constraint.lookahead_log_psi(particles.states[i])
+                doubts.append(doubt < 0)
+                log_psi += doubt
             complete = self.complete_tempering is not None and self.job.constraint.is_complete(particles.states[i])
             particles.log_weights[i] -= before
             twisted.append((i, log_psi, complete))
+        # doubting every particle alike changes nothing that resampling could act on
+        self.doubted = any(doubts) and not all(doubts)
+        self.job.stats.doubts += sum(doubts)
         best_complete = max((particles.path_log_weight[i] for i, _, complete in twisted if complete), default=0.0)
         for i, log_psi, complete in twisted:
             path = particles.path_log_weight[i]
@@ -233,7 +245,7 @@ class Run:
             # resampling, and the likelihood estimate stays unbiased.
             weights = particles.log_weights[moving]
             ess = effective_sample_size(weights)
-            if 0 < ess and (ess < config.ess_threshold * len(moving) or dead[moving].any()):
+            if 0 < ess and (ess < config.ess_threshold * len(moving) or dead[moving].any() or self.doubted):
                 ancestors[moving] = moving[self.resample(normalized(weights), rng)]
                 mean = log_mean_exp(weights)
                 particles.select(ancestors)

@@ -17,6 +17,7 @@ State: ``(grammar state, text so far)``; the text is needed only for the final p
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from ...errors import ConfigError
 from ..base import DEAD, Constraint, State
 from ..checker import Checker
 from .grammar import GRAMMAR_MASK_COST, Grammar
+from .sql_lookahead import names_missing_column
 from .sql_schema import schema_grammar
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 PREPARE_CACHE_SIZE = 4096
 DEFAULT_MAX_WHITESPACE = 32
+DEFAULT_LOOKAHEAD_PENALTY = 5.0
 
 _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_SELECT,
@@ -99,26 +102,29 @@ class ReadOnlyDatabase:
         self.path = path
         self.tables = read_schema(self._conn)
         self._lock = threading.Lock()
-        self._prepared: OrderedDict[str, bool] = OrderedDict()
+        self._errors: OrderedDict[str, str | None] = OrderedDict()
         # Python's sqlite3 refuses a second statement (comments may follow the first)
         self.one_statement = not self.prepares("SELECT 1; SELECT 1")
 
     def prepares(self, query: str) -> bool:
         """Whether SQLite compiles ``query`` as one read-only statement (never runs it)."""
+        return self.prepare_error(query) is None
+
+    def prepare_error(self, query: str) -> str | None:
+        """Why SQLite does not compile ``query`` (its message), or None if it does."""
         with self._lock:
-            known = self._prepared.get(query)
-            if known is not None:
-                self._prepared.move_to_end(query)
-                return known
+            if query in self._errors:
+                self._errors.move_to_end(query)
+                return self._errors[query]
             try:
                 self._conn.execute("EXPLAIN " + query).fetchone()
-                ok = True
-            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError):
-                ok = False
-            self._prepared[query] = ok
-            while len(self._prepared) > PREPARE_CACHE_SIZE:
-                self._prepared.popitem(last=False)
-            return ok
+                error = None
+            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as err:
+                error = str(err) or type(err).__name__
+            self._errors[query] = error
+            while len(self._errors) > PREPARE_CACHE_SIZE:
+                self._errors.popitem(last=False)
+            return error
 
     def close(self) -> None:
         self._conn.close()
@@ -134,15 +140,22 @@ class Sql(Constraint):
         max_whitespace: the longest run of whitespace outside quotes and comments. SQLite
             reads any run as one separator, and a model that can neither end nor go on writes
             whitespace for ever otherwise (which also slows the grammar engine).
+        lookahead_penalty: the log-weight penalty SMC's resampling gives a prefix whose whole
+            words so far make a statement that SQLite rejects for a column its table lacks
+            (:mod:`awrs.constraints.grammar.sql_lookahead`); a twist, so the target is the same
+            for every value. 0 turns it off.
     """
 
     def __init__(
         self, database_path: str | Path, *, grammar: str | None = None, start: str = "start",
-        max_whitespace: int = DEFAULT_MAX_WHITESPACE,
+        max_whitespace: int = DEFAULT_MAX_WHITESPACE, lookahead_penalty: float = DEFAULT_LOOKAHEAD_PENALTY,
     ) -> None:
         if not isinstance(max_whitespace, int) or max_whitespace < 1:
             raise ConfigError(f"max_whitespace must be a positive integer, got {max_whitespace!r}")
+        if not 0 <= lookahead_penalty < math.inf:
+            raise ConfigError(f"lookahead_penalty must be a finite number >= 0 (0: off), got {lookahead_penalty!r}")
         self.max_whitespace = max_whitespace
+        self.lookahead_penalty = float(lookahead_penalty)
         self.database = ReadOnlyDatabase(database_path)
         self.path = self.database.path
         self.tables = self.database.tables
@@ -210,6 +223,12 @@ class Sql(Constraint):
 
     def next_bytes(self, state: State):
         return self.grammar.next_bytes(state[0])
+
+    def lookahead_log_psi(self, state: State) -> float:
+        if not self.lookahead_penalty:
+            return 0.0
+        text = state[1].decode("utf-8", errors="ignore")
+        return -self.lookahead_penalty if names_missing_column(text, self.database.prepare_error) else 0.0
 
     def min_completion_bytes(self, state: State) -> int:
         """A closing byte for each open parenthesis and for an open quoted string or name: a
