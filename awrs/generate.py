@@ -217,8 +217,8 @@ def generate(
             target is the same, see :mod:`awrs.smc.commitment`); lets ``on_step`` see settled text
             early. ``None`` (default): never. SMC methods only.
         commit_lag: with ``commit_share``, also commit the next character whatever the shares
-            once every running particle has written this many characters past it (``None``:
-            by share only).
+            once every running particle has drawn this many tokens after the one that wrote
+            it (``None``: by share only). SMC methods only.
         lookahead: weigh particles, when resampling, by the constraint's look-ahead (for
             :class:`~awrs.Sql`, whether the text names a column its table lacks), and resample
             when it doubts some of them (default True; a twist: the target is the same).

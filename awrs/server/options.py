@@ -45,7 +45,7 @@ def request_options(request: _Common, limits: Limits, *, max_tokens: int | None)
         options["commit_share"] = None
     if request.commit_lag is not None:
         if request.commit_lag < 0:
-            raise bad_request(f"commit_lag must be a number of characters >= 0, got {request.commit_lag}",
+            raise bad_request(f"commit_lag must be a number of tokens >= 0, got {request.commit_lag}",
                               param="commit_lag", code="invalid_value")
         options["commit_lag"] = request.commit_lag
     if request.budget_twist is not None:

@@ -4,20 +4,30 @@ A stream may only send text that every particle still carrying weight shares (se
 :class:`awrs.smc.streaming.SettledText`); independent particles share little until they finish.
 Committing makes them share it without changing the target: when every weight-carrying
 particle has written past the shared text, they are grouped by the next character they wrote,
-and one group is *drawn* with probability ``q_g``, its share of the resampling weights. The
-other particles are dropped and the chosen group's weights are divided by ``q_g``. For any
-``q`` this keeps every particle's expected weight (``q_g`` x ``w / q_g``), so the population
-stays properly weighted for the same target and the likelihood estimate stays unbiased; the
-dropped slots are refilled by the ordinary resampling that follows, from the chosen group.
+and one group is *drawn* with some probability ``q_g``. The other particles are dropped and the
+chosen group's weights are divided by ``q_g``. For any ``q`` this keeps every particle's
+expected weight (``q_g`` x ``w / q_g``), so the population stays properly weighted for the same
+target and the likelihood estimate stays unbiased; the dropped slots are refilled by the
+ordinary resampling that follows, from the chosen group.
 
-It is a resampling with more variance than the usual one, so it runs only when one group
-already holds at least ``share`` of the resampling weight: the particles mostly agree, and a
-minority group is drawn now and then, with the weight that makes up for it. It does not run
-once a text has finished (a finished text is never dropped: on a model that rarely finishes it
-may be the only valid one), nor while a running text could end now (such a lineage is about to
-give a valid answer). Measured on Spider with Qwen2.5-Coder 0.5B (20 tuning questions, 5
-particles), committing without these two rules cut the valid rate from 0.95 to 0.65; with
-them, to 0.80 (docs/evaluation/qwen-pilot).
+When to draw, and with which ``q``, is what keeps a valid answer within reach, because
+committed text is never taken back: if every particle that continues it fails, the run has
+no answer. So:
+
+* a group is drawn with probability proportional to its share of the resampling weight to the
+  power :data:`DRAW_POWER` (3), not to its share: a lone particle that strayed from four others
+  is drawn 1 time in 65, not 1 in 5, and when it is, its weight makes up for it;
+* a character is committed once one group holds ``share`` of the weight, or, with ``lag``,
+  once every running particle has drawn ``lag`` tokens after the one that wrote it, whatever
+  the shares (a stream then trails the particles by ``lag`` steps, and a continuation has had
+  that long to die or lose weight before the particles are made to follow it);
+* nothing is committed once a text has finished (a finished text is never dropped: on a model
+  that rarely finishes it may be the only valid one), and while some running texts could end
+  now, only a draw that keeps one of them whichever group it picks (each such lineage is about
+  to give a valid answer).
+
+Measured in docs/evaluation/stream-commit (Spider, Qwen2.5-Coder 0.5B, 20 tuning questions, 5
+particles) and on the fruit request of ``bench/stream_latency.py``.
 
 Not here: when the step resamples (:mod:`awrs.smc`), what a stream sends
 (:mod:`awrs.smc.streaming`).
@@ -44,15 +54,15 @@ DIED_UNCOMMITTED = 4
 #: a group is drawn with probability proportional to its share of the weight to this power, so a
 #: lone particle that strayed from the others is seldom the one every particle must continue
 #: (any positive chances keep the target: the chosen group's weights are divided by its chance)
-DRAW_POWER = 2.0
+DRAW_POWER = 3.0
 
 #: What a streamed server request runs with unless it says otherwise: commit a character once
-#: particles holding 30% of the weight agree on it, and let complete texts compete by weight
-#: among themselves (:class:`awrs.smc.SMCConfig`), so that particles come to share text early.
-#: Chosen on the fruit request of ``bench/stream_latency.py`` (8 seeds, both small models):
-#: 0.5 left the embedded model's first text to the end on some seeds; 0.25 and 0.34 both let
-#: every seed flow.
-STREAMING_POLICY = {"commit_share": 0.3, "complete_power": 1.0}
+#: every running particle has drawn two tokens after it, whatever the shares (share 1: never
+#: sooner), and let complete texts compete by weight among themselves
+#: (:class:`awrs.smc.SMCConfig`), so that particles come to share text early. Chosen on the
+#: fruit request of ``bench/stream_latency.py`` (16 seeds, embedded model) and 20 Spider
+#: tuning questions with Qwen2.5-Coder 0.5B (docs/evaluation/stream-commit).
+STREAMING_POLICY = {"commit_share": 1.0, "commit_lag": 2, "complete_power": 1.0}
 
 
 def commit_prefix(
