@@ -146,7 +146,7 @@ def add_commit_options(parser: argparse.ArgumentParser) -> None:
                         help="with --commit-share, also commit the next character whatever the "
                              "shares once every particle has drawn L tokens after it (default: "
                              "by share only; streamed server requests use --commit-share 1 "
-                             "--commit-lag 2)")
+                             "--commit-lag 3)")
     parser.add_argument("--complete-power", type=float, default=None, metavar="P",
                         help="weigh particles whose text is already complete among themselves by "
                              "their weights to this power (SMC methods; default: --resample-power; "
