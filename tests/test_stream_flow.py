@@ -68,7 +68,7 @@ def server():
 def test_fruit_request_streams_as_it_is_written(server):
     """On at least seven seeds of eight the stream sends text in several deltas, the first
     before the run's last step (in-process, 16 of 16 seeds do; on this model, whose particles
-    rarely agree, committing only where they agreed on 30% of the weight let few flow, and
+    rarely agree, committing only where they agreed on 30% of the weight let 4 of 8 flow, and
     without committing none does); every stream ends with an answer and spells it."""
     flowing = 0
     for seed in SEEDS:
