@@ -247,7 +247,8 @@ def generate(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
         budget_twist=budget_twist, resample_power=resample_power, complete_power=complete_power,
-        commit_share=commit_share, commit_lag=commit_lag, lookahead=lookahead, estimator=estimator, masks=masks,
+        commit_share=commit_share, commit_lag=commit_lag, lookahead=lookahead, estimator=estimator,
+        masks=masks,
         critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None

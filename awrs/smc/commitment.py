@@ -95,8 +95,9 @@ def commit_prefix(
         weights = normalized(particles.log_weights[carrying])
         shares = np.array([weights[positions].sum() for positions in groups.values()])
         shares /= shares.sum()
-        if shares.max() < share and (lag is None or _tokens_past(particles, vocab, carrying, texts, groups) < lag):
-            return committed
+        if shares.max() < share:  # no group holds the share: only the lag can commit
+            if lag is None or _tokens_past(particles, vocab, carrying, texts, groups) < lag:
+                return committed
         chances = shares**DRAW_POWER / (shares**DRAW_POWER).sum()
         chosen = int(rng.choice(len(chances), p=chances))
         keep = np.zeros(len(particles), dtype=bool)

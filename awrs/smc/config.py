@@ -55,6 +55,7 @@ class SMCConfig:
         if self.commit_share is not None and not 0.0 < self.commit_share <= 1.0:
             raise ConfigError(f"commit_share must be in (0, 1] or None, got {self.commit_share}")
         if self.commit_lag is not None and (not isinstance(self.commit_lag, int) or self.commit_lag < 0):
-            raise ConfigError(f"commit_lag must be a whole number of tokens >= 0 or None, got {self.commit_lag!r}")
+            raise ConfigError(f"commit_lag must be a whole number of tokens >= 0 or None, "
+                              f"got {self.commit_lag!r}")
         if self.complete_power is not None and not 0.0 <= self.complete_power <= 1.0:
             raise ConfigError(f"complete_power must be in [0, 1] or None, got {self.complete_power}")
