@@ -169,3 +169,11 @@ def test_committing_keeps_a_text_that_could_end_now_whichever_group_is_drawn():
                                              complete=lambda i, could_end=could_end: i in could_end)
         assert (committed > 0) == expected, (could_end, committed)
         assert not could_end or any(np.isfinite(particles.log_weights[i]) for i in could_end)
+
+
+@pytest.mark.parametrize("lag", [-1, 1.5])
+def test_a_lag_that_is_not_a_number_of_tokens_is_refused(lag):
+    from awrs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="commit_lag"):
+        SMCConfig(commit_share=1.0, commit_lag=lag)
