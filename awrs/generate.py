@@ -115,6 +115,7 @@ def _prepare(
     resample_power: float = DEFAULT_RESAMPLE_POWER,
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
+    commit_lag: int | None = None,
     lookahead: bool = True,
     estimator: str = "poisson",
     masks: str = "auto",
@@ -143,6 +144,7 @@ def _prepare(
         resample_power=resample_power,
         complete_power=complete_power,
         commit_share=commit_share if spec.resamples else None,
+        commit_lag=commit_lag,
         lookahead=lookahead,
     )
     job = Job(
@@ -175,6 +177,7 @@ def generate(
     resample_power: float = DEFAULT_RESAMPLE_POWER,
     complete_power: float | None = DEFAULT_COMPLETE_POWER,
     commit_share: float | None = None,
+    commit_lag: int | None = None,
     lookahead: bool = True,
     estimator: str = "poisson",
     masks: str = "auto",
@@ -213,6 +216,9 @@ def generate(
             this share of the resampling weight (a resampling by prefix, drawn at random: the
             target is the same, see :mod:`awrs.smc.commitment`); lets ``on_step`` see settled text
             early. ``None`` (default): never. SMC methods only.
+        commit_lag: with ``commit_share``, also commit the next character whatever the shares
+            once every running particle has drawn this many tokens after the one that wrote
+            it (``None``: by share only). SMC methods only.
         lookahead: weigh particles, when resampling, by the constraint's look-ahead (for
             :class:`~awrs.Sql`, whether the text names a column its table lacks), and resample
             when it doubts some of them (default True; a twist: the target is the same).
@@ -241,7 +247,8 @@ def generate(
         model, prompt, constraint, particles=particles, max_tokens=max_tokens, method=method,
         seed=seed, chat=chat, system=system, ess_threshold=ess_threshold, resampling=resampling,
         budget_twist=budget_twist, resample_power=resample_power, complete_power=complete_power,
-        commit_share=commit_share, lookahead=lookahead, estimator=estimator, masks=masks,
+        commit_share=commit_share, commit_lag=commit_lag, lookahead=lookahead, estimator=estimator,
+        masks=masks,
         critic=critic, max_attempts=max_attempts, time_limit=time_limit, should_stop=should_stop, on_step=on_step,
     )
     bar = _progress_bar(prepared.job.config, method) if progress else None

@@ -19,6 +19,7 @@ import awrs.smc.commitment as commitment
 from awrs.constraints import Regex
 from awrs.sampling import AWRS
 from awrs.smc import SMCConfig, run_smc
+from awrs.smc.particles import Particles
 from awrs.stats import Stats
 from awrs.testing import exact_target, normalize, total_variation
 
@@ -29,10 +30,10 @@ CASES = {
 RUNS = 2000
 
 
-def weighted_runs(model, constraint, max_tokens, *, share, runs=RUNS, particles=3):
+def weighted_runs(model, constraint, max_tokens, *, share, lag=None, runs=RUNS, particles=3):
     """Per run: the mean of exp(log weight) and the weight each text got; and the commits."""
     config = SMCConfig(particles=particles, max_tokens=max_tokens, ess_threshold=0.9,
-                       commit_share=share, complete_power=1.0)
+                       commit_share=share, commit_lag=lag, complete_power=1.0)
     stats = Stats()
     likelihoods, mass = [], defaultdict(float)
     for seed in range(runs):
@@ -47,13 +48,13 @@ def weighted_runs(model, constraint, max_tokens, *, share, runs=RUNS, particles=
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("share", [0.6, 0.01])
-def test_committing_keeps_the_likelihood_unbiased_and_the_posterior_exact(case, share):
+@pytest.mark.parametrize(("share", "lag"), [(0.6, None), (0.01, None), (1.0, 0)])
+def test_committing_keeps_the_likelihood_unbiased_and_the_posterior_exact(case, share, lag):
     make_model, make_constraint, max_tokens = CASES[case]
     model, constraint = make_model(), make_constraint()
     exact = exact_target(model, [], constraint, max_tokens)
     truth = sum(exact.values())
-    likelihoods, mass, commits = weighted_runs(model, constraint, max_tokens, share=share)
+    likelihoods, mass, commits = weighted_runs(model, constraint, max_tokens, share=share, lag=lag)
     assert commits > RUNS // 10  # it did commit, often
     mean, se = np.mean(likelihoods), np.std(likelihoods, ddof=1) / math.sqrt(RUNS)
     assert abs(mean - truth) <= 5 * se + 1e-12, (mean, truth, se)
@@ -101,10 +102,10 @@ def test_a_finished_text_is_never_dropped_by_a_commitment(monkeypatch):
 
     calls = {"with_finished": 0}
 
-    def checked(particles, vocab, share, rng, complete=None):
+    def checked(particles, vocab, share, rng, complete=None, lag=None):
         kept = particles.finished & np.isfinite(particles.log_weights)
         calls["with_finished"] += bool(kept.any())
-        committed = commitment.commit_prefix(particles, vocab, share, rng, complete=complete)
+        committed = commitment.commit_prefix(particles, vocab, share, rng, complete=complete, lag=lag)
         assert np.isfinite(particles.log_weights[kept]).all()
         return committed
 
@@ -114,3 +115,65 @@ def test_a_finished_text_is_never_dropped_by_a_commitment(monkeypatch):
     for seed in range(50):
         run_smc(model, [], constraint, AWRS(masks="never"), config, np.random.default_rng(seed))
     assert calls["with_finished"] > 10  # the case arose
+
+
+def _population(model, texts):
+    """Running particles that wrote ``texts`` (one character per token), each of weight 1."""
+    ids = {token.decode(): i for i, token in enumerate(model.vocab.tokens)}
+    particles = Particles.start(len(texts), None)
+    particles.tokens = [[ids[ch] for ch in text] for text in texts]
+    return particles
+
+
+def _survivors(model, particles):
+    return [model.vocab.decode(t).decode() for t, w in zip(particles.tokens, particles.log_weights)
+            if np.isfinite(w)]
+
+
+def test_a_lone_particle_is_seldom_the_one_drawn():
+    """Groups are drawn with chances proportional to their share cubed: against four
+    particles that agree, a lone one is drawn 1 time in 65 (not 1 in 5), and its weight is
+    divided by that chance, so the target stays the same."""
+    model = hashed_model(seed=1)
+    lone, draws = 0, 4000
+    for seed in range(draws):
+        particles = _population(model, ["ab", "ab", "ab", "ab", "ba"])
+        assert commitment.commit_prefix(particles, model.vocab, 0.01, np.random.default_rng(seed)) >= 1
+        survivors = _survivors(model, particles)
+        chance = 1 / 65 if survivors == ["ba"] else 64 / 65
+        lone += survivors == ["ba"]
+        assert np.allclose(particles.log_weights[np.isfinite(particles.log_weights)], -math.log(chance))
+    assert abs(lone / draws - 1 / 65) < 0.006, lone / draws
+
+
+def test_a_lag_commits_once_every_particle_drew_that_many_tokens_after_the_character():
+    """With ``lag`` a character is committed whatever the shares once every running particle
+    has drawn ``lag`` tokens after the one that wrote it, and not before (share 1: never by
+    share)."""
+    model = hashed_model(seed=1)
+    for lag, expected in ((2, True), (3, False), (None, False)):
+        particles = _population(model, ["aab", "bab", "bba"])
+        committed = commitment.commit_prefix(particles, model.vocab, 1.0, np.random.default_rng(0), lag=lag)
+        assert (committed > 0) == expected, (lag, committed)
+        assert (len(_survivors(model, particles)) < 3) == expected
+
+
+def test_committing_keeps_a_text_that_could_end_now_whichever_group_is_drawn():
+    """Texts that could end now are about to be valid answers: a draw that could drop all of
+    them waits, one that keeps one whichever group it picks goes ahead."""
+    model = hashed_model(seed=1)
+    texts = ["ab", "ab", "ba", "ba"]
+    for could_end, expected in (({0}, False), ({0, 2}, True), ((), True)):
+        particles = _population(model, texts)
+        committed = commitment.commit_prefix(particles, model.vocab, 0.01, np.random.default_rng(0),
+                                             complete=lambda i, could_end=could_end: i in could_end)
+        assert (committed > 0) == expected, (could_end, committed)
+        assert not could_end or any(np.isfinite(particles.log_weights[i]) for i in could_end)
+
+
+@pytest.mark.parametrize("lag", [-1, 1.5])
+def test_a_lag_that_is_not_a_number_of_tokens_is_refused(lag):
+    from awrs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="commit_lag"):
+        SMCConfig(commit_share=1.0, commit_lag=lag)

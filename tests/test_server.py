@@ -363,6 +363,7 @@ BAD_REQUESTS = [
      "invalid_value"),
     ("bad resample_power", CHAT, {"messages": chat("x"), "resample_power": 1.5}, 400, "resample_power",
      "invalid_value"),
+    ("negative commit_lag", CHAT, {"messages": chat("x"), "commit_lag": -1}, 400, "commit_lag", "invalid_value"),
     ("negative seed", CHAT, {"messages": chat("x"), "seed": -1}, 400, "seed", "invalid_value"),
     ("bad time_limit", CHAT, {"messages": chat("x"), "time_limit": 0}, 400, "time_limit", "invalid_value"),
     ("temperature", CHAT, {"messages": chat("x"), "temperature": 0.2}, 400, "temperature", "unsupported_parameter"),

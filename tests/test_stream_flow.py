@@ -3,8 +3,8 @@
 Independent particles share no text until they finish, so a stream that may only send what
 every weight-carrying particle shares would send the whole answer at the end. Streamed requests
 commit text as they go (awrs.smc.commitment): the fruit request below must arrive in several
-content deltas, the first one before the run's last step, on at least two seeds of four,
-and still never take text back.
+content deltas, the first one before the run's last step, on nearly every seed, with a valid
+answer, and still never take text back.
 (That the deltas equal the non-streamed answer for the same seed and options is checked on a
 table model in test_server.py: on llama.cpp two requests of one prompt can differ in the last
 bits of their logits, and so, rarely, in a sample.)
@@ -31,7 +31,7 @@ FRUIT = {
     "stream": True,
     "stream_options": {"awrs_events": True},
 }
-SEEDS = range(4)
+SEEDS = range(8)
 
 
 def _stream(url: str, body: dict) -> tuple[list[tuple[int, str]], int, dict]:
@@ -66,10 +66,10 @@ def server():
 
 
 def test_fruit_request_streams_as_it_is_written(server):
-    """Over four seeds, at least two streams send text in several deltas, the first before the
-    run's last step (committing pauses while a text has finished or could end now, so on this
-    model, whose particles rarely agree, some runs still send their text late; without
-    committing none of the four does); every stream spells its run's answer."""
+    """On at least seven seeds of eight the stream sends text in several deltas, the first
+    before the run's last step (in-process, 16 of 16 seeds do; on this model, whose particles
+    rarely agree, committing only where they agreed on 30% of the weight let 4 of 8 flow, and
+    without committing none does); every stream ends with an answer and spells it."""
     flowing = 0
     for seed in SEEDS:
         deltas, steps, ext = _stream(server.url, dict(FRUIT, seed=seed))
@@ -77,4 +77,4 @@ def test_fruit_request_streams_as_it_is_written(server):
         # nothing taken back: the deltas spell the run's answer, its most probable text
         answer = max(ext["posterior"].items(), key=lambda kv: kv[1])[0]
         assert "".join(text for _, text in deltas) == answer
-    assert flowing >= 2, flowing
+    assert flowing >= 7, flowing

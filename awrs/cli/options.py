@@ -142,6 +142,11 @@ def add_commit_options(parser: argparse.ArgumentParser) -> None:
                              "weight agree on it, in (0, 1] (SMC methods; a resampling by prefix, "
                              "drawn at random, so the target is the same; default: never; streamed "
                              "server requests use 0.3)")
+    parser.add_argument("--commit-lag", type=int, default=None, metavar="L",
+                        help="with --commit-share, also commit the next character whatever the "
+                             "shares once every particle has drawn L tokens after it (default: "
+                             "by share only; streamed server requests use --commit-share 1 "
+                             "--commit-lag 3)")
     parser.add_argument("--complete-power", type=float, default=None, metavar="P",
                         help="weigh particles whose text is already complete among themselves by "
                              "their weights to this power (SMC methods; default: --resample-power; "
@@ -163,4 +168,5 @@ def _on_off(value: str) -> bool:
 
 
 def commit_options(args) -> dict:
-    return {"commit_share": args.commit_share, "complete_power": args.complete_power}
+    return {"commit_share": args.commit_share, "commit_lag": args.commit_lag,
+            "complete_power": args.complete_power}

@@ -84,7 +84,8 @@ def eval_command(args, load=None) -> int:
     options = {key: value for key, value in
                (("ess_threshold", args.ess_threshold), ("budget_twist", args.budget_twist),
                 ("resample_power", args.resample_power), ("complete_power", args.complete_power),
-                ("commit_share", args.commit_share), ("lookahead", args.lookahead)) if value is not None}
+                ("commit_share", args.commit_share), ("commit_lag", args.commit_lag),
+                ("lookahead", args.lookahead)) if value is not None}
     common = dict(particles=args.particles, max_tokens=args.max_tokens, limit=args.limit, seed=args.seed,
                   out_path=args.out, progress=not args.json, time_limit=args.time_limit, start=args.start,
                   options=options)

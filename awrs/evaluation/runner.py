@@ -264,7 +264,8 @@ def run_eval(
 
 
 SMC_METHODS = ("awrs-smc", "masking-smc")
-SMC_SETTINGS = ("ess_threshold", "budget_twist", "resample_power", "complete_power", "commit_share", "lookahead")
+SMC_SETTINGS = ("ess_threshold", "budget_twist", "resample_power", "complete_power", "commit_share",
+                "commit_lag", "lookahead")
 
 
 def smc_defaults() -> dict:
@@ -330,7 +331,7 @@ def _evaluate(model, dom: Domain, instance: Instance, method: str, *, particles:
         **{f"{part}_seconds": getattr(stats, f"{part}_seconds") for part in TIME_PARTS},
         "tokens": stats.tokens, "constraint_checks": stats.constraint_checks,
         "model_calls": stats.model_calls, "resamples": stats.resamples,
-        "budget_kills": stats.budget_kills, "doubts": stats.doubts,
+        "budget_kills": stats.budget_kills, "commits": stats.commits, "doubts": stats.doubts,
         "log_marginal_likelihood": _finite(result.log_marginal_likelihood), "message": result.message,
         "ess": result.ess,
     }

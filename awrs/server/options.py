@@ -43,6 +43,11 @@ def request_options(request: _Common, limits: Limits, *, max_tokens: int | None)
             options[name] = value
     if options.get("commit_share") == 0:  # 0: never commit
         options["commit_share"] = None
+    if request.commit_lag is not None:
+        if request.commit_lag < 0:
+            raise bad_request(f"commit_lag must be a number of tokens >= 0, got {request.commit_lag}",
+                              param="commit_lag", code="invalid_value")
+        options["commit_lag"] = request.commit_lag
     if request.budget_twist is not None:
         if request.budget_twist not in BUDGET_TWISTS:
             raise bad_request(f"budget_twist must be one of {', '.join(BUDGET_TWISTS)}, got "

@@ -78,6 +78,7 @@ class _Common(_Strict):
     resample_power: float | None = None
     complete_power: float | None = None
     commit_share: float | None = None
+    commit_lag: int | None = None
     masks: str | None = None
     time_limit: float | None = None
     # OpenAI sampling fields, accepted at their neutral values only

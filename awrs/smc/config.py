@@ -32,6 +32,10 @@ class SMCConfig:
     #: share of the resampling weight (:mod:`awrs.smc.commitment`: a resampling by prefix, drawn
     #: at random, so the target is the same); ``None``: never. What lets a stream flow.
     commit_share: float | None = None
+    #: when committing, also commit the next character whatever the shares once every running
+    #: particle has drawn this many tokens after the one that wrote it (a doomed continuation
+    #: has had that long to show); ``None``: by share only
+    commit_lag: int | None = None
     #: weigh unfinished particles, when resampling, by the constraint's look-ahead
     #: (:meth:`awrs.constraints.base.Constraint.lookahead_log_psi`), and resample whenever it
     #: doubts one: a twist like the others, so the target is the same.
@@ -50,5 +54,8 @@ class SMCConfig:
             raise ConfigError(f"resample_power must be in [0, 1], got {self.resample_power}")
         if self.commit_share is not None and not 0.0 < self.commit_share <= 1.0:
             raise ConfigError(f"commit_share must be in (0, 1] or None, got {self.commit_share}")
+        if self.commit_lag is not None and (not isinstance(self.commit_lag, int) or self.commit_lag < 0):
+            raise ConfigError(f"commit_lag must be a whole number of tokens >= 0 or None, "
+                              f"got {self.commit_lag!r}")
         if self.complete_power is not None and not 0.0 <= self.complete_power <= 1.0:
             raise ConfigError(f"complete_power must be in [0, 1] or None, got {self.complete_power}")

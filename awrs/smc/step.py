@@ -226,7 +226,8 @@ class Run:
 
         if config.commit_share is not None:
             stats.commits += commit_prefix(particles, vocab, config.commit_share, rng,
-                                           complete=lambda i: job.constraint.is_complete(particles.states[i]))
+                                           complete=lambda i: job.constraint.is_complete(particles.states[i]),
+                                           lag=config.commit_lag)
 
         n = len(particles)
         row_of = np.full(n, -1)
