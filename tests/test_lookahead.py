@@ -79,6 +79,8 @@ def test_sql_constraint_gives_its_penalty_and_zero_turns_it_off(database):
         Sql(database.path, lookahead_penalty=-1)
     with pytest.raises(ConfigError, match="lookahead_penalty"):
         Sql(database.path, lookahead_penalty=math.inf)
+    with pytest.raises(ConfigError, match="lookahead_penalty"):
+        Sql(database.path, lookahead_penalty="5")
 
 
 def test_prepare_error_names_what_sqlite_refused(database):

@@ -152,7 +152,7 @@ class Sql(Constraint):
     ) -> None:
         if not isinstance(max_whitespace, int) or max_whitespace < 1:
             raise ConfigError(f"max_whitespace must be a positive integer, got {max_whitespace!r}")
-        if not 0 <= lookahead_penalty < math.inf:
+        if not isinstance(lookahead_penalty, (int, float)) or not 0 <= lookahead_penalty < math.inf:
             raise ConfigError(f"lookahead_penalty must be a finite number >= 0 (0: off), got {lookahead_penalty!r}")
         self.max_whitespace = max_whitespace
         self.lookahead_penalty = float(lookahead_penalty)
